@@ -1,0 +1,64 @@
+"""The ``gptj-ggml`` command line: one sub-command per small function.
+
+To add a sub-command, write ``_add_<name>(subparsers)`` that registers its arguments and
+sets ``handler`` to a function ``(args) -> int``, and list it in ``_SUBCOMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import GptjError
+
+
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a Hugging Face GPT-J checkpoint folder to GGUF",
+        description="Convert a Hugging Face GPT-J checkpoint folder (safetensors or pytorch_model.bin, "
+        "single or sharded, with its tokenizer files) to one GGUF file.",
+    )
+    parser.add_argument("src", help="the checkpoint folder (config.json, weights, tokenizer files)")
+    parser.add_argument("-o", "--output", required=True, help="the GGUF file to write")
+    parser.add_argument(
+        "--outtype",
+        choices=["f32", "f16"],
+        default="f16",
+        help="f16 (default): weight matrices in float16, norms and biases in float32; f32: all float32",
+    )
+    parser.set_defaults(handler=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_checkpoint
+
+    out = convert_checkpoint(args.src, args.output, outtype=args.outtype, progress=True)
+    print(f"wrote {out}")
+    return 0
+
+
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_convert]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(prog="gptj-ggml", description="Local GPT-J inference on the CPU with ggml.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_subcommand in _SUBCOMMANDS:
+        add_subcommand(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit code (errors: one line on stderr, code 1)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except GptjError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
