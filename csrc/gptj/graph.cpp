@@ -1,0 +1,104 @@
+#include "gptj/graph.h"
+
+#include <cmath>
+
+namespace gptj {
+namespace {
+
+// GPT-J's rotary embedding: base 10000 over the first rotary_dim dimensions of each head,
+// rotating interleaved pairs (x0, x1), (x2, x3), ... -- ggml's "normal" rope mode.
+constexpr float kRopeFreqBase = 10000.0f;
+
+ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * weight, ggml_tensor * bias, float eps) {
+    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), weight), bias);
+}
+
+ggml_tensor * rotary(ggml_context * ctx, ggml_tensor * x, ggml_tensor * positions, const HParams & hp) {
+    return ggml_rope_ext(ctx, x, positions, /*freq_factors=*/nullptr, hp.rotary_dim, GGML_ROPE_TYPE_NORMAL,
+                         /*n_ctx_orig=*/0, kRopeFreqBase, /*freq_scale=*/1.0f, /*ext_factor=*/0.0f,
+                         /*attn_factor=*/1.0f, /*beta_fast=*/0.0f, /*beta_slow=*/0.0f);
+}
+
+// Causal self-attention of the new tokens over the cache. Writes their keys and values
+// into the cache first (the copies are expanded into the graph before the reads).
+ggml_tensor * self_attention(ggml_context * ctx, ggml_cgraph * graph, const Model & model, const KvCache & cache,
+                             int il, ggml_tensor * x, ggml_tensor * positions, int n_past, int n_tokens) {
+    const HParams & hp = model.hparams();
+    const LayerWeights & w = model.weights().layers[static_cast<size_t>(il)];
+    const int64_t head_dim = hp.head_dim(), n_head = hp.n_head, n_embd = hp.n_embd;
+    const int64_t n_kv = n_past + n_tokens;
+
+    ggml_tensor * q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w.attn_q, x), head_dim, n_head, n_tokens);
+    ggml_tensor * k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w.attn_k, x), head_dim, n_head, n_tokens);
+    ggml_tensor * v = ggml_mul_mat(ctx, w.attn_v, x);  // [n_embd, n_tokens]
+    q = rotary(ctx, q, positions, hp);
+    k = rotary(ctx, k, positions, hp);
+
+    ggml_tensor * cache_k = cache.keys(il);
+    ggml_tensor * cache_v = cache.values(il);
+    ggml_tensor * k_slot = ggml_view_1d(ctx, cache_k, n_tokens * n_embd, static_cast<size_t>(n_past) * cache_k->nb[1]);
+    ggml_tensor * v_slot = ggml_view_2d(ctx, cache_v, n_tokens, n_embd, cache_v->nb[1],
+                                        static_cast<size_t>(n_past) * ggml_element_size(cache_v));
+    ggml_build_forward_expand(graph, ggml_cpy(ctx, k, k_slot));
+    ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_transpose(ctx, v), v_slot));
+
+    // Per head: scores [n_kv, n_tokens] = K^T Q, then softmax(scores / sqrt(head_dim)) with
+    // future positions masked, then V * weights.
+    ggml_tensor * keys = ggml_view_3d(ctx, cache_k, head_dim, n_kv, n_head, cache_k->nb[1],
+                                      static_cast<size_t>(head_dim) * ggml_element_size(cache_k), 0);
+    ggml_tensor * queries = ggml_permute(ctx, q, 0, 2, 1, 3);  // [head_dim, n_tokens, n_head]
+    ggml_tensor * scores = ggml_mul_mat(ctx, keys, queries);   // [n_kv, n_tokens, n_head]
+    scores = ggml_diag_mask_inf(ctx, scores, n_past);
+    ggml_tensor * weights = ggml_soft_max_ext(ctx, scores, /*mask=*/nullptr,
+                                              1.0f / std::sqrt(static_cast<float>(head_dim)), /*max_bias=*/0.0f);
+
+    ggml_tensor * values = ggml_view_3d(ctx, cache_v, n_kv, head_dim, n_head, cache_v->nb[1],
+                                        static_cast<size_t>(head_dim) * cache_v->nb[1], 0);
+    ggml_tensor * heads = ggml_mul_mat(ctx, values, weights);  // [head_dim, n_tokens, n_head]
+    ggml_tensor * merged = ggml_cont_2d(ctx, ggml_permute(ctx, heads, 0, 2, 1, 3), n_embd, n_tokens);
+    return ggml_mul_mat(ctx, w.attn_output, merged);
+}
+
+ggml_tensor * feed_forward(ggml_context * ctx, const LayerWeights & w, ggml_tensor * x) {
+    ggml_tensor * up = ggml_add(ctx, ggml_mul_mat(ctx, w.ffn_up_w, x), w.ffn_up_b);
+    // GPT-J's activation is gelu_new, the tanh approximation, which is what ggml_gelu computes.
+    return ggml_add(ctx, ggml_mul_mat(ctx, w.ffn_down_w, ggml_gelu(ctx, up)), w.ffn_down_b);
+}
+
+}  // namespace
+
+size_t forward_graph_size(int n_layer) { return 128 + 64 * static_cast<size_t>(n_layer); }
+
+ForwardGraph build_forward_graph(ggml_context * ctx, const Model & model, const KvCache & cache,
+                                 int n_past, int n_tokens, bool all_logits) {
+    const HParams & hp = model.hparams();
+    const Weights & w = model.weights();
+    ForwardGraph out{};
+    out.graph = ggml_new_graph_custom(ctx, forward_graph_size(hp.n_layer), /*grads=*/false);
+
+    out.tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens);
+    out.positions = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens);
+    ggml_set_input(out.tokens);
+    ggml_set_input(out.positions);
+
+    ggml_tensor * x = ggml_get_rows(ctx, w.token_embd, out.tokens);  // [n_embd, n_tokens]
+    for (int il = 0; il < hp.n_layer; ++il) {
+        const LayerWeights & layer = w.layers[static_cast<size_t>(il)];
+        // GPT-J's parallel residual: attention and MLP both read the same ln_1 output.
+        ggml_tensor * normed = layer_norm(ctx, x, layer.attn_norm_w, layer.attn_norm_b, hp.norm_eps);
+        ggml_tensor * attention = self_attention(ctx, out.graph, model, cache, il, normed, out.positions, n_past, n_tokens);
+        ggml_tensor * mlp = feed_forward(ctx, layer, normed);
+        x = ggml_add(ctx, x, ggml_add(ctx, attention, mlp));
+    }
+
+    if (!all_logits && n_tokens > 1) {
+        x = ggml_view_2d(ctx, x, hp.n_embd, 1, x->nb[1], static_cast<size_t>(n_tokens - 1) * x->nb[1]);
+    }
+    x = layer_norm(ctx, x, w.output_norm_w, w.output_norm_b, hp.norm_eps);
+    out.logits = ggml_add(ctx, ggml_mul_mat(ctx, w.output_w, x), w.output_b);
+    ggml_set_output(out.logits);
+    ggml_build_forward_expand(out.graph, out.logits);
+    return out;
+}
+
+}  // namespace gptj

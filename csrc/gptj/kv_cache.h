@@ -1,0 +1,30 @@
+// The attention keys and values of every evaluated position, for every layer, in f16.
+// Keys are stored one position per row ([n_embd, n_ctx]); values transposed, one channel
+// per row ([n_ctx, n_embd]), so that both attention products read contiguous rows.
+#pragma once
+
+#include <vector>
+
+#include "ggml-cpp.h"
+#include "gptj/hparams.h"
+
+namespace gptj {
+
+class KvCache {
+public:
+    KvCache(const HParams & hparams, int n_ctx);
+
+    int n_ctx() const { return n_ctx_; }
+    ggml_tensor * keys(int layer) const { return keys_[static_cast<size_t>(layer)]; }
+    ggml_tensor * values(int layer) const { return values_[static_cast<size_t>(layer)]; }
+    size_t size_bytes() const;
+
+private:
+    int n_ctx_;
+    ggml_context_ptr ctx_;
+    ggml_backend_buffer_ptr buffer_;
+    std::vector<ggml_tensor *> keys_;
+    std::vector<ggml_tensor *> values_;
+};
+
+}  // namespace gptj

@@ -1,0 +1,171 @@
+#include "gptj/model.h"
+
+#include <algorithm>
+#include <climits>
+#include <set>
+
+#include "ggml-backend.h"
+#include "gptj/error.h"
+
+namespace gptj {
+namespace {
+
+constexpr const char * kArchitecture = "gptj";
+
+std::string shape_string(const int64_t * ne, int n_dims) {
+    std::string s = "[";
+    for (int d = 0; d < n_dims; ++d) {
+        s += (d ? ", " : "") + std::to_string(ne[d]);
+    }
+    return s + "]";
+}
+
+// Types the CPU backend can multiply by (and take rows of, for token_embd).
+bool is_supported_matrix_type(ggml_type type) {
+    switch (type) {
+        case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16:
+        case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1:
+        case GGML_TYPE_Q8_0: case GGML_TYPE_Q2_K: case GGML_TYPE_Q3_K: case GGML_TYPE_Q4_K:
+        case GGML_TYPE_Q5_K: case GGML_TYPE_Q6_K: case GGML_TYPE_IQ4_NL:
+            return true;
+        default:
+            return false;
+    }
+}
+
+}  // namespace
+
+std::shared_ptr<const Model> Model::load(const std::string & path) {
+    return std::shared_ptr<const Model>(new Model(path));
+}
+
+Model::Model(const std::string & path) : file_(path) {
+    auto invalid = [&](const std::string & what) { throw Error(Error::Kind::invalid_file, path + ": " + what); };
+
+    const auto architecture = file_.find_string("general.architecture");
+    if (!architecture) invalid("missing metadata 'general.architecture': not a model file written for gptj_ggml");
+    if (*architecture != kArchitecture) {
+        invalid("the model's architecture is '" + *architecture + "'; gptj_ggml runs only 'gptj' (GPT-J)");
+    }
+
+    const GgufTensorInfo * embd = file_.find_tensor("token_embd.weight");
+    if (embd == nullptr) invalid("missing tensor 'token_embd.weight'");
+    hparams_ = HParams::from_gguf(file_, static_cast<int32_t>(std::min<int64_t>(embd->ne[1], INT32_MAX)));
+    const int64_t n_embd = hparams_.n_embd, n_vocab = hparams_.n_vocab, n_ff = hparams_.n_ff;
+
+    const size_t n_tensors = 5 + 10 * static_cast<size_t>(hparams_.n_layer);
+    ggml_init_params params{n_tensors * ggml_tensor_overhead(), nullptr, /*no_alloc=*/true};
+    ctx_.reset(ggml_init(params));
+    if (!ctx_) throw Error(Error::Kind::evaluation, "ggml_init failed for the weight context");
+
+    // Shapes in ggml order: ne[0] is the row (input) length.
+    weights_.token_embd = add_tensor("token_embd.weight", {n_embd, n_vocab}, true);
+    weights_.layers.resize(static_cast<size_t>(hparams_.n_layer));
+    for (int il = 0; il < hparams_.n_layer; ++il) {
+        const std::string p = "blk." + std::to_string(il) + ".";
+        LayerWeights & l = weights_.layers[static_cast<size_t>(il)];
+        l.attn_norm_w = add_tensor(p + "attn_norm.weight", {n_embd}, false);
+        l.attn_norm_b = add_tensor(p + "attn_norm.bias", {n_embd}, false);
+        l.attn_q = add_tensor(p + "attn_q.weight", {n_embd, n_embd}, true);
+        l.attn_k = add_tensor(p + "attn_k.weight", {n_embd, n_embd}, true);
+        l.attn_v = add_tensor(p + "attn_v.weight", {n_embd, n_embd}, true);
+        l.attn_output = add_tensor(p + "attn_output.weight", {n_embd, n_embd}, true);
+        l.ffn_up_w = add_tensor(p + "ffn_up.weight", {n_embd, n_ff}, true);
+        l.ffn_up_b = add_tensor(p + "ffn_up.bias", {n_ff}, false);
+        l.ffn_down_w = add_tensor(p + "ffn_down.weight", {n_ff, n_embd}, true);
+        l.ffn_down_b = add_tensor(p + "ffn_down.bias", {n_embd}, false);
+    }
+    weights_.output_norm_w = add_tensor("output_norm.weight", {n_embd}, false);
+    weights_.output_norm_b = add_tensor("output_norm.bias", {n_embd}, false);
+    weights_.output_w = add_tensor("output.weight", {n_embd, n_vocab}, true);
+    weights_.output_b = add_tensor("output.bias", {n_vocab}, false);
+
+    std::set<std::string> expected;
+    for (ggml_tensor * t = ggml_get_first_tensor(ctx_.get()); t != nullptr; t = ggml_get_next_tensor(ctx_.get(), t)) {
+        expected.insert(ggml_get_name(t));
+    }
+    for (const auto & info : file_.tensors()) {
+        if (expected.count(info.name) == 0) invalid("unexpected tensor '" + info.name + "' for a GPT-J model");
+    }
+
+    // Point every tensor into the mapped file: no copy, the page cache holds the weights.
+    buffer_.reset(ggml_backend_cpu_buffer_from_ptr(file_.mapping(), file_.file_size()));
+    if (!buffer_) throw Error(Error::Kind::evaluation, path + ": cannot create a CPU buffer over the mapped file");
+    for (ggml_tensor * t = ggml_get_first_tensor(ctx_.get()); t != nullptr; t = ggml_get_next_tensor(ctx_.get(), t)) {
+        const GgufTensorInfo * info = file_.find_tensor(ggml_get_name(t));
+        if (ggml_backend_tensor_alloc(buffer_.get(), t, file_.mapping() + info->file_offset) != GGML_STATUS_SUCCESS) {
+            invalid(std::string("cannot place tensor '") + ggml_get_name(t) + "' in memory");
+        }
+        n_params_ += ggml_nelements(t);
+        weight_bytes_ += ggml_nbytes(t);
+    }
+
+    load_vocab();
+}
+
+ggml_tensor * Model::add_tensor(const std::string & name, std::vector<int64_t> shape, bool is_matrix) {
+    auto invalid = [&](const std::string & what) {
+        throw Error(Error::Kind::invalid_file, file_.path() + ": tensor '" + name + "' " + what);
+    };
+    const GgufTensorInfo * info = file_.find_tensor(name);
+    if (info == nullptr) {
+        throw Error(Error::Kind::invalid_file, file_.path() + ": missing tensor '" + name + "'");
+    }
+    const int n_dims = static_cast<int>(shape.size());
+    bool same_shape = info->n_dims <= n_dims;
+    for (int d = 0; d < GGML_MAX_DIMS; ++d) {
+        same_shape = same_shape && info->ne[d] == (d < n_dims ? shape[static_cast<size_t>(d)] : 1);
+    }
+    if (!same_shape) {
+        invalid("has shape " + shape_string(info->ne, info->n_dims) + ", expected " +
+                shape_string(shape.data(), n_dims) + " from the hyper-parameters");
+    }
+    if (is_matrix ? !is_supported_matrix_type(info->type) : info->type != GGML_TYPE_F32) {
+        invalid(std::string("has type ") + ggml_type_name(info->type) + ", expected " +
+                (is_matrix ? "f32, f16, bf16 or a ggml quantized type" : "f32"));
+    }
+    const int64_t n_rows = n_dims == 1 ? 1 : shape[1];
+    if (info->n_bytes != ggml_row_size(info->type, shape[0]) * static_cast<size_t>(n_rows)) {
+        invalid("has an inconsistent size");
+    }
+    ggml_tensor * t = n_dims == 1 ? ggml_new_tensor_1d(ctx_.get(), info->type, shape[0])
+                                  : ggml_new_tensor_2d(ctx_.get(), info->type, shape[0], shape[1]);
+    ggml_set_name(t, name.c_str());
+    return t;
+}
+
+void Model::load_vocab() {
+    const std::string model = file_.find_string("tokenizer.ggml.model").value_or("");
+    if (model != "gpt2") {
+        throw Error(Error::Kind::invalid_file,
+                    file_.path() + ": metadata 'tokenizer.ggml.model' is '" + model + "', expected 'gpt2'");
+    }
+    VocabData data;
+    data.tokens = file_.get_string_array("tokenizer.ggml.tokens");
+    if (data.tokens.size() != static_cast<size_t>(hparams_.n_vocab)) {
+        throw Error(Error::Kind::invalid_file,
+                    file_.path() + ": 'tokenizer.ggml.tokens' has " + std::to_string(data.tokens.size()) +
+                        " tokens but token_embd has " + std::to_string(hparams_.n_vocab) + " rows");
+    }
+    if (file_.has_key("tokenizer.ggml.token_type")) {
+        data.token_types = file_.get_int_array("tokenizer.ggml.token_type");
+    }
+    if (file_.has_key("tokenizer.ggml.merges")) {
+        data.merges = file_.get_string_array("tokenizer.ggml.merges");
+    }
+    data.bos_id = static_cast<int32_t>(file_.find_int("tokenizer.ggml.bos_token_id").value_or(-1));
+    data.eos_id = static_cast<int32_t>(file_.find_int("tokenizer.ggml.eos_token_id").value_or(-1));
+    vocab_ = std::make_shared<const Vocab>(std::move(data));
+}
+
+std::string Model::weight_type() const {
+    std::set<ggml_type> types;
+    for (const auto & l : weights_.layers) {
+        for (const ggml_tensor * t : {l.attn_q, l.attn_k, l.attn_v, l.attn_output, l.ffn_up_w, l.ffn_down_w}) {
+            types.insert(t->type);
+        }
+    }
+    return types.size() == 1 ? ggml_type_name(*types.begin()) : "mixed";
+}
+
+}  // namespace gptj

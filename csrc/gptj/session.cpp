@@ -1,0 +1,117 @@
+#include "gptj/session.h"
+
+#include <algorithm>
+#include <numeric>
+#include <string>
+
+#include "ggml-alloc.h"
+#include "ggml-backend.h"
+#include "ggml-cpu.h"
+#include "gptj/error.h"
+#include "gptj/ggml_log.h"
+#include "gptj/graph.h"
+#include "gptj/threads.h"
+
+namespace gptj {
+
+int resolve_n_ctx(const HParams & hparams, int requested) {
+    if (requested < 0) throw Error(Error::Kind::invalid_argument, "n_ctx must be positive, got " + std::to_string(requested));
+    return requested == 0 ? hparams.n_ctx_train : requested;
+}
+
+Session::Session(std::shared_ptr<const Model> model, SessionParams params)
+    : model_(std::move(model)),
+      cache_(model_->hparams(), resolve_n_ctx(model_->hparams(), params.n_ctx)),
+      n_batch_(params.n_batch) {
+    if (n_batch_ <= 0) throw Error(Error::Kind::invalid_argument, "n_batch must be positive, got " + std::to_string(n_batch_));
+    n_batch_ = std::min(n_batch_, cache_.n_ctx());
+
+    backend_.reset(ggml_backend_cpu_init());
+    if (!backend_) throw Error(Error::Kind::evaluation, "cannot start ggml's CPU backend");
+    set_n_threads(params.n_threads);
+
+    const size_t graph_size = forward_graph_size(model_->hparams().n_layer);
+    graph_memory_.resize(ggml_tensor_overhead() * graph_size + ggml_graph_overhead_custom(graph_size, false));
+
+    // Size the compute buffers once for the largest graph a prompt batch builds: a full batch
+    // at the end of the context. Smaller graphs reuse the same memory. (Asking for the logits
+    // of every position, as Model.logits does, grows them once more.)
+    allocator_.reset(ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_.get())));
+    ggml_init_params init{graph_memory_.size(), graph_memory_.data(), /*no_alloc=*/true};
+    ggml_context_ptr ctx(ggml_init(init));
+    const ForwardGraph worst = build_forward_graph(ctx.get(), *model_, cache_, cache_.n_ctx() - n_batch_, n_batch_, false);
+    clear_last_ggml_error();
+    if (!ggml_gallocr_reserve(allocator_.get(), worst.graph)) {
+        throw Error(Error::Kind::evaluation, "cannot allocate the compute buffers: " + last_ggml_error());
+    }
+}
+
+void Session::set_n_threads(int n_threads) {
+    if (n_threads < 0) throw Error(Error::Kind::invalid_argument, "n_threads must be positive, got " + std::to_string(n_threads));
+    // Set explicitly: ggml's CPU backend otherwise runs GGML_DEFAULT_N_THREADS (4) threads
+    // whatever the machine has, which on 2 cores made a mat-vec 15x slower.
+    n_threads_ = n_threads == 0 ? physical_core_count() : n_threads;
+    ggml_backend_cpu_set_n_threads(backend_.get(), n_threads_);
+}
+
+void Session::truncate(int n_keep) {
+    if (n_keep < 0) throw Error(Error::Kind::invalid_argument, "cannot keep a negative number of tokens");
+    if (n_keep < n_past()) history_.resize(static_cast<size_t>(n_keep));
+}
+
+void Session::evaluate(const std::vector<int32_t> & tokens, bool all_logits, std::vector<float> & logits) {
+    const int32_t n_vocab = model_->hparams().n_vocab;
+    for (const int32_t id : tokens) {
+        if (id < 0 || id >= n_vocab) {
+            throw Error(Error::Kind::invalid_argument,
+                        "token id " + std::to_string(id) + " is out of range [0, " + std::to_string(n_vocab) + ")");
+        }
+    }
+    const int n_tokens = static_cast<int>(tokens.size());
+    if (n_tokens > cache_.n_ctx() - n_past()) {
+        throw Error(Error::Kind::context_full,
+                    "the context is full: " + std::to_string(n_past()) + " tokens held + " + std::to_string(n_tokens) +
+                        " new > n_ctx " + std::to_string(cache_.n_ctx()));
+    }
+    logits.resize(static_cast<size_t>(n_vocab) * static_cast<size_t>(all_logits ? n_tokens : (n_tokens > 0 ? 1 : 0)));
+
+    const size_t n_past_before = history_.size();
+    try {
+        for (int start = 0; start < n_tokens; start += n_batch_) {
+            const int n = std::min(n_batch_, n_tokens - start);
+            const bool last = start + n == n_tokens;
+            float * out = all_logits ? logits.data() + static_cast<size_t>(start) * n_vocab : (last ? logits.data() : nullptr);
+            evaluate_batch(tokens.data() + start, n, all_logits, out);
+            history_.insert(history_.end(), tokens.begin() + start, tokens.begin() + start + n);
+        }
+    } catch (...) {
+        history_.resize(n_past_before);  // the cache rows past it are simply stale
+        throw;
+    }
+}
+
+void Session::evaluate_batch(const int32_t * tokens, int n_tokens, bool all_logits, float * logits) {
+    const int n_past = this->n_past();
+    ggml_init_params init{graph_memory_.size(), graph_memory_.data(), /*no_alloc=*/true};
+    ggml_context_ptr ctx(ggml_init(init));
+    const ForwardGraph fg = build_forward_graph(ctx.get(), *model_, cache_, n_past, n_tokens, all_logits);
+
+    clear_last_ggml_error();
+    if (!ggml_gallocr_alloc_graph(allocator_.get(), fg.graph)) {
+        throw Error(Error::Kind::evaluation, "cannot allocate the compute buffers: " + last_ggml_error());
+    }
+    std::vector<int32_t> positions(static_cast<size_t>(n_tokens));
+    std::iota(positions.begin(), positions.end(), n_past);
+    ggml_backend_tensor_set(fg.tokens, tokens, 0, ggml_nbytes(fg.tokens));
+    ggml_backend_tensor_set(fg.positions, positions.data(), 0, ggml_nbytes(fg.positions));
+
+    const ggml_status status = ggml_backend_graph_compute(backend_.get(), fg.graph);
+    if (status != GGML_STATUS_SUCCESS) {
+        throw Error(Error::Kind::evaluation, std::string("ggml graph computation failed: ") + ggml_status_to_string(status));
+    }
+    if (logits != nullptr) {
+        ggml_backend_tensor_get(fg.logits, logits, 0, ggml_nbytes(fg.logits));
+    }
+}
+
+}  // namespace gptj

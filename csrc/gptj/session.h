@@ -1,0 +1,60 @@
+// The mutable half of GPT-J: a KV cache, the tokens it holds, and the buffers and threads
+// that evaluate new tokens against it. Many sessions can share one Model. A Session is not
+// thread-safe: use one per thread (the Python layer enforces that).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "ggml-cpp.h"
+#include "gptj/kv_cache.h"
+#include "gptj/model.h"
+
+namespace gptj {
+
+struct SessionParams {
+    int n_ctx = 0;      // 0: the model's training context (gptj.context_length)
+    int n_threads = 0;  // 0: physical cores
+    int n_batch = 512;  // prompt tokens evaluated per graph
+};
+
+class Session {
+public:
+    Session(std::shared_ptr<const Model> model, SessionParams params);
+
+    // Appends tokens to the history and evaluates them, n_batch at a time. logits receives
+    // n_vocab floats per new token (all_logits) or for the last token only. Throws
+    // Error(invalid_argument) for an id out of range and Error(context_full) when the tokens
+    // do not fit; on either the session is unchanged.
+    void evaluate(const std::vector<int32_t> & tokens, bool all_logits, std::vector<float> & logits);
+
+    // Forgets every position from n_keep on (they are overwritten by the next evaluation).
+    void truncate(int n_keep);
+
+    const Model & model() const { return *model_; }
+    const std::shared_ptr<const Model> & shared_model() const { return model_; }
+    const std::vector<int32_t> & history() const { return history_; }
+    int n_past() const { return static_cast<int>(history_.size()); }
+    int n_ctx() const { return cache_.n_ctx(); }
+    int n_batch() const { return n_batch_; }
+    int n_threads() const { return n_threads_; }
+    void set_n_threads(int n_threads);
+    size_t kv_cache_bytes() const { return cache_.size_bytes(); }
+
+private:
+    void evaluate_batch(const int32_t * tokens, int n_tokens, bool all_logits, float * logits);
+
+    std::shared_ptr<const Model> model_;
+    KvCache cache_;
+    int n_batch_;
+    int n_threads_ = 1;
+    ggml_backend_ptr backend_;
+    ggml_gallocr_ptr allocator_;         // compute buffers: sized once, reused by every batch
+    std::vector<uint8_t> graph_memory_;  // tensor and graph headers, rebuilt per batch
+    std::vector<int32_t> history_;
+};
+
+int resolve_n_ctx(const HParams & hparams, int requested);
+
+}  // namespace gptj
