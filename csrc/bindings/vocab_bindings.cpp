@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "gptj/pretokenizer.h"
 #include "gptj/vocab.h"
 
 namespace py = pybind11;
@@ -78,6 +79,16 @@ void bind_vocab(py::module_ & m) {
             py::arg("id"))
         .def("token_type", [](const gptj::Vocab & vocab, int32_t id) { return static_cast<int>(vocab.token_type(id)); },
              py::arg("id"))
+        .def_static(
+            "split_pieces",
+            [](const py::object & text) {
+                std::vector<std::string_view> pieces;
+                gptj::split_gpt2_pieces(utf8_view(text), pieces);
+                py::list out;
+                for (std::string_view piece : pieces) out.append(py::bytes(piece.data(), piece.size()));
+                return out;
+            },
+            py::arg("text"), "GPT-2's pre-tokenizer alone: the UTF-8 pieces that BPE encodes one by one.")
         .def_property_readonly("n_tokens", &gptj::Vocab::n_tokens)
         .def_property_readonly("bos_id", &gptj::Vocab::bos_id)
         .def_property_readonly("eos_id", &gptj::Vocab::eos_id);

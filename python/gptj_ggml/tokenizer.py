@@ -47,8 +47,8 @@ class Tokenizer:
         data = read_tokenizer(Path(path), n_vocab)
         return cls.from_data(data.tokens, data.token_types, data.merges, data.bos_id, data.eos_id)
 
-    def encode(self, text: str, special: bool = False) -> list[int]:
-        """Token ids of ``text``.
+    def encode(self, text: str | bytes, special: bool = False) -> list[int]:
+        """Token ids of ``text`` (a ``str``, or ``bytes`` taken as UTF-8; invalid bytes are kept).
 
         With ``special=True`` the strings of added tokens (``<|endoftext|>``, ``<|extratoken_N|>``)
         become their ids, as ``tokenizers`` does by default; with ``special=False`` they are plain
