@@ -197,7 +197,8 @@ Vocab::Vocab(VocabData data) : impl_(std::make_unique<Impl>()) {
             }
             return it->second;
         };
-        v.merges.add(find_id(left), find_id(right), find_id(left + right));
+        const int32_t left_id = find_id(left), right_id = find_id(right);  // in order, for the message
+        v.merges.add(left_id, right_id, find_id(left + right));
     }
 }
 

@@ -32,9 +32,9 @@ class Tokenizer:
         all normal), ``merges`` "left right" strings by rank; with no merges they are derived from
         the ids, as GPT-2's ids follow its merge order (legacy GGML files carry no merges).
         """
-        from . import _core
+        from ._native import core  # loads the extension and the ggml libraries it links
 
-        return cls(_core.Vocab(tokens, token_types, merges, bos_id, eos_id))
+        return cls(core.Vocab(tokens, token_types, merges, bos_id, eos_id))
 
     @classmethod
     def from_folder(cls, path: str | PathLike[str], n_vocab: int = GPTJ_N_VOCAB) -> Tokenizer:
