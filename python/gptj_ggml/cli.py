@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from .cli_run import add_run
 from .errors import GptjError
 
 
@@ -39,7 +40,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_convert]
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_convert, add_run]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except GptjError as error:
+    except (GptjError, OSError, ValueError) as error:
+        # GptjError covers bad models and checkpoints; OSError a missing file; ValueError a
+        # bad argument value. Each is one line for the user, not a traceback.
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
