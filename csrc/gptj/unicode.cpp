@@ -1,7 +1,7 @@
 #include "gptj/unicode.h"
 
+#include <algorithm>
 #include <array>
-#include <memory>
 #include <vector>
 
 namespace gptj::unicode {
