@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers.pre_tokenizers import ByteLevel
 
-from gptj_ggml._core import Vocab
+from gptj_ggml._native import core
 from gptj_ggml.tokenizer import Tokenizer
 
 DATA = Path(__file__).parent / "data"
@@ -160,4 +160,4 @@ def test_pre_tokenizer_classes_match_tokenizers_across_unicode():
     for start in range(0, len(code_points), 2000):
         text = "".join(" " + chr(c) + chr(c) + "a" for c in code_points[start : start + 2000])
         expected = [text[begin:end] for _, (begin, end) in pre_tokenizer.pre_tokenize_str(text)]
-        assert [piece.decode("utf-8") for piece in Vocab.split_pieces(text)] == expected
+        assert [piece.decode("utf-8") for piece in core.Vocab.split_pieces(text)] == expected
