@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import zipfile
 
 import numpy as np
 import pytest
@@ -85,3 +86,18 @@ def test_truncated_file_is_refused_by_name(tmp_path):
 
     with pytest.raises(ConversionError, match=r"model\.bin"):
         read_torch_zip(tmp_path / "model.bin")
+
+
+def test_reads_compressed_zip_members(tmp_path):
+    state = {"matrix": torch.randn(9, 4), "vector": torch.randn(5, dtype=torch.float16)}
+    torch.save(state, tmp_path / "stored.bin")
+    with zipfile.ZipFile(tmp_path / "stored.bin") as source, zipfile.ZipFile(
+        tmp_path / "deflated.bin", "w", compression=zipfile.ZIP_DEFLATED
+    ) as target:
+        for name in source.namelist():
+            target.writestr(name, source.read(name))
+
+    records = read_torch_zip(tmp_path / "deflated.bin")
+
+    for name, tensor in state.items():
+        np.testing.assert_array_equal(records[name].read(), tensor.numpy())

@@ -7,9 +7,8 @@ for two reasons: its numpy interface cannot return bfloat16 tensors, and it memo
 the whole file, so copying every tensor out of it makes every page of the model resident
 in our RSS (measured: reading every tensor of a 1.5 GiB 2-layer GPT-J-6B-shaped file
 with ``safe_open(...).get_tensor`` peaked at 1977 MiB RSS; plain reads stay at ~120 MiB
-whatever the model size). The header is
-validated as strictly as the library does it: known dtypes, sizes matching shapes, and
-data inside the file.
+whatever the model size). The header is validated as strictly as the library does it:
+known dtypes, sizes matching shapes, and data inside the file.
 """
 
 from __future__ import annotations

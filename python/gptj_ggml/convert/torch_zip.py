@@ -17,7 +17,7 @@ import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import ConversionError
 from .tensor_record import TensorRecord, itemsize
@@ -121,7 +121,7 @@ def read_torch_zip(path: Path) -> dict[str, TensorRecord]:
             )
         raise ConversionError(f"{path} is not a PyTorch zip checkpoint (truncated or corrupt file?)")
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(path) as archive, open(path, "rb") as raw_file:
             pickle_name = _find_pickle(archive, path)
             prefix = pickle_name[: -len("data.pkl")]
             _check_byteorder(archive, prefix, path)
@@ -130,7 +130,7 @@ def read_torch_zip(path: Path) -> dict[str, TensorRecord]:
             if not isinstance(state, dict):
                 raise ConversionError(f"{path}: the checkpoint holds a {type(state).__name__}, not a state dict")
             return {
-                name: _locate(archive, path, prefix, name, pending)
+                name: _locate(archive, raw_file, path, prefix, name, pending)
                 for name, pending in state.items()
                 if isinstance(pending, _PendingTensor)
             }
@@ -160,7 +160,9 @@ def _check_byteorder(archive: zipfile.ZipFile, prefix: str, path: Path) -> None:
         raise ConversionError(f"{path}: {byteorder}-endian checkpoints are not supported")
 
 
-def _locate(archive: zipfile.ZipFile, path: Path, prefix: str, name: str, pending: _PendingTensor) -> TensorRecord:
+def _locate(
+    archive: zipfile.ZipFile, raw_file: BinaryIO, path: Path, prefix: str, name: str, pending: _PendingTensor
+) -> TensorRecord:
     member = f"{prefix}data/{pending.storage.key}"
     try:
         info = archive.getinfo(member)
@@ -183,7 +185,7 @@ def _locate(archive: zipfile.ZipFile, path: Path, prefix: str, name: str, pendin
         )
     if info.compress_type != zipfile.ZIP_STORED:
         return record  # read through zipfile, which decompresses
-    data_start = _member_data_start(archive, info, path)
+    data_start = _member_data_start(raw_file, info, path)
     if data_start + info.file_size > path.stat().st_size:
         raise ConversionError(f"{path}: storage {member} runs past the end of the file (truncated?)")
     return TensorRecord(
@@ -196,13 +198,14 @@ def _locate(archive: zipfile.ZipFile, path: Path, prefix: str, name: str, pendin
     )
 
 
-def _member_data_start(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> int:
+def _member_data_start(raw_file: BinaryIO, info: zipfile.ZipInfo, path: Path) -> int:
     # The local header's extra field can differ from the central directory's (torch pads
     # it to align storages), so its length must be read from the local header itself.
-    file = archive.fp
-    assert file is not None
-    file.seek(info.header_offset)
-    signature, name_length, extra_length = _ZIP_LOCAL_HEADER.unpack(file.read(_ZIP_LOCAL_HEADER.size))
+    raw_file.seek(info.header_offset)
+    header = raw_file.read(_ZIP_LOCAL_HEADER.size)
+    if len(header) != _ZIP_LOCAL_HEADER.size:
+        raise ConversionError(f"{path}: zip local header of {info.filename} is cut off (truncated?)")
+    signature, name_length, extra_length = _ZIP_LOCAL_HEADER.unpack(header)
     if signature != _ZIP_LOCAL_HEADER_SIGNATURE:
         raise ConversionError(f"{path}: corrupt zip local header for {info.filename}")
     return info.header_offset + _ZIP_LOCAL_HEADER.size + name_length + extra_length
