@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import os
 import secrets
 from collections.abc import Iterator, Sequence
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ._native import core
+from .tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ class Model:
         self.path = os.fspath(path)
         self._model = core.Model(self.path)
         self._session = core.Session(self._model, n_ctx or 0, n_threads or 0, n_batch)
-        self._vocab = self._model.vocab
+        #: The model's tokenizer (GPT-2 byte-level BPE from the GGUF file).
+        self.tokenizer = Tokenizer(self._model.vocab)
 
     # -- description ---------------------------------------------------------------
     @property
@@ -116,11 +117,11 @@ class Model:
         With ``special=True`` the text of special and added tokens (``<|endoftext|>``)
         maps to their ids; by default it is tokenized as plain text.
         """
-        return self._vocab.encode(text, special)
+        return self.tokenizer.encode(text, special)
 
     def detokenize(self, ids: Sequence[int]) -> str:
         """The text of ``ids`` (invalid UTF-8, e.g. half a character, becomes U+FFFD)."""
-        return bytes(self._vocab.decode(list(ids))).decode("utf-8", errors="replace")
+        return self.tokenizer.decode(ids)
 
     # -- evaluation ------------------------------------------------------------------
     def logits(self, ids: Sequence[int]) -> np.ndarray:
@@ -158,7 +159,7 @@ class Model:
         """
         ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
         if not ids:
-            ids = [self._vocab.bos_id]  # as transformers' generate starts an empty prompt
+            ids = [self.tokenizer.bos_id]  # as transformers' generate starts an empty prompt
         if max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
         if temperature < 0:
@@ -174,8 +175,8 @@ class Model:
         session.truncate(n_keep)
         pending = ids[n_keep:]
         sampler = core.Sampler(secrets.randbits(64) if seed is None else seed & (2**64 - 1))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        eos_id = self._vocab.eos_id
+        decoder = self.tokenizer.stream_decoder()
+        eos_id = self.tokenizer.eos_id
         for n_generated in range(1, max_tokens + 1):
             expected_past = session.n_past + len(pending)
             token_id = session.evaluate_and_sample(pending, sampler, temperature)
@@ -184,13 +185,14 @@ class Model:
             if token_id == eos_id:
                 # A character left unfinished by the previous token is shown as U+FFFD,
                 # carried by the end-of-text token (otherwise never yielded).
-                tail = decoder.decode(b"", final=True)
+                tail = decoder.flush()
                 if tail:
                     yield Token(token_id, tail)
                 return
             # The last token (max_tokens, or no room to evaluate it) flushes the decoder.
             last = n_generated == max_tokens or session.n_past + 1 > session.n_ctx
-            yield Token(token_id, decoder.decode(self._vocab.token_bytes(token_id), final=last))
+            text = decoder.feed(token_id)
+            yield Token(token_id, text + decoder.flush() if last else text)
             if last:
                 return
             pending = [token_id]
