@@ -6,8 +6,9 @@ import gguf
 import numpy as np
 import pytest
 
-from checkpoints import FORMATS
 from gptj_ggml.convert import expected_tensors, read_hparams
+
+from checkpoints import FORMATS
 
 
 def _gguf_tensors(reader: gguf.GGUFReader) -> dict[str, gguf.ReaderTensor]:

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from checkpoints import TOKENIZER_DIR, copy_tokenizer
 from gptj_ggml.convert import TokenizerData, TokenType, read_tokenizer
 from gptj_ggml.errors import ConversionError
+
+from checkpoints import TOKENIZER_DIR, copy_tokenizer
 
 N_VOCAB = 50400
 

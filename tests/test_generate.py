@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gguf_edit import rewrite_gguf
-from model_fixtures import tiny_model_path  # noqa: F401
 
 from gptj_ggml import Model, Token
+
+from gguf_edit import rewrite_gguf
 
 EOS = 50256
 

@@ -9,10 +9,10 @@ import struct
 import gguf
 import numpy as np
 import pytest
-from gguf_edit import rewrite_gguf
-from model_fixtures import tiny_model_path  # noqa: F401
 
 from gptj_ggml import ContextFullError, Model, ModelFormatError
+
+from gguf_edit import rewrite_gguf
 
 U32 = gguf.GGUFValueType.UINT32
 STRING = gguf.GGUFValueType.STRING

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from model_fixtures import hf_model, reference_greedy, reference_logits, tiny_model_path  # noqa: F401
 
 from gptj_ggml import Model
+
+from model_fixtures import reference_greedy, reference_logits
 
 # Relative max error: max |ours - reference| / max |reference|. f32 weights still go through
 # an f16 KV cache (as ggml's example and llama.cpp do), hence not 1e-6.

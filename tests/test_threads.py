@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-from model_fixtures import tiny_model_path  # noqa: F401
-
 from gptj_ggml import Model
 
 

@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-import tokenizers
 
 from gptj_ggml.tokenizer import Tokenizer
 
-TOKENIZER_FOLDER = Path(__file__).parent / "data" / "gptj-tokenizer"
-CORPUS = sorted((Path(__file__).parent / "data" / "tokenizer_corpus").glob("*.txt"))
+from tokenizer_fixtures import CORPUS, TOKENIZER_FOLDER
 
 # A naive BPE (rescan every pair after each merge) needs minutes on these; ours needs milliseconds.
 # The bound is loose so a busy CI machine does not fail it.
 TIME_LIMIT_SECONDS = 1.0
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    return Tokenizer.from_folder(TOKENIZER_FOLDER)
-
-
-@pytest.fixture(scope="module")
-def reference() -> tokenizers.Tokenizer:
-    return tokenizers.Tokenizer.from_file(str(TOKENIZER_FOLDER / "tokenizer.json"))
 
 
 def timed_encode(tokenizer: Tokenizer, text: str) -> tuple[list[int], float]:

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import tokenizers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptj_ggml.tokenizer import Tokenizer
 
-DATA = Path(__file__).parent / "data"
-TOKENIZER_FOLDER = DATA / "gptj-tokenizer"
-CORPUS = sorted((DATA / "tokenizer_corpus").glob("*.txt"))
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    return Tokenizer.from_folder(TOKENIZER_FOLDER)
-
-
-@pytest.fixture(scope="module")
-def reference() -> tokenizers.Tokenizer:
-    return tokenizers.Tokenizer.from_file(str(TOKENIZER_FOLDER / "tokenizer.json"))
+from tokenizer_fixtures import CORPUS
 
 
 def stream(tokenizer: Tokenizer, ids: list[int]) -> list[str]:

@@ -5,19 +5,14 @@ GPT-2's merged tokens are numbered in merge order, so the Vocab derives the merg
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import tokenizers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptj_ggml.convert.tokenizer_data import read_tokenizer
 from gptj_ggml.tokenizer import GPTJ_N_VOCAB, Tokenizer
 
-DATA = Path(__file__).parent / "data"
-TOKENIZER_FOLDER = DATA / "gptj-tokenizer"
-CORPUS = sorted((DATA / "tokenizer_corpus").glob("*.txt"))
+from tokenizer_fixtures import CORPUS, TOKENIZER_FOLDER
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +30,6 @@ def with_merges(vocabulary_data) -> Tokenizer:
 def without_merges(vocabulary_data) -> Tokenizer:
     data = vocabulary_data
     return Tokenizer.from_data(data.tokens, data.token_types, [], data.bos_id, data.eos_id)
-
-
-@pytest.fixture(scope="module")
-def reference() -> tokenizers.Tokenizer:
-    return tokenizers.Tokenizer.from_file(str(TOKENIZER_FOLDER / "tokenizer.json"))
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=[path.stem for path in CORPUS])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from pathlib import Path
 
 import pytest
 import tokenizers
@@ -20,11 +19,8 @@ from hypothesis import strategies as st
 from tokenizers.pre_tokenizers import ByteLevel
 
 from gptj_ggml._native import core
-from gptj_ggml.tokenizer import Tokenizer
 
-DATA = Path(__file__).parent / "data"
-TOKENIZER_FOLDER = DATA / "gptj-tokenizer"
-CORPUS = sorted((DATA / "tokenizer_corpus").glob("*.txt"))
+from tokenizer_fixtures import CORPUS, TOKENIZER_FOLDER, corpus_text
 
 # Characters and strings at the edges of GPT-2's regex: every kind of space, apostrophes and the
 # letters of contractions, marks, digits of other scripts, emoji parts and added tokens.
@@ -39,21 +35,6 @@ EDGE_PIECES = [
 edge_text = st.lists(st.sampled_from(EDGE_PIECES), max_size=40).map("".join)
 
 
-def corpus_text(path: Path) -> str:
-    # Bytes, not read_text(): universal newlines would turn the corpus's CRLF and CR into LF.
-    return path.read_bytes().decode("utf-8")
-
-
-@pytest.fixture(scope="module")
-def ours() -> Tokenizer:
-    return Tokenizer.from_folder(TOKENIZER_FOLDER)
-
-
-@pytest.fixture(scope="module")
-def reference() -> tokenizers.Tokenizer:
-    """tokenizers as GPT-J ships it: added tokens are found in the text."""
-    return tokenizers.Tokenizer.from_file(str(TOKENIZER_FOLDER / "tokenizer.json"))
-
 
 @pytest.fixture(scope="module")
 def reference_without_added_tokens() -> tokenizers.Tokenizer:
@@ -64,72 +45,72 @@ def reference_without_added_tokens() -> tokenizers.Tokenizer:
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=[path.stem for path in CORPUS])
-def test_corpus_ids_match_tokenizers(ours, reference, path):
+def test_corpus_ids_match_tokenizers(tokenizer, reference, path):
     text = corpus_text(path)
-    assert ours.encode(text, special=True) == reference.encode(text).ids
+    assert tokenizer.encode(text, special=True) == reference.encode(text).ids
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=[path.stem for path in CORPUS])
-def test_corpus_lines_match_tokenizers(ours, reference, path):
+def test_corpus_lines_match_tokenizers(tokenizer, reference, path):
     for line in corpus_text(path).splitlines(keepends=True):
-        assert ours.encode(line, special=True) == reference.encode(line).ids, repr(line)
+        assert tokenizer.encode(line, special=True) == reference.encode(line).ids, repr(line)
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=[path.stem for path in CORPUS])
 def test_corpus_ids_without_special_match_tokenizers_without_added_tokens(
-    ours, reference_without_added_tokens, path
+    tokenizer, reference_without_added_tokens, path
 ):
     text = corpus_text(path)
-    assert ours.encode(text) == reference_without_added_tokens.encode(text).ids
+    assert tokenizer.encode(text) == reference_without_added_tokens.encode(text).ids
 
 
-def test_special_true_maps_added_tokens_to_their_ids(ours):
-    assert ours.encode("a<|endoftext|>b<|extratoken_1|> <|extratoken_143|>", special=True) == [
+def test_special_true_maps_added_tokens_to_their_ids(tokenizer):
+    assert tokenizer.encode("a<|endoftext|>b<|extratoken_1|> <|extratoken_143|>", special=True) == [
         64, 50256, 65, 50257, 220, 50399,
     ]
 
 
-def test_special_false_keeps_added_token_strings_as_text(ours, reference_without_added_tokens):
+def test_special_false_keeps_added_token_strings_as_text(tokenizer, reference_without_added_tokens):
     text = "<|endoftext|><|extratoken_1|>"
-    ids = ours.encode(text)
+    ids = tokenizer.encode(text)
     assert not set(ids) & {50256, 50257}
     assert ids == reference_without_added_tokens.encode(text).ids
 
 
-def test_special_false_is_the_default(ours):
-    assert ours.encode("<|endoftext|>") == ours.encode("<|endoftext|>", special=False)
+def test_special_false_is_the_default(tokenizer):
+    assert tokenizer.encode("<|endoftext|>") == tokenizer.encode("<|endoftext|>", special=False)
 
 
-def test_empty_text_has_no_tokens(ours):
-    assert ours.encode("") == []
-    assert ours.encode("", special=True) == []
+def test_empty_text_has_no_tokens(tokenizer):
+    assert tokenizer.encode("") == []
+    assert tokenizer.encode("", special=True) == []
 
 
-def test_long_unicode_whitespace_runs_match_tokenizers(ours, reference):
+def test_long_unicode_whitespace_runs_match_tokenizers(tokenizer, reference):
     for space in ["\xa0", "\u3000", "\u2028", "\x85", " \xa0", "\t "]:
         for n in (1, 2, 3, 17):
             for text in (space * n, "x" + space * n, space * n + "x", "x" + space * n + "y"):
-                assert ours.encode(text, special=True) == reference.encode(text).ids, repr(text)
+                assert tokenizer.encode(text, special=True) == reference.encode(text).ids, repr(text)
 
 
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(max_size=60))
-def test_random_text_matches_tokenizers(ours, reference, reference_without_added_tokens, text):
-    assert ours.encode(text, special=True) == reference.encode(text).ids
-    assert ours.encode(text) == reference_without_added_tokens.encode(text).ids
+def test_random_text_matches_tokenizers(tokenizer, reference, reference_without_added_tokens, text):
+    assert tokenizer.encode(text, special=True) == reference.encode(text).ids
+    assert tokenizer.encode(text) == reference_without_added_tokens.encode(text).ids
 
 
 @settings(max_examples=400, deadline=None)
 @given(text=edge_text)
-def test_regex_edge_cases_match_tokenizers(ours, reference, reference_without_added_tokens, text):
-    assert ours.encode(text, special=True) == reference.encode(text).ids
-    assert ours.encode(text) == reference_without_added_tokens.encode(text).ids
+def test_regex_edge_cases_match_tokenizers(tokenizer, reference, reference_without_added_tokens, text):
+    assert tokenizer.encode(text, special=True) == reference.encode(text).ids
+    assert tokenizer.encode(text) == reference_without_added_tokens.encode(text).ids
 
 
 @settings(max_examples=200, deadline=None)
 @given(text=st.text(st.characters(codec="utf-8", categories=["L", "M", "N", "Z", "P", "S", "C"]), max_size=30))
-def test_random_text_of_every_category_matches_tokenizers(ours, reference, text):
-    assert ours.encode(text, special=True) == reference.encode(text).ids
+def test_random_text_of_every_category_matches_tokenizers(tokenizer, reference, text):
+    assert tokenizer.encode(text, special=True) == reference.encode(text).ids
 
 
 def regex_class(code_point: int) -> str:
