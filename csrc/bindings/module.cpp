@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <variant>
@@ -12,6 +13,7 @@
 
 #include "ggml.h"
 #include "gptj/error.h"
+#include "gptj/generation.h"
 #include "gptj/ggml_log.h"
 #include "gptj/model.h"
 #include "gptj/sampling.h"
@@ -48,8 +50,15 @@ py::object scalar_to_python(const gptj::GgufScalar & value) {
     return std::visit([](const auto & v) -> py::object { return py::cast(v); }, value);
 }
 
+// Raised (as gptj_ggml.errors.SessionBusyError) when a second thread calls into a Session
+// that is already evaluating.
+class SessionBusy : public std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
 // A Session plus a guard: one session used from two threads at once would corrupt its
-// cache, so the second caller gets an exception instead.
+// cache, so the second caller gets an exception instead. (The Python Session extends the
+// guard over a generator's whole life.)
 class PySession {
 public:
     PySession(std::shared_ptr<const gptj::Model> model, const gptj::SessionParams & params)
@@ -59,7 +68,7 @@ public:
     public:
         explicit Use(std::atomic<bool> & busy) : busy_(busy) {
             if (busy_.exchange(true)) {
-                throw std::runtime_error("this Session is already in use by another thread; create one Session per thread");
+                throw SessionBusy("this Session is already in use by another thread; create one Session per thread");
             }
         }
         ~Use() { busy_.store(false); }
@@ -72,14 +81,22 @@ public:
 
     gptj::Session & session() { return session_; }
     std::atomic<bool> & busy() { return busy_; }
+    std::vector<float> & logits() { return logits_; }
 
 private:
     gptj::Session session_;
     std::atomic<bool> busy_{false};
+    std::vector<float> logits_;  // scratch for evaluate_and_sample
 };
 
 std::vector<int32_t> to_ids(const py::handle & tokens) {
     return py::cast<std::vector<int32_t>>(tokens);
+}
+
+void check_vocab(PySession & self, const gptj::Sampler & sampler) {
+    if (sampler.n_vocab() != self.session().model().hparams().n_vocab) {
+        throw gptj::Error(gptj::Error::Kind::invalid_argument, "the Sampler was made for another vocabulary size");
+    }
 }
 
 py::array_t<float> evaluate(PySession & self, const py::handle & tokens, bool all_logits) {
@@ -101,13 +118,65 @@ py::array_t<float> evaluate(PySession & self, const py::handle & tokens, bool al
 }
 
 // Evaluates tokens and draws the next one, without handing the logits to Python.
-int32_t evaluate_and_sample(PySession & self, const py::handle & tokens, gptj::Sampler & sampler, float temperature) {
+py::tuple evaluate_and_sample(PySession & self, const py::handle & tokens, gptj::Sampler & sampler, bool logprob) {
     const std::vector<int32_t> ids = to_ids(tokens);
-    PySession::Use use(self.busy());
-    py::gil_scoped_release release;
-    std::vector<float> logits;
-    self.session().evaluate(ids, false, logits);
-    return sampler.sample(logits.data(), self.session().model().hparams().n_vocab, temperature);
+    check_vocab(self, sampler);
+    gptj::Step step;
+    {
+        PySession::Use use(self.busy());
+        py::gil_scoped_release release;
+        step = gptj::evaluate_and_sample(self.session(), ids, sampler, logprob, self.logits());
+    }
+    return py::make_tuple(step.token, step.logprob, step.eval_ms, step.sample_ms);
+}
+
+py::tuple generate_loop(PySession & self, const py::handle & prompt, int n_tokens, gptj::Sampler & sampler) {
+    const std::vector<int32_t> ids = to_ids(prompt);
+    check_vocab(self, sampler);
+    gptj::LoopResult result;
+    {
+        PySession::Use use(self.busy());
+        py::gil_scoped_release release;
+        result = gptj::generate_loop(self.session(), ids, n_tokens, sampler);
+    }
+    return py::make_tuple(result.tokens, result.prompt_ms, result.generation_ms);
+}
+
+gptj::SamplingParams sampling_params(float temperature, int32_t top_k, float top_p, float min_p, float typical_p,
+                                     float repeat_penalty, int32_t repeat_last_n, float presence_penalty,
+                                     float frequency_penalty, const std::map<int32_t, float> & logit_bias, uint64_t seed) {
+    gptj::SamplingParams p;
+    p.temperature = temperature;
+    p.top_k = top_k;
+    p.top_p = top_p;
+    p.min_p = min_p;
+    p.typical_p = typical_p;
+    p.repeat_penalty = repeat_penalty;
+    p.repeat_last_n = repeat_last_n;
+    p.presence_penalty = presence_penalty;
+    p.frequency_penalty = frequency_penalty;
+    p.logit_bias.assign(logit_bias.begin(), logit_bias.end());
+    p.seed = seed;
+    return p;
+}
+
+const float * checked_logits(const gptj::Sampler & sampler, const py::array_t<float, py::array::c_style | py::array::forcecast> & logits) {
+    if (logits.ndim() != 1 || logits.shape(0) != sampler.n_vocab()) {
+        throw gptj::Error(gptj::Error::Kind::invalid_argument,
+                          "logits must have shape (" + std::to_string(sampler.n_vocab()) + ",), got " +
+                              std::to_string(logits.ndim() == 1 ? logits.shape(0) : logits.size()) + " values");
+    }
+    return logits.data();
+}
+
+std::vector<int32_t> checked_history(const gptj::Sampler & sampler, const py::handle & history) {
+    std::vector<int32_t> ids = to_ids(history);
+    for (const int32_t id : ids) {
+        if (id < 0 || id >= sampler.n_vocab()) {
+            throw gptj::Error(gptj::Error::Kind::invalid_argument, "history token id " + std::to_string(id) + " is out of range");
+        }
+    }
+    return ids;
 }
 
 }  // namespace
@@ -120,6 +189,12 @@ PYBIND11_MODULE(_core, m) {
             if (p) std::rethrow_exception(p);
         } catch (const gptj::Error & e) {
             translate_error(e);
+        } catch (const SessionBusy & e) {
+            try {
+                PyErr_SetString(py::module_::import("gptj_ggml.errors").attr("SessionBusyError").ptr(), e.what());
+            } catch (py::error_already_set &) {
+                PyErr_SetString(PyExc_RuntimeError, e.what());
+            }
         }
     });
 
@@ -164,10 +239,27 @@ PYBIND11_MODULE(_core, m) {
         });
 
     py::class_<gptj::Sampler>(m, "Sampler")
-        .def(py::init<uint64_t>(), py::arg("seed"))
-        .def("sample", [](gptj::Sampler & s, py::array_t<float, py::array::c_style | py::array::forcecast> logits, float temperature) {
-            return s.sample(logits.data(), static_cast<int32_t>(logits.size()), temperature);
-        }, py::arg("logits"), py::arg("temperature"));
+        .def(py::init([](int32_t n_vocab, float temperature, int32_t top_k, float top_p, float min_p, float typical_p,
+                         float repeat_penalty, int32_t repeat_last_n, float presence_penalty, float frequency_penalty,
+                         const std::map<int32_t, float> & logit_bias, uint64_t seed) {
+                 return gptj::Sampler(sampling_params(temperature, top_k, top_p, min_p, typical_p, repeat_penalty,
+                                                      repeat_last_n, presence_penalty, frequency_penalty, logit_bias, seed),
+                                      n_vocab);
+             }),
+             py::arg("n_vocab"), py::kw_only(), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),
+             py::arg("min_p"), py::arg("typical_p"), py::arg("repeat_penalty"), py::arg("repeat_last_n"),
+             py::arg("presence_penalty"), py::arg("frequency_penalty"), py::arg("logit_bias"), py::arg("seed"))
+        .def_property_readonly("n_vocab", &gptj::Sampler::n_vocab)
+        .def("sample", [](gptj::Sampler & s, py::array_t<float, py::array::c_style | py::array::forcecast> logits,
+                          const py::handle & history) {
+            const std::vector<int32_t> ids = checked_history(s, history);
+            return s.sample(checked_logits(s, logits), ids);
+        }, py::arg("logits"), py::arg("history"))
+        .def("distribution", [](gptj::Sampler & s, py::array_t<float, py::array::c_style | py::array::forcecast> logits,
+                                const py::handle & history) {
+            const std::vector<int32_t> ids = checked_history(s, history);
+            return py::array_t<double>(py::cast(s.distribution(checked_logits(s, logits), ids)));
+        }, py::arg("logits"), py::arg("history"));
 
     py::class_<PySession>(m, "Session")
         .def(py::init([](std::shared_ptr<Model> model, int n_ctx, int n_threads, int n_batch) {
@@ -176,12 +268,21 @@ PYBIND11_MODULE(_core, m) {
              }),
              py::arg("model"), py::arg("n_ctx") = 0, py::arg("n_threads") = 0, py::arg("n_batch") = 512)
         .def("evaluate", &evaluate, py::arg("tokens"), py::arg("all_logits") = false)
-        .def("evaluate_and_sample", &evaluate_and_sample, py::arg("tokens"), py::arg("sampler"), py::arg("temperature"))
+        .def("evaluate_and_sample", &evaluate_and_sample, py::arg("tokens"), py::arg("sampler"), py::arg("logprob") = false)
+        .def("generate_loop", &generate_loop, py::arg("prompt"), py::arg("n_tokens"), py::arg("sampler"))
         .def("truncate", [](PySession & s, int n_keep) {
             PySession::Use use(s.busy());
             s.session().truncate(n_keep);
         }, py::arg("n_keep"))
-        .def_property_readonly("history", [](PySession & s) { return s.session().history(); })
+        .def("discard", [](PySession & s, int n_keep, int n_discard) {
+            PySession::Use use(s.busy());
+            py::gil_scoped_release release;
+            s.session().discard(n_keep, n_discard);
+        }, py::arg("n_keep"), py::arg("n_discard"))
+        .def_property_readonly("history", [](PySession & s) {
+            PySession::Use use(s.busy());
+            return s.session().history();
+        })
         .def_property_readonly("n_past", [](PySession & s) { return s.session().n_past(); })
         .def_property_readonly("n_ctx", [](PySession & s) { return s.session().n_ctx(); })
         .def_property_readonly("n_batch", [](PySession & s) { return s.session().n_batch(); })

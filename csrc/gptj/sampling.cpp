@@ -1,9 +1,26 @@
 #include "gptj/sampling.h"
 
+#include <algorithm>
 #include <cmath>
-#include <vector>
+#include <limits>
+#include <string>
+#include <unordered_map>
+
+#include "gptj/error.h"
 
 namespace gptj {
+namespace {
+
+// Descending logit, then ascending id: a total order, so equal logits sort the same everywhere.
+bool more_likely(const Candidate & a, const Candidate & b) {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+
+void check(bool ok, const std::string & message) {
+    if (!ok) throw Error(Error::Kind::invalid_argument, message);
+}
+
+}  // namespace
 
 int32_t argmax(const float * logits, int32_t n_vocab) {
     int32_t best = 0;
@@ -13,15 +30,184 @@ int32_t argmax(const float * logits, int32_t n_vocab) {
     return best;
 }
 
-int32_t Sampler::sample(const float * logits, int32_t n_vocab, float temperature) {
-    if (!(temperature > 0.0f)) return argmax(logits, n_vocab);
-    const float max_logit = logits[argmax(logits, n_vocab)];
-    std::vector<double> weights(static_cast<size_t>(n_vocab));
-    for (int32_t i = 0; i < n_vocab; ++i) {
-        weights[static_cast<size_t>(i)] = std::exp(static_cast<double>(logits[i] - max_logit) / temperature);
-    }
-    std::discrete_distribution<int32_t> pick(weights.begin(), weights.end());
-    return pick(rng_);
+float log_probability(const float * logits, int32_t n_vocab, int32_t id) {
+    const double max_logit = logits[argmax(logits, n_vocab)];
+    double sum = 0.0;
+    for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - max_logit);
+    return static_cast<float>(static_cast<double>(logits[id]) - max_logit - std::log(sum));
 }
+
+void fill_candidates(Candidates & c, const float * logits, int32_t n_vocab) {
+    c.items.resize(static_cast<size_t>(n_vocab));
+    for (int32_t i = 0; i < n_vocab; ++i) c.items[static_cast<size_t>(i)] = Candidate{i, logits[i], 0.0};
+    c.sorted = false;
+}
+
+void penalize_repetition(Candidates & c, const std::vector<int32_t> & history, const SamplingParams & params) {
+    const bool neutral = params.repeat_penalty == 1.0f && params.presence_penalty == 0.0f && params.frequency_penalty == 0.0f;
+    if (neutral || params.repeat_last_n == 0 || history.empty()) return;
+    const size_t window = params.repeat_last_n < 0 ? history.size()
+                                                    : std::min(history.size(), static_cast<size_t>(params.repeat_last_n));
+    std::unordered_map<int32_t, int> counts;
+    for (auto it = history.end() - static_cast<std::ptrdiff_t>(window); it != history.end(); ++it) ++counts[*it];
+    for (const auto & [id, count] : counts) {
+        float & logit = c.items[static_cast<size_t>(id)].logit;  // id order: index == id
+        // As llama.cpp and transformers: dividing a negative logit would make it more likely.
+        logit = logit <= 0.0f ? logit * params.repeat_penalty : logit / params.repeat_penalty;
+        logit -= static_cast<float>(count) * params.frequency_penalty + params.presence_penalty;
+    }
+}
+
+void add_logit_bias(Candidates & c, const std::vector<std::pair<int32_t, float>> & bias) {
+    for (const auto & [id, value] : bias) c.items[static_cast<size_t>(id)].logit += value;
+}
+
+void keep_top_k(Candidates & c, int32_t k) {
+    if (k <= 0 || static_cast<size_t>(k) >= c.items.size()) return;
+    std::partial_sort(c.items.begin(), c.items.begin() + k, c.items.end(), more_likely);
+    c.items.resize(static_cast<size_t>(k));
+    c.sorted = true;
+}
+
+void softmax(Candidates & c) {
+    if (!c.sorted) {
+        std::sort(c.items.begin(), c.items.end(), more_likely);
+        c.sorted = true;
+    }
+    const double max_logit = c.items.front().logit;
+    check(max_logit > -std::numeric_limits<double>::infinity(), "every token has a logit of -inf (check logit_bias)");
+    double sum = 0.0;
+    for (Candidate & item : c.items) {
+        item.p = std::exp(static_cast<double>(item.logit) - max_logit);
+        sum += item.p;
+    }
+    for (Candidate & item : c.items) item.p /= sum;
+}
+
+void keep_typical(Candidates & c, float typical_p) {
+    if (typical_p >= 1.0f) return;
+    softmax(c);
+    double entropy = 0.0;
+    for (const Candidate & item : c.items) {
+        if (item.p > 0.0) entropy -= item.p * std::log(item.p);
+    }
+    // Most typical first: tokens whose information content is closest to the entropy.
+    std::vector<std::pair<double, size_t>> order(c.items.size());
+    for (size_t i = 0; i < c.items.size(); ++i) {
+        const double surprise = c.items[i].p > 0.0 ? -std::log(c.items[i].p) : std::numeric_limits<double>::infinity();
+        order[i] = {std::abs(surprise - entropy), i};
+    }
+    std::stable_sort(order.begin(), order.end(), [](const auto & a, const auto & b) { return a.first < b.first; });
+    std::vector<Candidate> kept;
+    double cumulative = 0.0;
+    for (const auto & [shift, index] : order) {
+        kept.push_back(c.items[index]);
+        cumulative += c.items[index].p;
+        if (cumulative >= typical_p) break;
+    }
+    c.items = std::move(kept);
+    c.sorted = false;
+}
+
+void keep_top_p(Candidates & c, float top_p) {
+    if (top_p >= 1.0f) return;
+    softmax(c);
+    double cumulative = 0.0;
+    size_t n = 0;
+    while (n < c.items.size()) {
+        cumulative += c.items[n++].p;
+        if (cumulative >= top_p) break;
+    }
+    c.items.resize(n);
+}
+
+void keep_min_p(Candidates & c, float min_p) {
+    if (min_p <= 0.0f) return;
+    softmax(c);
+    const double threshold = static_cast<double>(min_p) * c.items.front().p;
+    size_t n = 1;
+    while (n < c.items.size() && c.items[n].p >= threshold) ++n;
+    c.items.resize(n);
+}
+
+void apply_temperature(Candidates & c, float temperature) {
+    for (Candidate & item : c.items) item.logit /= temperature;
+}
+
+int32_t draw(const Candidates & c, double u) {
+    double total = 0.0;
+    for (const Candidate & item : c.items) total += item.p;
+    const double target = u * total;
+    double cumulative = 0.0;
+    for (const Candidate & item : c.items) {
+        cumulative += item.p;
+        if (cumulative > target) return item.id;
+    }
+    // Rounding left u * total at the very end: the last candidate that has any probability.
+    for (auto it = c.items.rbegin(); it != c.items.rend(); ++it) {
+        if (it->p > 0.0) return it->id;
+    }
+    return c.items.front().id;
+}
+
+Sampler::Sampler(SamplingParams params, int32_t n_vocab) : params_(std::move(params)), n_vocab_(n_vocab), rng_(params_.seed) {
+    const SamplingParams & p = params_;
+    check(std::isfinite(p.temperature) && p.temperature >= 0.0f, "temperature must be >= 0, got " + std::to_string(p.temperature));
+    check(p.top_k >= 0, "top_k must be >= 0 (0: off), got " + std::to_string(p.top_k));
+    check(p.top_p > 0.0f && p.top_p <= 1.0f, "top_p must be in (0, 1], got " + std::to_string(p.top_p));
+    check(p.min_p >= 0.0f && p.min_p <= 1.0f, "min_p must be in [0, 1], got " + std::to_string(p.min_p));
+    check(p.typical_p > 0.0f && p.typical_p <= 1.0f, "typical_p must be in (0, 1], got " + std::to_string(p.typical_p));
+    check(std::isfinite(p.repeat_penalty) && p.repeat_penalty > 0.0f,
+          "repeat_penalty must be > 0 (1: off), got " + std::to_string(p.repeat_penalty));
+    check(p.repeat_last_n >= -1, "repeat_last_n must be >= -1 (-1: the whole context), got " + std::to_string(p.repeat_last_n));
+    check(std::isfinite(p.presence_penalty), "presence_penalty must be finite");
+    check(std::isfinite(p.frequency_penalty), "frequency_penalty must be finite");
+    for (const auto & [id, value] : p.logit_bias) {
+        check(id >= 0 && id < n_vocab, "logit_bias token id " + std::to_string(id) + " is out of range [0, " + std::to_string(n_vocab) + ")");
+        check(!std::isnan(value) && value != std::numeric_limits<float>::infinity(),
+              "logit_bias of token " + std::to_string(id) + " must be a number or -inf");
+    }
+}
+
+void Sampler::run_chain(const float * logits, const std::vector<int32_t> & history) {
+    Candidates & c = candidates_;
+    fill_candidates(c, logits, n_vocab_);
+    penalize_repetition(c, history, params_);
+    add_logit_bias(c, params_.logit_bias);
+    if (params_.temperature <= 0.0f) return;
+    keep_top_k(c, params_.top_k);
+    keep_typical(c, params_.typical_p);
+    keep_top_p(c, params_.top_p);
+    keep_min_p(c, params_.min_p);
+    apply_temperature(c, params_.temperature);
+    softmax(c);
+}
+
+int32_t Sampler::sample(const float * logits, const std::vector<int32_t> & history) {
+    run_chain(logits, history);
+    if (params_.temperature <= 0.0f) {
+        const auto best = std::max_element(candidates_.items.begin(), candidates_.items.end(),
+                                           [](const Candidate & a, const Candidate & b) { return a.logit < b.logit; });
+        return best->id;
+    }
+    return draw(candidates_, uniform());
+}
+
+std::vector<double> Sampler::distribution(const float * logits, const std::vector<int32_t> & history) {
+    run_chain(logits, history);
+    std::vector<double> out(static_cast<size_t>(n_vocab_), 0.0);
+    if (params_.temperature <= 0.0f) {
+        const auto best = std::max_element(candidates_.items.begin(), candidates_.items.end(),
+                                           [](const Candidate & a, const Candidate & b) { return a.logit < b.logit; });
+        out[static_cast<size_t>(best->id)] = 1.0;
+        return out;
+    }
+    double total = 0.0;
+    for (const Candidate & item : candidates_.items) total += item.p;
+    for (const Candidate & item : candidates_.items) out[static_cast<size_t>(item.id)] = item.p / total;
+    return out;
+}
+
+double Sampler::uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
 
 }  // namespace gptj

@@ -1,24 +1,91 @@
-// Choosing the next token from logits. Kept apart from evaluation so samplers can grow
-// (top-k, top-p, penalties, ...) without touching the model.
+// Choosing the next token from logits, as a chain of small steps over a candidate list:
+// repetition penalties, logit bias, top-k, typical, top-p, min-p, temperature, then a draw
+// (or the argmax, at temperature 0). Kept apart from evaluation: a sampler only ever sees
+// logits and the tokens that came before them.
 #pragma once
 
 #include <cstdint>
 #include <random>
+#include <utility>
+#include <vector>
 
 namespace gptj {
 
 // The id of the largest logit (the first one on ties, as torch.argmax).
 int32_t argmax(const float * logits, int32_t n_vocab);
 
+// log softmax(logits)[id]: the model's own log-probability of a token, before any sampler.
+float log_probability(const float * logits, int32_t n_vocab, int32_t id);
+
+// A step's neutral value disables it (top_k 0, top_p 1, min_p 0, typical_p 1, penalties 1/0).
+struct SamplingParams {
+    float temperature = 0.8f;        // <= 0: greedy
+    int32_t top_k = 40;              // keep the k most likely; 0: all
+    float top_p = 0.95f;             // keep the most likely tokens whose probabilities sum to >= top_p
+    float min_p = 0.05f;             // keep tokens at least min_p times as likely as the most likely
+    float typical_p = 1.0f;          // locally typical sampling (Meister et al. 2022)
+    float repeat_penalty = 1.1f;     // divides positive logits (multiplies negative ones) of recent tokens
+    int32_t repeat_last_n = 64;      // the recent tokens: this many of the history; -1: all of it
+    float presence_penalty = 0.0f;   // subtracted once from the logit of every recent token
+    float frequency_penalty = 0.0f;  // subtracted per occurrence among the recent tokens
+    std::vector<std::pair<int32_t, float>> logit_bias;  // added to the logits of these ids
+    uint64_t seed = 0;
+};
+
+struct Candidate {
+    int32_t id;
+    float logit;
+    double p;  // filled by softmax()
+};
+
+// The tokens still in the running. Built from the whole vocabulary in id order; a step that
+// needs them by probability sorts them (and says so in `sorted`).
+struct Candidates {
+    std::vector<Candidate> items;
+    bool sorted = false;  // by logit, descending
+};
+
+// The steps, in the order Sampler applies them. Each keeps at least one candidate.
+void fill_candidates(Candidates & c, const float * logits, int32_t n_vocab);
+// Needs the candidates in id order, the whole vocabulary (the first step).
+void penalize_repetition(Candidates & c, const std::vector<int32_t> & history, const SamplingParams & params);
+void add_logit_bias(Candidates & c, const std::vector<std::pair<int32_t, float>> & bias);
+void keep_top_k(Candidates & c, int32_t k);
+void keep_typical(Candidates & c, float typical_p);
+void keep_top_p(Candidates & c, float top_p);
+void keep_min_p(Candidates & c, float min_p);
+void apply_temperature(Candidates & c, float temperature);
+// Sorts by logit and sets p = softmax(logits) over the candidates.
+void softmax(Candidates & c);
+// The candidate whose cumulative probability first exceeds u * total (u in [0, 1)).
+int32_t draw(const Candidates & c, double u);
+
 class Sampler {
 public:
-    explicit Sampler(uint64_t seed) : rng_(seed) {}
+    // Throws Error(invalid_argument) for a value out of range or a logit_bias id >= n_vocab.
+    Sampler(SamplingParams params, int32_t n_vocab);
 
-    // temperature <= 0 is greedy; otherwise a draw from softmax(logits / temperature).
-    int32_t sample(const float * logits, int32_t n_vocab, float temperature);
+    // The next token: history is every token before these logits (for the penalties).
+    int32_t sample(const float * logits, const std::vector<int32_t> & history);
+
+    // The distribution sample() draws from, per id (0 for filtered-out tokens; one-hot at
+    // temperature 0). Does not advance the random state.
+    std::vector<double> distribution(const float * logits, const std::vector<int32_t> & history);
+
+    const SamplingParams & params() const { return params_; }
+    int32_t n_vocab() const { return n_vocab_; }
 
 private:
+    // Everything but the draw: candidates with p set.
+    void run_chain(const float * logits, const std::vector<int32_t> & history);
+    // A uniform double in [0, 1) from 53 random bits: the same on every platform, unlike
+    // std::uniform_real_distribution or std::discrete_distribution.
+    double uniform();
+
+    SamplingParams params_;
+    int32_t n_vocab_;
     std::mt19937_64 rng_;
+    Candidates candidates_;  // reused: no allocation per token
 };
 
 }  // namespace gptj

@@ -59,6 +59,18 @@ void Session::truncate(int n_keep) {
     if (n_keep < n_past()) history_.resize(static_cast<size_t>(n_keep));
 }
 
+void Session::discard(int n_keep, int n_discard) {
+    if (n_keep < 0 || n_discard < 0 || n_keep + n_discard > n_past()) {
+        throw Error(Error::Kind::invalid_argument, "cannot discard " + std::to_string(n_discard) + " tokens after " +
+                                                       std::to_string(n_keep) + " of " + std::to_string(n_past()));
+    }
+    if (n_discard == 0) return;
+    const std::vector<int32_t> rest(history_.begin() + n_keep + n_discard, history_.end());
+    history_.resize(static_cast<size_t>(n_keep));
+    std::vector<float> logits;
+    evaluate(rest, /*all_logits=*/false, logits);
+}
+
 void Session::evaluate(const std::vector<int32_t> & tokens, bool all_logits, std::vector<float> & logits) {
     const int32_t n_vocab = model_->hparams().n_vocab;
     for (const int32_t id : tokens) {

@@ -32,6 +32,11 @@ public:
     // Forgets every position from n_keep on (they are overwritten by the next evaluation).
     void truncate(int n_keep);
 
+    // Makes room: drops the n_discard tokens after the first n_keep and re-evaluates the rest
+    // at their new positions (GPT-J's rotary keys depend on the position, so cached keys
+    // cannot simply move). On an error only the first n_keep tokens remain.
+    void discard(int n_keep, int n_discard);
+
     const Model & model() const { return *model_; }
     const std::shared_ptr<const Model> & shared_model() const { return model_; }
     const std::vector<int32_t> & history() const { return history_; }

@@ -2,36 +2,69 @@
 
 >>> from gptj_ggml import Model
 >>> model = Model("gpt-j-6b-f16.gguf")
->>> for token in model.generate("The meaning of life is", max_tokens=32):
+>>> for token in model.generate("The meaning of life is", max_tokens=32, stop=["\n"]):
 ...     print(token.text, end="", flush=True)
+>>> chat = model.session()                       # its own KV cache; reuses the common prefix
+>>> chat.complete("Q: What is GPT-J?\nA:", temperature=0, stop=["\nQ:"]).text
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import ContextFullError, ConversionError, EvaluationError, GptjError, ModelFormatError
+from .errors import (
+    ContextFullError,
+    ConversionError,
+    EvaluationError,
+    GptjError,
+    ModelFormatError,
+    SessionBusyError,
+)
 
 if TYPE_CHECKING:
-    from .model import Model, Token
+    from .generation import Completion, Generation, Timings, Token
+    from .model import Model
+    from .sampling import GREEDY, SamplingParams, probabilities
+    from .session import Session
 
 __all__ = [
+    "GREEDY",
+    "Completion",
     "ContextFullError",
     "ConversionError",
     "EvaluationError",
+    "Generation",
     "GptjError",
     "Model",
     "ModelFormatError",
+    "SamplingParams",
+    "Session",
+    "SessionBusyError",
+    "Timings",
     "Token",
+    "probabilities",
 ]
+
+# Names defined in modules that load the native engine, imported on first use.
+_LAZY = {
+    "Model": "model",
+    "Session": "session",
+    "Token": "generation",
+    "Generation": "generation",
+    "Completion": "generation",
+    "Timings": "generation",
+    "SamplingParams": "sampling",
+    "GREEDY": "sampling",
+    "probabilities": "sampling",
+}
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
     # The engine is loaded on first use of Model, so that `gptj_ggml.convert` (pure Python)
     # imports without the native libraries.
-    if name in ("Model", "Token"):
-        from . import model
+    if name in _LAZY:
+        import importlib
 
-        return getattr(model, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'gptj_ggml' has no attribute {name!r}")

@@ -27,3 +27,7 @@ class ContextFullError(GptjError, RuntimeError):
 
 class EvaluationError(GptjError, RuntimeError):
     """ggml failed to evaluate the graph."""
+
+
+class SessionBusyError(GptjError, RuntimeError):
+    """A Session was used from a second thread while a first one was using it (one Session per thread)."""

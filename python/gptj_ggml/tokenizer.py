@@ -110,6 +110,11 @@ class StreamDecoder:
         """The text that the bytes so far complete (possibly empty)."""
         return self._decoder.decode(self._token_bytes(token_id))
 
+    @property
+    def pending(self) -> bool:
+        """Whether bytes of an unfinished character are held back."""
+        return bool(self._decoder.getstate()[0])
+
     def flush(self) -> str:
         """The end of the stream: held-back bytes of an unfinished character become U+FFFD."""
         return self._decoder.decode(b"", final=True)

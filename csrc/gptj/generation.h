@@ -1,0 +1,35 @@
+// One step of generation -- evaluate the new tokens, sample the next one -- timed, and the
+// whole loop in C++ (the yardstick for the Python generator's overhead).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "gptj/sampling.h"
+#include "gptj/session.h"
+
+namespace gptj {
+
+struct Step {
+    int32_t token;
+    float logprob;     // the model's log-probability of token (NaN unless asked for)
+    double eval_ms;    // evaluating the tokens
+    double sample_ms;  // sampling (and the log-probability)
+};
+
+// Appends tokens to the session (evaluating them) and samples the token that follows, with
+// the session's history as the penalties' window. logits is scratch space, reused per call.
+Step evaluate_and_sample(Session & session, const std::vector<int32_t> & tokens, Sampler & sampler,
+                         bool want_logprob, std::vector<float> & logits);
+
+struct LoopResult {
+    std::vector<int32_t> tokens;  // n_tokens sampled tokens (the last one is not evaluated)
+    double prompt_ms;             // evaluating the prompt and sampling the first token
+    double generation_ms;         // the rest: one evaluation and one sample per token
+};
+
+// The plain generation loop: no stop strings, no end-of-text, no text. Throws
+// Error(context_full) if n_tokens do not fit.
+LoopResult generate_loop(Session & session, const std::vector<int32_t> & prompt, int n_tokens, Sampler & sampler);
+
+}  // namespace gptj

@@ -1,0 +1,213 @@
+"""``Session``: one conversation over a shared Model -- a KV cache and the tokens in it."""
+
+from __future__ import annotations
+
+import inspect
+import secrets
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import SessionBusyError
+from .generation import Completion, ContextPolicy, Generation, _Options, _Stream
+from .sampling import SamplingParams
+from .stop import StopStrings
+
+if TYPE_CHECKING:
+    from .model import Model
+
+_DEFAULT = SamplingParams()
+
+
+class Session:
+    """A KV cache and its token history over a :class:`Model`'s shared weights.
+
+    Make one with :meth:`Model.session`. Each call to :meth:`generate` takes the whole
+    prompt and evaluates only what the cache does not already hold (the longest common
+    prefix is reused), so a conversation that resends its transcript plus a new turn costs
+    only the new turn. Sessions are independent: several can run at once in different
+    threads. One session belongs to one thread at a time: using it from another thread while
+    a call or an unfinished generation holds it raises :class:`SessionBusyError`.
+    """
+
+    def __init__(self, model: Model, core_session: "_core.Session") -> None:  # noqa: F821
+        self.model = model
+        self._core = core_session
+        self._lock = threading.RLock()
+        # The unfinished generation holding the session (weak: dropping it frees the session).
+        self._active: weakref.ref[Generation] | None = None
+        self._active_stream: _Stream | None = None
+        self._active_thread: int | None = None
+
+    # -- description ---------------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        """Tokens the cache holds at most."""
+        return self._core.n_ctx
+
+    @property
+    def n_past(self) -> int:
+        """Tokens in the cache now."""
+        return self._core.n_past
+
+    @property
+    def history(self) -> list[int]:
+        """The tokens in the cache, in order (the last sampled token is not among them until it is evaluated)."""
+        return self._core.history
+
+    @property
+    def n_threads(self) -> int:
+        """Threads used for evaluation (settable)."""
+        return self._core.n_threads
+
+    @n_threads.setter
+    def n_threads(self, value: int) -> None:
+        self._claim()
+        self._core.n_threads = value
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        """Size of the KV cache's buffer (its pages are touched only as positions fill)."""
+        return self._core.kv_cache_bytes
+
+    def __repr__(self) -> str:
+        return f"<Session n_past={self.n_past}/{self.n_ctx}, n_threads={self.n_threads}, model={self.model.path!r}>"
+
+    # -- evaluation ------------------------------------------------------------------
+    def reset(self) -> None:
+        """Empty the cache."""
+        self._claim()
+        self._core.truncate(0)
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits at every position of ``ids``, evaluated from an empty context.
+
+        Returns a float32 array of shape ``(len(ids), n_vocab)``: row ``i`` scores the token
+        that follows ``ids[: i + 1]``. The cache then holds ``ids``.
+        """
+        ids = list(ids)
+        if not ids:
+            return np.zeros((0, self.model.n_vocab), dtype=np.float32)
+        self._claim()
+        self._core.truncate(0)
+        return self._core.evaluate(ids, True)
+
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        max_tokens: int = 128,
+        temperature: float = _DEFAULT.temperature,
+        top_k: int = _DEFAULT.top_k,
+        top_p: float = _DEFAULT.top_p,
+        min_p: float = _DEFAULT.min_p,
+        typical_p: float = _DEFAULT.typical_p,
+        repeat_penalty: float = _DEFAULT.repeat_penalty,
+        repeat_last_n: int = _DEFAULT.repeat_last_n,
+        presence_penalty: float = _DEFAULT.presence_penalty,
+        frequency_penalty: float = _DEFAULT.frequency_penalty,
+        logit_bias: Mapping[int, float] | None = None,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        ignore_eos: bool = False,
+        logprobs: bool = False,
+        on_context_full: ContextPolicy = "error",
+        n_keep: int = 0,
+    ) -> Generation:
+        """Yield the tokens that continue ``prompt``, one at a time, as they are produced.
+
+        Args:
+            prompt: text, or token ids; the whole context (the cache keeps what it shares with it).
+            max_tokens: the most tokens to generate.
+            temperature, top_k, top_p, min_p, typical_p, repeat_penalty, repeat_last_n,
+            presence_penalty, frequency_penalty, logit_bias: the sampler, see
+                :class:`~gptj_ggml.SamplingParams`. ``temperature=0`` is greedy.
+            seed: the random seed; the same seed gives the same tokens. Default: a fresh one
+                (see ``Generation.seed``).
+            stop: a string or strings that end the generation. No part of them is yielded:
+                text that could start one is held back until it is decided.
+            ignore_eos: never produce end-of-text (its logit is set to -inf); otherwise it ends
+                the generation (and is not yielded).
+            logprobs: also give each token's log-probability (``Token.logprob``).
+            on_context_full: when the cache is full: "error" raises :class:`ContextFullError`
+                (after yielding what was generated), "stop" ends the generation, "shift" keeps
+                the first ``n_keep`` tokens, drops the oldest half of the rest and goes on
+                (re-evaluating what is kept, as GPT-J's rotary positions require).
+            n_keep: tokens at the start that "shift" never drops.
+
+        Returns:
+            a :class:`Generation`: iterate it for :class:`Token` objects; afterwards its
+            ``finish_reason``, ``timings`` and ``result()`` describe the whole run.
+
+        Raises:
+            ValueError: an argument out of range, or a prompt longer than the context.
+            SessionBusyError: another thread is using this session.
+        """
+        ids = self.model.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+        if not ids:
+            ids = [self.model.tokenizer.bos_id]  # as transformers' generate starts an empty prompt
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        if len(ids) > self.n_ctx:
+            raise ValueError(f"the prompt has {len(ids)} tokens, more than n_ctx={self.n_ctx}")
+        if on_context_full not in ("error", "stop", "shift"):
+            raise ValueError(f"on_context_full must be 'error', 'stop' or 'shift', got {on_context_full!r}")
+        if not 0 <= n_keep <= self.n_ctx - 2:
+            raise ValueError(f"n_keep must be in [0, n_ctx - 2 = {self.n_ctx - 2}], got {n_keep}")
+        bias = dict(logit_bias or {})
+        if ignore_eos:
+            bias[self.model.tokenizer.eos_id] = float("-inf")
+        params = SamplingParams(
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            typical_p=typical_p,
+            repeat_penalty=repeat_penalty,
+            repeat_last_n=repeat_last_n,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
+            logit_bias=bias,
+        )
+        seed = secrets.randbits(64) if seed is None else seed & (2**64 - 1)
+        sampler = params.sampler(self.model.n_vocab, seed)
+        options = _Options(max_tokens, StopStrings(stop), logprobs, on_context_full, n_keep, seed)
+        with self._lock:
+            self._claim()
+            stream = _Stream(self._core, sampler, self.model.tokenizer, ids, options, self.model.load_ms, self._release)
+            generation = Generation(stream)
+            self._active = weakref.ref(generation)
+            self._active_stream = stream
+            self._active_thread = threading.get_ident()
+        return generation
+
+    def complete(self, prompt: str | Sequence[int], **options: Any) -> Completion:
+        """Generate to the end and return the :class:`Completion` (text, tokens, finish
+        reason, timings). Takes the arguments of :meth:`generate`."""
+        return self.generate(prompt, **options).result()
+
+    complete.__signature__ = inspect.signature(generate).replace(return_annotation=Completion)  # type: ignore[attr-defined]
+
+    # -- ownership -------------------------------------------------------------------
+    def _claim(self) -> None:
+        """Take the session for the calling thread: its own unfinished generation is closed
+        (superseded); another thread's raises SessionBusyError."""
+        with self._lock:
+            active = self._active() if self._active is not None else None
+            if active is None or active.finish_reason is not None:
+                self._release(self._active_stream)
+                return
+            if self._active_thread != threading.get_ident():
+                raise SessionBusyError(
+                    "this Session is in use by an unfinished generation in another thread; "
+                    "create one Session per thread (Model.session())"
+                )
+            active.close()  # its cleanup calls _release
+
+    def _release(self, stream: _Stream | None) -> None:
+        with self._lock:
+            if self._active_stream is stream:
+                self._active = self._active_stream = self._active_thread = None
