@@ -51,7 +51,7 @@ def reference_logits(model: transformers.GPTJForCausalLM, ids: list[int]) -> "nu
         return model(torch.tensor([ids])).logits[0].float().numpy()
 
 
-def reference_greedy(model: transformers.GPTJForCausalLM, ids: list[int], n_new: int) -> list[int]:
+def reference_greedy(model: transformers.GPTJForCausalLM, ids: list[int], n_new: int, **generate_args) -> list[int]:
     with torch.no_grad():
         out = model.generate(
             torch.tensor([ids]),
@@ -60,5 +60,6 @@ def reference_greedy(model: transformers.GPTJForCausalLM, ids: list[int], n_new:
             min_new_tokens=n_new,
             do_sample=False,
             pad_token_id=model.config.eos_token_id,
+            **generate_args,
         )
     return out[0, len(ids) :].tolist()

@@ -1,15 +1,17 @@
-"""Streaming generation: what the generator yields and when it stops."""
+"""Streaming generation: what the generator yields, when it stops, and what it reports."""
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import pytest
 
-from gptj_ggml import Model, Token
+from gptj_ggml import GREEDY, Completion, ContextFullError, Generation, Model, Token
 
 from gguf_edit import rewrite_gguf
 
 EOS = 50256
+GREEDY_ARGS = {"temperature": GREEDY.temperature, "repeat_penalty": GREEDY.repeat_penalty}
 
 
 @pytest.fixture(scope="module")
@@ -17,18 +19,34 @@ def model(tiny_model_path):
     return Model(tiny_model_path("f16"))
 
 
+@pytest.fixture(scope="module")
+def eos_model_path(tiny_model_path, tmp_path_factory):
+    """A model whose end-of-text logit wins every time."""
+
+    def favour_eos(name, data):
+        if name == "output.bias":
+            data = data.copy()
+            data[EOS] = 1e4
+        return data
+
+    return rewrite_gguf(tiny_model_path("f16"), tmp_path_factory.mktemp("eos") / "eos.gguf", change_tensor=favour_eos)
+
+
 def test_generate_yields_tokens_with_id_and_text(model):
     tokens = list(model.generate("Once upon a time", max_tokens=8))
     assert len(tokens) == 8
     assert all(isinstance(t, Token) and isinstance(t.id, int) and isinstance(t.text, str) for t in tokens)
+    assert all(t.logprob is None for t in tokens)
     assert "".join(t.text for t in tokens) == model.detokenize([t.id for t in tokens])
 
 
 def test_generate_is_lazy_and_streams(model):
     stream = model.generate("Hello", max_tokens=5)
+    assert isinstance(stream, Generation) and stream.finish_reason is None
     first = next(stream)
-    assert isinstance(first, Token)
+    assert isinstance(first, Token) and stream.tokens == [first.id]
     assert len(list(stream)) == 4
+    assert stream.finish_reason == "length"
 
 
 def test_zero_max_tokens_yields_nothing(model):
@@ -37,43 +55,69 @@ def test_zero_max_tokens_yields_nothing(model):
 
 def test_same_seed_gives_the_same_tokens(model):
     def run(seed):
-        return [t.id for t in model.generate("The weather", max_tokens=16, temperature=1.0, seed=seed)]
+        return [t.id for t in model.generate("The weather", max_tokens=12, temperature=1.5, seed=seed)]
 
     assert run(1234) == run(1234)
     assert run(1234) != run(4321)
 
 
-def test_sampling_follows_the_softmax_of_the_logits(model):
-    # Draw the first token many times and compare with softmax(logits / T) computed in numpy.
-    prompt = model.tokenize("Statistics")
-    temperature = 3.0
-    logits = model.logits(prompt)[-1].astype(np.float64) / temperature
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
-    draws = [next(model.generate(prompt, max_tokens=1, temperature=temperature, seed=s)).id for s in range(300)]
-    top = int(probs.argmax())
-    assert abs(draws.count(top) / len(draws) - probs[top]) < 0.08
-    assert all(probs[d] > 0 for d in draws)
+def test_the_seed_of_an_unseeded_generation_reproduces_it(model):
+    first = model.complete("The weather", max_tokens=12, temperature=1.5)
+    assert model.complete("The weather", max_tokens=12, temperature=1.5, seed=first.seed).tokens == first.tokens
 
 
-def test_generation_stops_at_end_of_text(tiny_model_path, tmp_path):
-    def favour_eos(name, data):
-        if name == "output.bias":
-            data = data.copy()
-            data[EOS] = 1e4  # end-of-text wins every time
-        return data
+def test_complete_returns_text_tokens_reason_and_timings(model):
+    result = model.complete("Once upon a time", max_tokens=6, **GREEDY_ARGS)
+    streamed = list(model.generate("Once upon a time", max_tokens=6, **GREEDY_ARGS))
+    assert isinstance(result, Completion)
+    assert result.tokens == [t.id for t in streamed]
+    assert result.text == "".join(t.text for t in streamed)
+    assert result.finish_reason == "length" and result.logprobs is None
+    timings = result.timings
+    assert timings.generated_tokens == 6 and timings.prompt_tokens + timings.reused_tokens == 4
+    assert timings.prompt_ms > 0 and timings.generation_ms > 0 and 0 < timings.sample_ms < timings.total_ms
+    assert timings.load_ms == model.load_ms > 0
+    assert "ms/token" in str(timings)
 
-    path = rewrite_gguf(tiny_model_path("f16"), tmp_path / "eos.gguf", change_tensor=favour_eos)
-    assert list(Model(path).generate("Hello", max_tokens=10)) == []
+
+def test_logprobs_are_the_log_softmax_of_the_model(model):
+    prompt = model.tokenize("Probability")
+    result = model.complete(prompt, max_tokens=3, logprobs=True, **GREEDY_ARGS)
+    ids = prompt + result.tokens
+    logits = model.logits(ids).astype("float64")
+    for i, (token, logprob) in enumerate(zip(result.tokens, result.logprobs)):
+        row = logits[len(prompt) - 1 + i]
+        expected = row[token] - row.max() - math.log(math.fsum(math.exp(x - row.max()) for x in row))
+        assert logprob == pytest.approx(expected, abs=1e-4)
 
 
-def test_generation_stops_at_the_end_of_the_context(tiny_model_path):
+def test_generation_stops_at_end_of_text(eos_model_path):
+    generation = Model(eos_model_path).generate("Hello", max_tokens=10)
+    assert list(generation) == []
+    assert generation.finish_reason == "eos" and generation.timings.generated_tokens == 1
+
+
+def test_ignore_eos_never_produces_end_of_text(eos_model_path):
+    result = Model(eos_model_path).complete("Hello", max_tokens=10, ignore_eos=True)
+    assert len(result.tokens) == 10 and EOS not in result.tokens and result.finish_reason == "length"
+
+
+def test_a_full_context_raises_after_yielding_what_was_generated(tiny_model_path):
     model = Model(tiny_model_path("f16"), n_ctx=16)
     prompt = list(range(100, 110))
-    tokens = list(model.generate(prompt, max_tokens=100))
+    yielded = []
+    with pytest.raises(ContextFullError, match="context is full"):
+        for token in model.generate(prompt, max_tokens=100):
+            yielded.append(token.id)
     # Tokens 1..6 are evaluated into the 16 slots after the 10-token prompt; the 7th is
     # sampled from the full context and cannot be evaluated any more.
-    assert len(tokens) == 16 - len(prompt) + 1
+    assert len(yielded) == 16 - len(prompt) + 1
+
+
+def test_on_context_full_stop_ends_the_generation(tiny_model_path):
+    model = Model(tiny_model_path("f16"), n_ctx=16)
+    result = model.complete(list(range(100, 110)), max_tokens=100, on_context_full="stop")
+    assert len(result.tokens) == 7 and result.finish_reason == "context"
 
 
 def test_prompt_longer_than_the_context_raises(tiny_model_path):
@@ -86,14 +130,16 @@ def test_continuing_a_generation_reuses_the_context_and_matches_a_fresh_model(ti
     path = tiny_model_path("f32")
     warm = Model(path)
     prompt = warm.tokenize("A long story begins")
-    first = [t.id for t in warm.generate(prompt, max_tokens=6)]
-    second = [t.id for t in warm.generate(prompt + first, max_tokens=6)]
-    fresh = [t.id for t in Model(path).generate(prompt, max_tokens=12)]
-    assert first + second == fresh
+    first = [t.id for t in warm.generate(prompt, max_tokens=6, temperature=0)]
+    second = warm.generate(prompt + first, max_tokens=6, temperature=0)
+    second_ids = [t.id for t in second]
+    assert second.timings.reused_tokens == len(prompt) + 5  # the 6th token was never evaluated
+    fresh = [t.id for t in Model(path).generate(prompt, max_tokens=12, temperature=0)]
+    assert first + second_ids == fresh
 
 
 def test_empty_prompt_starts_from_end_of_text(model):
-    assert [t.id for t in model.generate("", max_tokens=4)] == [t.id for t in model.generate([EOS], max_tokens=4)]
+    assert [t.id for t in model.generate("", max_tokens=4, seed=3)] == [t.id for t in model.generate([EOS], max_tokens=4, seed=3)]
 
 
 def test_bad_arguments_raise_value_error(model):
@@ -101,3 +147,19 @@ def test_bad_arguments_raise_value_error(model):
         model.generate("x", max_tokens=-1)
     with pytest.raises(ValueError, match="temperature"):
         model.generate("x", temperature=-0.5)
+    with pytest.raises(ValueError, match="top_p"):
+        model.generate("x", top_p=0)
+    with pytest.raises(ValueError, match="on_context_full"):
+        model.generate("x", on_context_full="wrap")
+    with pytest.raises(ValueError, match="n_keep"):
+        model.generate("x", n_keep=-1)
+    with pytest.raises(ValueError, match="stop strings"):
+        model.generate("x", stop=[""])
+
+
+def test_repr_shows_state_and_text(model):
+    generation = model.generate("Hello", max_tokens=2, **GREEDY_ARGS)
+    assert "running" in repr(generation)
+    generation.result()
+    assert repr(generation).startswith("<Generation length, 2 tokens: ")
+    assert "n_ctx=" in repr(model) and "type=f16" in repr(model)

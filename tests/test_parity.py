@@ -67,7 +67,7 @@ def test_logits_start_from_an_empty_context_every_call(tiny_model_path):
 def test_greedy_generation_matches_transformers(outtype, tiny_model_path, hf_model):
     prompt = random_ids(6, seed=5)
     model = Model(tiny_model_path(outtype))
-    ours = [token.id for token in model.generate(prompt, max_tokens=32, temperature=0)]
+    ours = [token.id for token in model.generate(prompt, max_tokens=32, temperature=0, repeat_penalty=1.0)]
     assert ours == reference_greedy(hf_model(), prompt, 32)
 
 
@@ -75,5 +75,13 @@ def test_greedy_generation_from_text_matches_transformers(tiny_model_path, hf_mo
     model = Model(tiny_model_path("f32"), n_batch=4)
     prompt = "GPT-J runs on a laptop, with ggml."
     ids = model.tokenize(prompt)
-    ours = [token.id for token in model.generate(prompt, max_tokens=32)]
+    ours = [token.id for token in model.generate(prompt, max_tokens=32, temperature=0, repeat_penalty=1.0)]
     assert ours == reference_greedy(hf_model(), ids, 32)
+
+
+def test_greedy_generation_with_repetition_penalty_matches_transformers(tiny_model_path, hf_model):
+    # transformers penalizes every earlier token (prompt included): repeat_last_n=-1.
+    prompt = random_ids(6, seed=6)
+    model = Model(tiny_model_path("f32"))
+    ours = [t.id for t in model.generate(prompt, max_tokens=24, temperature=0, repeat_penalty=1.5, repeat_last_n=-1)]
+    assert ours == reference_greedy(hf_model(), prompt, 24, repetition_penalty=1.5)

@@ -82,6 +82,18 @@ class Session:
         self._claim()
         self._core.truncate(0)
 
+    def evaluate(self, ids: Sequence[int]) -> np.ndarray:
+        """Append ``ids`` to the cache and return the logits that follow them (float32, ``(n_vocab,)``).
+
+        Raises:
+            ContextFullError: the tokens do not fit (the cache is then unchanged).
+        """
+        ids = list(ids)
+        if not ids:
+            raise ValueError("evaluate needs at least one token")
+        self._claim()
+        return self._core.evaluate(ids, False)
+
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Logits at every position of ``ids``, evaluated from an empty context.
 
