@@ -72,8 +72,13 @@ def main() -> None:
 
         cpp, python, engine = [], [], []
         for repeat in range(args.repeats):
-            cpp_tokens, cpp_ms = cpp_loop(model, prompt, args.tokens, params, seed=repeat)
-            py_tokens, py_ms, engine_ms = python_loop(model, prompt, args.tokens, params, seed=repeat)
+            # Alternate which loop runs first, so a drift in the machine's speed favours neither.
+            if repeat % 2:
+                py_tokens, py_ms, engine_ms = python_loop(model, prompt, args.tokens, params, seed=repeat)
+                cpp_tokens, cpp_ms = cpp_loop(model, prompt, args.tokens, params, seed=repeat)
+            else:
+                cpp_tokens, cpp_ms = cpp_loop(model, prompt, args.tokens, params, seed=repeat)
+                py_tokens, py_ms, engine_ms = python_loop(model, prompt, args.tokens, params, seed=repeat)
             assert py_tokens == cpp_tokens, "the two loops must produce the same tokens"
             cpp.append(cpp_ms)
             python.append(py_ms)
@@ -86,7 +91,8 @@ def main() -> None:
         print("| loop | ms/token (median) |")
         print("|---|---|")
         print(f"| C++ (generate_loop) | {c:.2f} |")
-        print(f"| Python (Session.generate) | {p:.2f} |")
+        print(f"| Python (Session.generate), wall | {p:.2f} |")
+        print(f"| Python (Session.generate), engine's own steps | {statistics.median(engine):.2f} |")
         print(f"difference of medians: {(p / c - 1) * 100:+.2f}%")
         print(f"Python's own time per token: {added * 1e3:.0f} us = {added / statistics.median(engine) * 100:.3f}% of a step")
 
