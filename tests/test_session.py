@@ -7,7 +7,6 @@ import threading
 
 import numpy as np
 import pytest
-from model_fixtures import tiny_model_path  # noqa: F401
 
 from gptj_ggml import Model, Session, SessionBusyError
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from model_fixtures import tiny_model_path  # noqa: F401
 
 from gptj_ggml import Model
 from gptj_ggml.stop import StopStrings

@@ -196,8 +196,8 @@ class _Stream:
 
     def __init__(
         self,
-        core_session: "_core.Session",  # noqa: F821 - the extension loads lazily
-        sampler: "_core.Sampler",  # noqa: F821
+        core_session: _core.Session,  # noqa: F821 - the extension loads lazily
+        sampler: _core.Sampler,  # noqa: F821
         tokenizer: Tokenizer,
         prompt: list[int],
         options: _Options,

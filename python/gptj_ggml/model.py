@@ -15,6 +15,7 @@ from .generation import Completion, Generation, Token  # noqa: F401 - Token: re-
 from .session import Session
 from .tokenizer import Tokenizer
 
+
 class Model:
     """A GPT-J model loaded from a GGUF file (see ``gptj-ggml convert``).
 

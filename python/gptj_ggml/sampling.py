@@ -50,7 +50,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     logit_bias: Mapping[int, float] = field(default_factory=dict)
 
-    def sampler(self, n_vocab: int, seed: int) -> "_core.Sampler":  # noqa: F821 - the extension loads lazily
+    def sampler(self, n_vocab: int, seed: int) -> _core.Sampler:  # noqa: F821 - the extension loads lazily
         """The C++ sampler with these settings (raises ``ValueError`` for a value out of range)."""
         from ._native import core
 

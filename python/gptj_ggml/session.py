@@ -33,7 +33,7 @@ class Session:
     a call or an unfinished generation holds it raises :class:`SessionBusyError`.
     """
 
-    def __init__(self, model: Model, core_session: "_core.Session") -> None:  # noqa: F821
+    def __init__(self, model: Model, core_session: _core.Session) -> None:  # noqa: F821
         self.model = model
         self._core = core_session
         self._lock = threading.RLock()
