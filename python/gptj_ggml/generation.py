@@ -79,10 +79,14 @@ class Timings:
         steps = max(self.generated_tokens - 1, 0)
         lines = [
             f"load:       {self.load_ms:9.1f} ms",
-            f"prompt:     {self.prompt_ms:9.1f} ms for {self.prompt_tokens} tokens "
-            f"({rate(self.prompt_tokens, self.prompt_ms)}, {self.reused_tokens} reused)",
-            f"generation: {self.generation_ms:9.1f} ms for {steps} tokens "
-            f"({self.ms_per_token:.2f} ms/token, {rate(steps, self.generation_ms)})",
+            (
+                f"prompt:     {self.prompt_ms:9.1f} ms for {self.prompt_tokens} tokens "
+                f"({rate(self.prompt_tokens, self.prompt_ms)}, {self.reused_tokens} reused)"
+            ),
+            (
+                f"generation: {self.generation_ms:9.1f} ms for {steps} tokens "
+                f"({self.ms_per_token:.2f} ms/token, {rate(steps, self.generation_ms)})"
+            ),
             f"sampling:   {self.sample_ms:9.1f} ms for {self.generated_tokens} tokens",
             f"total:      {self.total_ms:9.1f} ms",
         ]
