@@ -122,6 +122,13 @@ GgufFile::~GgufFile() {
     }
 }
 
+void GgufFile::release_pages(size_t offset, size_t n_bytes) const {
+    const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    const size_t first = (offset + page - 1) / page * page;  // whole pages inside the range only
+    const size_t last = (offset + n_bytes) / page * page;
+    if (last > first) ::madvise(mapping_ + first, last - first, MADV_DONTNEED);
+}
+
 int64_t GgufFile::key_id(const std::string & key) const { return gguf_find_key(gguf_.get(), key.c_str()); }
 
 bool GgufFile::has_key(const std::string & key) const { return key_id(key) >= 0; }

@@ -57,6 +57,9 @@ public:
 
     // The mapped file: tensor data lives at mapping() + info.file_offset.
     uint8_t * mapping() const { return mapping_; }
+    // Tells the kernel this process no longer needs the mapped pages of a byte range (they
+    // stay in the page cache but leave our resident set); the range stays readable.
+    void release_pages(size_t offset, size_t n_bytes) const;
 
 private:
     int64_t key_id(const std::string & key) const;  // -1 when absent

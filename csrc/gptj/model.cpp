@@ -6,6 +6,8 @@
 
 #include "ggml-backend.h"
 #include "gptj/error.h"
+#include "gptj/repack.h"
+#include "gptj/threads.h"
 
 namespace gptj {
 namespace {
@@ -35,11 +37,11 @@ bool is_supported_matrix_type(ggml_type type) {
 
 }  // namespace
 
-std::shared_ptr<const Model> Model::load(const std::string & path) {
-    return std::shared_ptr<const Model>(new Model(path));
+std::shared_ptr<const Model> Model::load(const std::string & path, const ModelParams & params) {
+    return std::shared_ptr<const Model>(new Model(path, params));
 }
 
-Model::Model(const std::string & path) : file_(path) {
+Model::Model(const std::string & path, const ModelParams & params) : file_(path) {
     auto invalid = [&](const std::string & what) { throw Error(Error::Kind::invalid_file, path + ": " + what); };
 
     const auto architecture = file_.find_string("general.architecture");
@@ -54,8 +56,8 @@ Model::Model(const std::string & path) : file_(path) {
     const int64_t n_embd = hparams_.n_embd, n_vocab = hparams_.n_vocab, n_ff = hparams_.n_ff;
 
     const size_t n_tensors = 5 + 10 * static_cast<size_t>(hparams_.n_layer);
-    ggml_init_params params{n_tensors * ggml_tensor_overhead(), nullptr, /*no_alloc=*/true};
-    ctx_.reset(ggml_init(params));
+    ggml_init_params init{n_tensors * ggml_tensor_overhead(), nullptr, /*no_alloc=*/true};
+    ctx_.reset(ggml_init(init));
     if (!ctx_) throw Error(Error::Kind::evaluation, "ggml_init failed for the weight context");
 
     // Shapes in ggml order: ne[0] is the row (input) length.
@@ -88,19 +90,43 @@ Model::Model(const std::string & path) : file_(path) {
         if (expected.count(info.name) == 0) invalid("unexpected tensor '" + info.name + "' for a GPT-J model");
     }
 
-    // Point every tensor into the mapped file: no copy, the page cache holds the weights.
-    buffer_.reset(ggml_backend_cpu_buffer_from_ptr(file_.mapping(), file_.file_size()));
-    if (!buffer_) throw Error(Error::Kind::evaluation, path + ": cannot create a CPU buffer over the mapped file");
+    place_weights(params);
     for (ggml_tensor * t = ggml_get_first_tensor(ctx_.get()); t != nullptr; t = ggml_get_next_tensor(ctx_.get(), t)) {
-        const GgufTensorInfo * info = file_.find_tensor(ggml_get_name(t));
-        if (ggml_backend_tensor_alloc(buffer_.get(), t, file_.mapping() + info->file_offset) != GGML_STATUS_SUCCESS) {
-            invalid(std::string("cannot place tensor '") + ggml_get_name(t) + "' in memory");
-        }
         n_params_ += ggml_nelements(t);
         weight_bytes_ += ggml_nbytes(t);
     }
 
     load_vocab();
+}
+
+void Model::place_weights(const ModelParams & params) {
+    auto mapped = [&](const ggml_tensor * t) { return file_.mapping() + file_.find_tensor(ggml_get_name(t))->file_offset; };
+
+    if (params.repack) {
+        // token_embd is read by get_rows, which the repacked layout does not serve.
+        std::vector<ggml_tensor *> matrices{weights_.output_w};
+        for (const LayerWeights & l : weights_.layers) {
+            matrices.insert(matrices.end(), {l.attn_q, l.attn_k, l.attn_v, l.attn_output, l.ffn_up_w, l.ffn_down_w});
+        }
+        const int n_threads = params.n_threads > 0 ? params.n_threads : physical_core_count();
+        repacked_ = repack_matrices(matrices, mapped, n_threads);
+        for (ggml_tensor * t : matrices) {
+            if (t->buffer == nullptr) continue;
+            repacked_bytes_ += ggml_nbytes(t);
+            const GgufTensorInfo * info = file_.find_tensor(ggml_get_name(t));
+            file_.release_pages(info->file_offset, info->n_bytes);  // the repacked copy replaces them
+        }
+    }
+
+    // Everything else points into the mapped file: no copy, the page cache holds the weights.
+    buffer_.reset(ggml_backend_cpu_buffer_from_ptr(file_.mapping(), file_.file_size()));
+    if (!buffer_) throw Error(Error::Kind::evaluation, file_.path() + ": cannot create a CPU buffer over the mapped file");
+    for (ggml_tensor * t = ggml_get_first_tensor(ctx_.get()); t != nullptr; t = ggml_get_next_tensor(ctx_.get(), t)) {
+        if (t->buffer != nullptr) continue;
+        if (ggml_backend_tensor_alloc(buffer_.get(), t, const_cast<uint8_t *>(mapped(t))) != GGML_STATUS_SUCCESS) {
+            throw Error(Error::Kind::invalid_file, file_.path() + ": cannot place tensor '" + ggml_get_name(t) + "' in memory");
+        }
+    }
 }
 
 ggml_tensor * Model::add_tensor(const std::string & name, std::vector<int64_t> shape, bool is_matrix) {

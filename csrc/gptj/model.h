@@ -36,11 +36,18 @@ struct Weights {
     ggml_tensor * output_b;
 };
 
+struct ModelParams {
+    // Copy the matrices ggml's CPU backend can interleave for faster kernels (quantized
+    // types) into that layout; the others stay memory-mapped. Costs load time and memory.
+    bool repack = true;
+    int n_threads = 0;  // threads for repacking; 0: physical cores
+};
+
 class Model {
 public:
     // Opens, validates and maps a GPT-J GGUF file. Throws gptj::Error naming the file and
     // the key or tensor at fault.
-    static std::shared_ptr<const Model> load(const std::string & path);
+    static std::shared_ptr<const Model> load(const std::string & path, const ModelParams & params = {});
 
     const std::string & path() const { return file_.path(); }
     const HParams & hparams() const { return hparams_; }
@@ -53,9 +60,12 @@ public:
     size_t weight_bytes() const { return weight_bytes_; }
     // The type of the large matrices ("f16", "q4_0", or "mixed" if they differ).
     std::string weight_type() const;
+    // Bytes of weights copied into ggml's repacked layout (0: all memory-mapped).
+    size_t repacked_bytes() const { return repacked_bytes_; }
 
 private:
-    explicit Model(const std::string & path);
+    Model(const std::string & path, const ModelParams & params);
+    void place_weights(const ModelParams & params);
     ggml_tensor * add_tensor(const std::string & name, std::vector<int64_t> shape, bool is_matrix);
     void load_vocab();
 
@@ -63,10 +73,12 @@ private:
     HParams hparams_;
     ggml_context_ptr ctx_;              // tensor headers only; the data is the mapping
     ggml_backend_buffer_ptr buffer_;    // a CPU buffer wrapping the mapped file
+    ggml_backend_buffer_ptr repacked_;  // matrices in ggml's CPU_REPACK layout, if any
     Weights weights_{};
     std::shared_ptr<const Vocab> vocab_;
     int64_t n_params_ = 0;
     size_t weight_bytes_ = 0;
+    size_t repacked_bytes_ = 0;
 };
 
 }  // namespace gptj
