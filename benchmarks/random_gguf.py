@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gptj_ggml.convert.converter import OUTTYPES, output_dtype
 from gptj_ggml.convert.gguf_output import OutputTensor, write_gguf
 from gptj_ggml.convert.hparams import GptjHparams
+from gptj_ggml.convert.quant_types import OUTTYPES, choose_type
 from gptj_ggml.convert.tensor_names import expected_tensors
 from gptj_ggml.convert.tokenizer_data import read_tokenizer
 
@@ -51,10 +51,14 @@ def write_random_gptj(path: Path, n_layer: int, outtype: str = "f16", **shape: i
     hparams = GptjHparams(name=f"random-gptj-{n_layer}l", n_layer=n_layer, layer_norm_epsilon=1e-5, **dims)
     tokenizer = read_tokenizer(TOKENIZER_DIR, hparams.vocab_size)
     tensors = [
-        OutputTensor(spec, _RandomRecord(spec.shape, spec.gguf_name.endswith("norm.weight")), output_dtype(spec, outtype))
+        OutputTensor(
+            spec,
+            _RandomRecord(spec.shape, spec.gguf_name.endswith("norm.weight")),
+            choose_type(spec.gguf_name, spec.shape, outtype).type,
+        )
         for spec in expected_tensors(hparams)
     ]
-    write_gguf(Path(path), hparams, tokenizer, OUTTYPES[outtype], tensors)
+    write_gguf(Path(path), hparams, tokenizer, OUTTYPES[outtype].file_type, tensors)
     return Path(path)
 
 

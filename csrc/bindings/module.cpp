@@ -23,6 +23,7 @@
 namespace py = pybind11;
 
 void bind_vocab(py::module_ & m);  // vocab_bindings.cpp
+void bind_quantize(py::module_ & m);  // quantize_bindings.cpp
 
 namespace {
 
@@ -199,6 +200,7 @@ PYBIND11_MODULE(_core, m) {
     });
 
     bind_vocab(m);
+    bind_quantize(m);
 
     m.def("physical_core_count", &gptj::physical_core_count);
     m.def("ggml_version", [] { return std::string(ggml_version()); });

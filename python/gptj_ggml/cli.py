@@ -10,37 +10,49 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from .cli_perplexity import add_perplexity
+from .cli_quantize import add_quantize
 from .cli_run import add_run
+from .convert.quant_types import OUTTYPES
 from .errors import GptjError
 
 
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="convert a Hugging Face GPT-J checkpoint folder to GGUF",
+        help="convert a Hugging Face GPT-J checkpoint folder (or a legacy GGML file) to GGUF",
         description="Convert a Hugging Face GPT-J checkpoint folder (safetensors or pytorch_model.bin, "
-        "single or sharded, with its tokenizer files) to one GGUF file.",
+        "single or sharded, with its tokenizer files), or a legacy GGML file of ggml's examples/gpt-j, "
+        "to one GGUF file.",
     )
-    parser.add_argument("src", help="the checkpoint folder (config.json, weights, tokenizer files)")
+    parser.add_argument("src", help="the checkpoint folder (config.json, weights, tokenizer files) or legacy .bin")
     parser.add_argument("-o", "--output", required=True, help="the GGUF file to write")
     parser.add_argument(
         "--outtype",
-        choices=["f32", "f16"],
-        default="f16",
-        help="f16 (default): weight matrices in float16, norms and biases in float32; f32: all float32",
+        choices=list(OUTTYPES),
+        default=None,
+        metavar="TYPE",
+        help="type of the weight matrices: f16 (default for checkpoints; a legacy file keeps its types), "
+        f"f32 (everything float32) or a quantized type ({', '.join(list(OUTTYPES)[2:])}); norms and biases stay f32",
     )
+    parser.add_argument("--pure", action="store_true", help="quantized types: no higher-precision output/token_embd")
     parser.set_defaults(handler=_run_convert)
 
 
 def _run_convert(args: argparse.Namespace) -> int:
     from .convert import convert_checkpoint
 
-    out = convert_checkpoint(args.src, args.output, outtype=args.outtype, progress=True)
+    out = convert_checkpoint(args.src, args.output, outtype=args.outtype, pure=args.pure, progress=True)
     print(f"wrote {out}")
     return 0
 
 
-_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_convert, add_run]
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_convert,
+    add_quantize,
+    add_perplexity,
+    add_run,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

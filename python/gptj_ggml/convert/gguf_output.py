@@ -3,12 +3,15 @@
 ``GGUFWriter.add_tensor`` keeps every array in memory until the end, and
 ``write_tensor_data`` takes a whole tensor at once (token_embd alone is 825 MB in f32),
 so tensors are declared with ``add_tensor_info`` and their data is written here block by
-block, with the same alignment ``write_tensor_data`` uses.
+block, with the same alignment ``write_tensor_data`` uses. Blocks of a quantized type are
+quantized by ggml (``_core.quantize_rows``, on all cores) as they pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import gguf
 import numpy as np
 
 from .hparams import GptjHparams
+from .quant_types import tensor_nbytes
 from .tensor_names import TensorSpec
 from .tensor_record import TensorRecord
 from .tokenizer_data import TokenizerData
@@ -27,17 +31,37 @@ ARCHITECTURE = "gptj"
 BLOCK_BYTES = 32 * 1024 * 1024
 
 
+#: Written as ``general.quantization_version`` in files with quantized tensors: ggml's
+#: GGML_QNT_VERSION, the version of the block layouts.
+QUANTIZATION_VERSION = 2
+#: A string array naming each tensor whose type fell back from the policy's choice, and why.
+FALLBACKS_KEY = "gptj_ggml.quantization.fallbacks"
+
+_NUMPY_TYPES = {gguf.GGMLQuantizationType.F32: np.dtype("<f4"), gguf.GGMLQuantizationType.F16: np.dtype("<f2")}
+
+
 @dataclass(frozen=True)
 class OutputTensor:
-    """A tensor to write: its GGUF name and shape, where to read it, and its file dtype."""
+    """A tensor to write: its GGUF name and shape, where to read it, and its ggml type.
+
+    ``raw`` records hold the bytes of ``type`` already (a quantized tensor of a legacy GGML
+    file), shaped (rows, bytes per row), and are copied; others hold values, converted or
+    quantized to ``type``. ``fallback`` says why ``type`` is not the policy's first choice.
+    """
 
     spec: TensorSpec
     record: TensorRecord
-    dtype: np.dtype
+    type: gguf.GGMLQuantizationType
+    raw: bool = False
+    fallback: str = ""
 
     @property
     def nbytes(self) -> int:
-        return self.record.n_elements * self.dtype.itemsize
+        return tensor_nbytes(self.spec.shape, self.type)
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.type not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
 
 
 def write_gguf(
@@ -49,11 +73,34 @@ def write_gguf(
     on_tensor_written: Callable[[OutputTensor], None] | None = None,
 ) -> None:
     """Write the whole GGUF file at ``path`` (which the caller makes atomic)."""
+    write_gguf_file(
+        path, lambda writer: _add_metadata(writer, hparams, tokenizer, file_type), tensors, on_tensor_written
+    )
+
+
+def write_gguf_file(
+    path: Path,
+    add_metadata: Callable[[gguf.GGUFWriter], None],
+    tensors: Sequence[OutputTensor],
+    on_tensor_written: Callable[[OutputTensor], None] | None = None,
+) -> None:
+    """Write a GGUF file whose key/values ``add_metadata`` adds, then ``tensors`` in row blocks.
+
+    The quantization keys (``general.quantization_version``, the fallbacks) are added here,
+    from the tensors.
+    """
     writer = gguf.GGUFWriter(path, ARCHITECTURE)
     try:
-        _add_metadata(writer, hparams, tokenizer, file_type)
+        add_metadata(writer)
+        if any(tensor.is_quantized for tensor in tensors):
+            writer.add_quantization_version(QUANTIZATION_VERSION)
+        fallbacks = [tensor.fallback for tensor in tensors if tensor.fallback]
+        if fallbacks:
+            writer.add_array(FALLBACKS_KEY, fallbacks)
         for tensor in tensors:
-            writer.add_tensor_info(tensor.spec.gguf_name, tensor.spec.shape, tensor.dtype, tensor.nbytes)
+            writer.add_tensor_info(
+                tensor.spec.gguf_name, tensor.spec.shape, np.dtype(np.float32), tensor.nbytes, raw_dtype=tensor.type
+            )
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
@@ -61,14 +108,59 @@ def write_gguf(
         file = writer.fout[0]
         for tensor in tensors:
             writer.write_padding(file, file.tell())
-            for block in tensor.record.iter_rows(BLOCK_BYTES, tensor.dtype):
-                block.astype(tensor.dtype.newbyteorder("<"), copy=False).tofile(file)
+            for block in _encoded_blocks(tensor):
+                block.tofile(file)
             writer.write_padding(file, tensor.nbytes)
             if on_tensor_written is not None:
                 on_tensor_written(tensor)
         writer.flush()
     finally:
         writer.close()
+
+
+def write_atomically(
+    out: Path,
+    write: Callable[[Path, Callable[[OutputTensor], None] | None], None],
+    n_tensors: int,
+    progress: bool,
+) -> None:
+    """Run ``write(temp_path, on_tensor_written)`` and rename the result to ``out``.
+
+    On any error or interrupt the temporary file is removed: nothing is left at ``out``.
+    """
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_tensors, unit="tensor", desc=f"writing {out.name}")
+    fd, temp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        write(Path(temp_name), None if bar is None else lambda tensor: bar.update(1))
+        os.replace(temp_name, out)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _encoded_blocks(tensor: OutputTensor) -> Iterator[np.ndarray]:
+    """The tensor's bytes in the file, block by block of whole rows."""
+    if tensor.raw:
+        yield from tensor.record.iter_rows(BLOCK_BYTES, np.dtype(np.uint8))
+        return
+    numpy_type = _NUMPY_TYPES.get(tensor.type)
+    if numpy_type is not None:
+        for block in tensor.record.iter_rows(BLOCK_BYTES, numpy_type):
+            yield block.astype(numpy_type, copy=False)
+        return
+    from .._native import core  # the engine, only when quantizing
+
+    row_length = tensor.spec.shape[-1]
+    for block in tensor.record.iter_rows(BLOCK_BYTES, np.dtype(np.float32)):
+        yield core.quantize_rows(int(tensor.type), block.reshape(-1, row_length))
 
 
 def _add_metadata(
