@@ -14,6 +14,7 @@ from pathlib import Path
 
 import gguf
 
+from .convert.gguf_input import GgufHeader, GgufTensor, read_gguf_header
 from .convert.gguf_output import FALLBACKS_KEY, OutputTensor, write_atomically, write_gguf_file
 from .convert.legacy_ggml import convert_legacy_ggml, is_legacy_ggml
 from .convert.quant_types import OUTTYPES, choose_type, type_name
@@ -54,16 +55,14 @@ def quantize(
         raise ConversionError(f"{out}: the output would overwrite the input")
     if is_legacy_ggml(src):
         return convert_legacy_ggml(src, out, outtype=outtype, pure=pure, progress=progress)
-    reader = _open_gguf(src)
-    tensors = [_plan(src, tensor, outtype, pure) for tensor in reader.tensors]
+    header = _open_gguf(src)
+    tensors = [_plan(src, tensor, outtype, pure) for tensor in header.tensors]
     file_type = OUTTYPES[outtype].file_type
 
     def add_metadata(writer: gguf.GGUFWriter) -> None:
-        for name, field in reader.fields.items():
-            if name.startswith("GGUF.") or name in _REWRITTEN_KEYS:
-                continue
-            sub_type = field.types[1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
-            writer.add_key_value(name, field.contents(), field.types[0], sub_type=sub_type)
+        for name, field in header.fields.items():
+            if name not in _REWRITTEN_KEYS:
+                writer.add_key_value(name, field.value, field.type, sub_type=field.sub_type)
         writer.add_file_type(int(file_type))
 
     write_atomically(
@@ -75,31 +74,28 @@ def quantize(
     return out
 
 
-def _open_gguf(src: Path) -> gguf.GGUFReader:
+def _open_gguf(src: Path) -> GgufHeader:
     with open(src, "rb") as file:
         magic = file.read(4)
     if magic != b"GGUF":
         raise ConversionError(f"{src}: not a GGUF file (nor a legacy GGML file)")
-    try:
-        reader = gguf.GGUFReader(src)
-    except (ValueError, IndexError, OSError) as error:
-        raise ConversionError(f"{src}: malformed GGUF file ({error})") from error
-    architecture = reader.fields.get("general.architecture")
-    if architecture is None or architecture.contents() != "gptj":
-        found = None if architecture is None else architecture.contents()
+    header = read_gguf_header(src)
+    architecture = header.fields.get("general.architecture")
+    found = None if architecture is None else architecture.value
+    if found != "gptj":
         raise ConversionError(f"{src}: general.architecture is {found!r}, expected 'gptj'")
-    return reader
+    return header
 
 
-def _plan(src: Path, tensor: gguf.ReaderTensor, outtype: str, pure: bool) -> OutputTensor:
-    shape = tuple(int(size) for size in reversed(tensor.shape.tolist()))  # numpy order
+def _plan(src: Path, tensor: GgufTensor, outtype: str, pure: bool) -> OutputTensor:
+    shape = tensor.shape
     while len(shape) > 1 and shape[0] == 1:
         shape = shape[1:]
     spec = TensorSpec(hf_name=tensor.name, gguf_name=tensor.name, shape=shape)
     choice = choose_type(tensor.name, shape, outtype, pure=pure)
-    source_type = _T(tensor.tensor_type)
+    source_type = tensor.type
     if source_type == choice.type:
-        byte_shape = (1, int(tensor.n_bytes)) if len(shape) == 1 else (shape[0], int(tensor.n_bytes) // shape[0])
+        byte_shape = (1, tensor.nbytes) if len(shape) == 1 else (shape[0], tensor.nbytes // shape[0])
         record = _record(src, tensor, "U8", byte_shape)
         return OutputTensor(spec, record, choice.type, raw=True, fallback=choice.fallback)
     if source_type not in _SOURCE_TYPES:
@@ -110,12 +106,12 @@ def _plan(src: Path, tensor: gguf.ReaderTensor, outtype: str, pure: bool) -> Out
     return OutputTensor(spec, _record(src, tensor, _SOURCE_TYPES[source_type], shape), choice.type, fallback=choice.fallback)
 
 
-def _record(src: Path, tensor: gguf.ReaderTensor, dtype: str, shape: tuple[int, ...]) -> TensorRecord:
+def _record(src: Path, tensor: GgufTensor, dtype: str, shape: tuple[int, ...]) -> TensorRecord:
     return TensorRecord(
         name=tensor.name,
         path=src,
         dtype=dtype,
         shape=shape,
         strides=contiguous_strides(shape),
-        offset=int(tensor.data_offset),
+        offset=tensor.offset,
     )
