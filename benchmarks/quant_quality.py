@@ -65,7 +65,7 @@ def write_random_f16(path: Path, n_embd: int, n_layer: int) -> Path:
     )  # fmt: skip
     tensors = [
         OutputTensor(spec, _RandomRecord(spec.shape, "norm.weight" in spec.gguf_name, seed),
-                     choose_type(spec.gguf_name, spec.shape, "f16").type)  # fmt: skip
+                     choose_type(spec.gguf_name, spec.shape, "f16").type)
         for seed, spec in enumerate(expected_tensors(hparams))
     ]
     write_gguf(path, hparams, read_tokenizer(TOKENIZER_DIR, 50400), OUTTYPES["f16"].file_type, tensors)

@@ -11,7 +11,7 @@ import pytest
 from checkpoints import make_tiny_gptj, tiny_gptj_state_dict
 
 # Fixtures of the engine and tokenizer tests, available to every test module.
-pytest_plugins = ["model_fixtures", "tokenizer_fixtures"]
+pytest_plugins = ["model_fixtures", "quant_fixtures", "tokenizer_fixtures"]
 
 
 def _cache_key(kwargs: dict) -> str:

@@ -12,12 +12,13 @@ import struct
 
 import numpy as np
 import pytest
-from legacy_ggml_writer import write_legacy_gptj
-from quant_fixtures import PROMPT, tensor_bytes
 
 from gptj_ggml import Model, ModelFormatError
 from gptj_ggml.convert import convert_checkpoint
 from gptj_ggml.errors import ConversionError
+
+from legacy_ggml_writer import write_legacy_gptj
+from quant_fixtures import PROMPT, tensor_bytes
 
 CHECKPOINT = {"fmt": "bin-f16", "n_embd": 64, "n_head": 4, "rotary_dim": 8, "n_layer": 2}
 

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-from model_fixtures import tiny_model_path  # noqa: F401
 
 from gptj_ggml import Model
 from gptj_ggml.perplexity import chunk_ids, kl_divergence, perplexity

@@ -6,14 +6,6 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
-from quant_fixtures import (  # noqa: F401
-    PROMPT,
-    QUANT_CHECKPOINT,
-    quant_logits,
-    quant_model_path,
-    tensor_bytes,
-    tensor_types,
-)
 
 from gptj_ggml import Model
 from gptj_ggml.convert.gguf_input import read_gguf_header
@@ -21,6 +13,8 @@ from gptj_ggml.convert.gguf_output import FALLBACKS_KEY
 from gptj_ggml.errors import ConversionError
 from gptj_ggml.perplexity import log_softmax
 from gptj_ggml.quantize import quantize
+
+from quant_fixtures import PROMPT, QUANT_CHECKPOINT, tensor_bytes, tensor_types
 
 T = gguf.GGMLQuantizationType
 
