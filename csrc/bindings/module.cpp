@@ -11,6 +11,7 @@
 #include <variant>
 #include <vector>
 
+#include "bindings/info_bindings.h"
 #include "ggml.h"
 #include "gptj/error.h"
 #include "gptj/generation.h"
@@ -201,6 +202,7 @@ PYBIND11_MODULE(_core, m) {
 
     bind_vocab(m);
     bind_quantize(m);
+    bind_info(m);
 
     m.def("physical_core_count", &gptj::physical_core_count);
     m.def("ggml_version", [] { return std::string(ggml_version()); });
@@ -233,6 +235,8 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("file_size", [](const Model & m) { return m.file().file_size(); })
         .def_property_readonly("weight_type", &Model::weight_type)
         .def_property_readonly("vocab", [](const Model & m) { return std::const_pointer_cast<gptj::Vocab>(m.shared_vocab()); })
+        .def_property_readonly("n_merges", &n_merges)
+        .def("tensor_info", &tensor_info)
         .def("metadata", [](const Model & m) {
             py::dict out;
             for (const auto & [key, value] : m.file().scalar_metadata()) {

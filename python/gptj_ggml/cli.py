@@ -10,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from .cli_bench import add_bench
+from .cli_info import add_info
 from .cli_perplexity import add_perplexity
 from .cli_quantize import add_quantize
 from .cli_run import add_run
@@ -50,8 +52,10 @@ def _run_convert(args: argparse.Namespace) -> int:
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_convert,
     add_quantize,
-    add_perplexity,
+    add_info,
     add_run,
+    add_bench,
+    add_perplexity,
 ]
 
 

@@ -1,11 +1,25 @@
-"""``gptj-ggml run``: stream a completion to stdout, then print timings to stderr."""
+"""``gptj-ggml run``: stream a completion to stdout, then print timings to stderr.
+
+With ``-i`` it is a conversation: each line read from stdin is appended to the transcript
+(prompt, earlier lines and replies, as token ids) and the reply streams to stdout. The
+session keeps the transcript in its cache, so each turn evaluates only its new tokens.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+from typing import TYPE_CHECKING, Any
 
+from .cli_format import format_bytes, peak_rss_bytes
+from .errors import ContextFullError
 from .sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from .generation import Generation
+    from .session import Session
 
 _DEFAULT = SamplingParams()
 
@@ -15,10 +29,17 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
         "run",
         help="generate text from a prompt",
         description="Generate a continuation of PROMPT with a GPT-J GGUF model, streaming it to stdout; "
-        "timings go to stderr.",
+        "timings and peak memory go to stderr. With -i, read lines from stdin until end of input, "
+        "each one a turn appended to the conversation, and stream a reply to each.",
     )
     parser.add_argument("-m", "--model", required=True, help="the .gguf model file")
-    parser.add_argument("-p", "--prompt", required=True, help="the text to continue")
+    parser.add_argument("-p", "--prompt", default=None, help="the text to continue (with -i: the conversation's start)")
+    parser.add_argument(
+        "-i",
+        "--interactive",
+        action="store_true",
+        help="read turns from stdin, one per line, reusing the session between them",
+    )
     parser.add_argument("-n", "--max-tokens", type=int, default=128, help="the most tokens to generate (128)")
     parser.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     parser.add_argument("--ctx", type=int, default=None, help="context size in tokens (default: the model's)")
@@ -41,29 +62,110 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from .model import Model
 
+    if args.prompt is None and not args.interactive:
+        raise ValueError("run needs a prompt (-p TEXT), or -i to read turns from stdin")
     model = Model(args.model, n_ctx=args.ctx, n_threads=args.threads)
-    generation = model.generate(
-        args.prompt,
-        max_tokens=args.max_tokens,
-        temperature=args.temp,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        min_p=args.min_p,
-        typical_p=args.typical_p,
-        repeat_penalty=args.repeat_penalty,
-        repeat_last_n=args.repeat_last_n,
-        presence_penalty=args.presence_penalty,
-        frequency_penalty=args.frequency_penalty,
-        seed=args.seed,
-        stop=args.stop,
-        ignore_eos=args.ignore_eos,
+    session = model.session()
+    options = _generate_options(args)
+    if args.interactive:
+        status = _converse(session, args.prompt or "", options)
+    else:
+        status = _complete(session, args.prompt, options)
+    print(
+        f"memory:     peak RSS {format_bytes(peak_rss_bytes())} (model file {format_bytes(os.path.getsize(model.path))}, "
+        f"KV cache {format_bytes(session.kv_cache_bytes)})",
+        file=sys.stderr,
     )
-    sys.stdout.write(args.prompt)
-    sys.stdout.flush()
+    return status
+
+
+def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "max_tokens": args.max_tokens,
+        "temperature": args.temp,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "min_p": args.min_p,
+        "typical_p": args.typical_p,
+        "repeat_penalty": args.repeat_penalty,
+        "repeat_last_n": args.repeat_last_n,
+        "presence_penalty": args.presence_penalty,
+        "frequency_penalty": args.frequency_penalty,
+        "seed": args.seed,
+        "stop": args.stop,
+        "ignore_eos": args.ignore_eos,
+    }
+
+
+def _complete(session: Session, prompt: str, options: dict[str, Any]) -> int:
+    generation = session.generate(prompt, **options)
+    _write(prompt)
     for token in generation:
-        sys.stdout.write(token.text)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+        _write(token.text)
+    _write("\n")
     print(generation.timings, file=sys.stderr)
-    print(f"finish:     {generation.finish_reason}, seed {generation.seed}, {model.n_threads} threads", file=sys.stderr)
+    print(
+        f"finish:     {generation.finish_reason}, seed {generation.seed}, {session.n_threads} threads", file=sys.stderr
+    )
     return 0
+
+
+def _converse(session: Session, prompt: str, options: dict[str, Any]) -> int:
+    tokenizer = session.model.tokenizer
+    transcript = tokenizer.encode(prompt) if prompt else []
+    _write(prompt)
+    ask = sys.stdin.isatty()  # no "> " between turns when the input is a file or a pipe
+    # A fixed seed would repeat the same random choices each turn; one seed per turn, derived
+    # from the given one, keeps a run reproducible.
+    seed = options.pop("seed")
+    text_so_far, turn = prompt, 0
+    while True:
+        # Each line the user types starts on a line of its own, in the output and in the
+        # transcript alike: what is shown is what the model reads.
+        separator = "\n" if text_so_far and not text_so_far.endswith("\n") else ""
+        _write(separator)
+        if ask:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        turn += 1
+        ids = transcript + tokenizer.encode(separator + line)
+        if len(ids) >= session.n_ctx:
+            raise ContextFullError(_context_full_message(session.n_ctx))
+        generation = session.generate(
+            ids, seed=None if seed is None else seed + turn - 1, on_context_full="stop", **options
+        )
+        tokens = []
+        for token in generation:
+            tokens.append(token)
+            _write(token.text)
+        reply = [token.id for token in tokens]
+        if generation.finish_reason == "stop" and tokens and tokenizer.decode([tokens[-1].id]) != tokens[-1].text:
+            # A stop string cut the last token: the transcript keeps the text that was shown.
+            reply[-1:] = tokenizer.encode(tokens[-1].text)
+        transcript = ids + reply
+        text_so_far = separator + line + "".join(token.text for token in tokens)
+        _report_turn(turn, generation)
+        if generation.finish_reason == "context":
+            raise ContextFullError(_context_full_message(session.n_ctx))
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _report_turn(turn: int, generation: Generation) -> None:
+    timings = generation.timings
+    per_token = "-" if math.isnan(timings.ms_per_token) else f"{timings.ms_per_token:.2f}"
+    print(
+        f"[turn {turn}: {timings.prompt_tokens} tokens evaluated, {timings.reused_tokens} reused, "
+        f"{timings.prompt_ms:.1f} ms; {timings.generated_tokens} generated, {per_token} ms/token; "
+        f"{generation.finish_reason}]",
+        file=sys.stderr,
+    )
+
+
+def _context_full_message(n_ctx: int) -> str:
+    return f"the conversation fills the context ({n_ctx} tokens); start again with a larger --ctx"

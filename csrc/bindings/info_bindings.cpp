@@ -1,0 +1,62 @@
+#include "bindings/info_bindings.h"
+
+#include <dlfcn.h>
+
+#include <string>
+
+#include "ggml-backend.h"
+#include "ggml-cpu.h"
+#include "ggml.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// The file (shared library or executable) that holds the code at `address`.
+std::string object_path(const void * address) {
+    Dl_info info{};
+    if (dladdr(address, &info) == 0 || info.dli_fname == nullptr) return "";
+    return info.dli_fname;
+}
+
+const char * const kMergesKey = "tokenizer.ggml.merges";
+
+}  // namespace
+
+py::list tensor_info(const gptj::Model & model) {
+    py::list out;
+    for (const gptj::GgufTensorInfo & tensor : model.file().tensors()) {
+        py::list shape;
+        for (int i = 0; i < tensor.n_dims; ++i) shape.append(tensor.ne[i]);
+        out.append(py::make_tuple(tensor.name, ggml_type_name(tensor.type), py::tuple(shape), tensor.n_bytes));
+    }
+    return out;
+}
+
+size_t n_merges(const gptj::Model & model) {
+    return model.file().has_key(kMergesKey) ? model.file().get_string_array(kMergesKey).size() : 0;
+}
+
+void bind_info(py::module_ & m) {
+    // What the CPU backend itself reports (the same list llama.cpp prints as system info): the
+    // instruction sets this ggml build was compiled for and detected, and optional parts
+    // such as LLAMAFILE (its sgemm) or REPACK (the interleaved quantized layouts). Only
+    // features that are on appear.
+    m.def("cpu_features", [] {
+        py::dict out;
+        ggml_backend_reg_t reg = ggml_backend_cpu_reg();
+        auto get_features = reinterpret_cast<ggml_backend_get_features_t>(
+            ggml_backend_reg_get_proc_address(reg, "ggml_backend_get_features"));
+        if (get_features == nullptr) return out;
+        for (const ggml_backend_feature * f = get_features(reg); f->name != nullptr; ++f) {
+            out[py::str(f->name)] = py::str(f->value);
+        }
+        return out;
+    });
+    m.def("ggml_library_path", [] { return object_path(reinterpret_cast<const void *>(&ggml_version)); },
+          "The shared library ggml_version() lives in (this extension itself when ggml is built in).");
+    m.def("ggml_built_in", [] {
+        return object_path(reinterpret_cast<const void *>(&ggml_version)) ==
+               object_path(reinterpret_cast<const void *>(&bind_info));
+    }, "Whether ggml is compiled into this extension (a build from a ggml source tree).");
+}

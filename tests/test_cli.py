@@ -1,0 +1,232 @@
+"""``python -m gptj_ggml run | info | bench`` in a sub-process, on a tiny converted model.
+
+The engine commands run the installed package (they need the compiled extension).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from checkpoints import TOKENIZER_DIR
+from model_fixtures import reference_greedy
+
+REPO = Path(__file__).resolve().parent.parent
+N_EMBD, N_HEAD, N_LAYER, ROTARY_DIM, N_VOCAB = 64, 4, 2, 8, 50400  # make_tiny_gptj's defaults
+N_FF = 4 * N_EMBD
+
+
+def _run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gptj_ggml", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=120,
+        check=False,
+    )
+
+
+def _assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def model_f16(tiny_model_path) -> Path:
+    return tiny_model_path("f16")
+
+
+@pytest.mark.parametrize("command", ["convert", "run", "info", "bench"])
+def test_each_command_has_help(command):
+    result = _run_cli(command, "--help")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: gptj-ggml {command}")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["run", "-m", "{missing}", "-p", "Hello"], ["info", "{missing}"], ["bench", "{missing}", "-p", "8", "-n", "4"]],
+    ids=["run", "info", "bench"],
+)
+def test_a_missing_model_is_one_error_line_and_exit_code_1(args, tmp_path):
+    missing = str(tmp_path / "missing.gguf")
+    result = _run_cli(*(arg.format(missing=missing) for arg in args))
+
+    _assert_one_error_line(result, missing)
+
+
+def test_run_streams_text_then_timings_and_peak_memory(model_f16):
+    result = _run_cli("run", "-m", str(model_f16), "-p", "Once upon a time", "-n", "5", "--temp", "0", "-t", "1")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Once upon a time")
+    assert re.search(r"^load: +[\d.]+ ms$", result.stderr, re.MULTILINE)
+    assert re.search(r"^prompt: +[\d.]+ ms for 4 tokens \([\d.]+ tokens/s", result.stderr, re.MULTILINE)
+    assert re.search(
+        r"^generation: +[\d.]+ ms for 4 tokens \([\d.]+ ms/token, [\d.]+ tokens/s\)", result.stderr, re.MULTILINE
+    )
+    assert re.search(r"^total: +[\d.]+ ms$", result.stderr, re.MULTILINE)
+    assert re.search(
+        r"^memory: +peak RSS [\d.]+ MiB \(model file [\d.]+ MiB, KV cache [\d.]+ [KM]iB\)$", result.stderr, re.MULTILINE
+    )
+
+
+def test_run_without_a_prompt_or_i_is_one_error_line(model_f16):
+    _assert_one_error_line(_run_cli("run", "-m", str(model_f16)), "-p")
+
+
+def test_interactive_turns_continue_the_transcript_and_evaluate_only_what_is_new(tiny_model_path, hf_model):
+    import tokenizers
+
+    reference = tokenizers.Tokenizer.from_file(str(TOKENIZER_DIR / "tokenizer.json"))
+    prompt, turns, n_gen = "A chat.", ["Hello there, who are you?\n", "Tell me a story.\n", "Bye\n"], 5
+
+    result = _run_cli(
+        "run",
+        "-m",
+        str(tiny_model_path()),
+        "-p",
+        prompt,
+        "-i",
+        "-n",
+        str(n_gen),
+        "--temp",
+        "0",
+        "--repeat-penalty",
+        "1",
+        "--ignore-eos",
+        "-t",
+        "1",
+        stdin="".join(turns),
+    )
+
+    assert result.returncode == 0, result.stderr
+    reports = re.findall(r"^\[turn \d+: (\d+) tokens evaluated, (\d+) reused", result.stderr, re.MULTILINE)
+    # The same conversation with transformers' greedy search: each line starts on a line of its
+    # own, appended to the token ids of everything before it.
+    transcript, shown, text_so_far, n_cached = reference.encode(prompt).ids, prompt, prompt, 0
+    for turn, (evaluated, reused) in zip(turns, reports, strict=True):
+        separator = "\n" if not text_so_far.endswith("\n") else ""
+        transcript = transcript + reference.encode(separator + turn).ids
+        assert (int(evaluated), int(reused)) == (len(transcript) - n_cached, n_cached)
+        reply = reference_greedy(hf_model(), transcript, n_gen, repetition_penalty=1.0)
+        transcript = transcript + reply
+        # The cache now holds the whole transcript but the reply's last token (sampled, not evaluated).
+        n_cached = len(transcript) - 1
+        text_so_far = separator + turn + reference.decode(reply)
+        shown += separator + reference.decode(reply)
+    assert result.stdout == shown + ("\n" if not shown.endswith("\n") else "")
+
+
+def test_info_describes_hparams_tensor_groups_tokenizer_and_metadata(model_f16):
+    result = _run_cli("info", str(model_f16))
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"^architecture: +gptj", out, re.MULTILINE)
+    for name, value in [
+        ("n_vocab", N_VOCAB),
+        ("n_embd", N_EMBD),
+        ("n_head", N_HEAD),
+        ("n_layer", N_LAYER),
+        ("n_ff", N_FF),
+        ("rotary_dim", ROTARY_DIM),
+    ]:
+        assert re.search(rf"^  {name} +{value}$", out, re.MULTILINE), name
+
+    def group_row(name: str, n_tensors: int, type_name: str, n_bytes: int) -> str:
+        size = f"{n_bytes / 2**20:.2f} MiB" if n_bytes >= 2**20 else f"{n_bytes / 2**10:.2f} KiB"
+        return rf"^{re.escape(name)} +{n_tensors} +{type_name} +[\d.]+ [KMB ]*{re.escape(size)}$"
+
+    # f16 matrices, f32 vectors (the converter's f16 policy); 2 bytes per f16 value.
+    assert re.search(group_row("token_embd", 1, "f16", N_VOCAB * N_EMBD * 2), out, re.MULTILINE)
+    assert re.search(group_row("attention", 4 * N_LAYER, "f16", 4 * N_LAYER * N_EMBD * N_EMBD * 2), out, re.MULTILINE)
+    assert re.search(group_row("ffn", 2 * N_LAYER, "f16", 2 * N_LAYER * N_EMBD * N_FF * 2), out, re.MULTILINE)
+    assert re.search(group_row("output", 1, "f16", N_VOCAB * N_EMBD * 2), out, re.MULTILINE)
+    n_vectors = N_LAYER * 4 + 3  # per layer: norm weight+bias, ffn_up/down biases; final norm w+b, output bias
+    vector_bytes = 4 * (N_LAYER * (2 * N_EMBD + N_FF + N_EMBD) + 2 * N_EMBD + N_VOCAB)
+    assert re.search(group_row("norms/biases", n_vectors, "f32", vector_bytes), out, re.MULTILINE)
+
+    n_merges = len((TOKENIZER_DIR / "merges.txt").read_text(encoding="utf-8").splitlines()) - 1  # minus "#version"
+    assert re.search(
+        rf"^tokenizer: +gpt2, {N_VOCAB} tokens, bos 50256 '<\|endoftext\|>', eos 50256 "
+        rf"'<\|endoftext\|>', {n_merges} merges$",
+        out,
+        re.MULTILINE,
+    )
+    assert re.search(r"^  gptj\.embedding_length += 64$", out, re.MULTILINE)
+
+
+def test_info_tensors_lists_every_tensor(model_f16):
+    result = _run_cli("info", str(model_f16), "--tensors")
+
+    assert result.returncode == 0, result.stderr
+    assert re.search(rf"^token_embd\.weight +f16 +{N_EMBD} x {N_VOCAB} ", result.stdout, re.MULTILINE)
+    assert re.search(rf"^blk\.1\.ffn_down\.weight +f16 +{N_FF} x {N_EMBD} ", result.stdout, re.MULTILINE)
+
+
+def test_info_system_names_the_ggml_version_and_library():
+    pinned = re.search(r"^ggml (\S+)$", (REPO / "third_party/ggml/VERSION").read_text(), re.MULTILINE).group(1)
+
+    result = _run_cli("info", "--system")
+
+    assert result.returncode == 0, result.stderr
+    assert re.search(rf"^ggml: +{re.escape(pinned)} \(commit \w+\)$", result.stdout, re.MULTILINE)
+    library = re.search(r"^library: +(.+)$", result.stdout, re.MULTILINE).group(1)
+    assert Path(library).exists()
+    assert re.search(r"^build: +(libggml-python|built from a ggml source tree)", result.stdout, re.MULTILINE)
+    assert re.search(r"^cores: +\d+ physical; default threads \d+$", result.stdout, re.MULTILINE)
+
+
+def test_info_without_a_model_or_system_is_a_usage_error():
+    result = _run_cli("info")
+
+    assert result.returncode == 2
+    assert "give a MODEL file, --system, or both" in result.stderr
+
+
+def test_bench_json_has_each_test_with_its_repetitions(model_f16):
+    result = _run_cli("bench", str(model_f16), "-p", "8", "-n", "4", "-t", "1", "--reps", "2", "--json")
+
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["model"]["n_layer"] == N_LAYER and document["model"]["type"] == "f16"
+    assert document["system"]["ggml_version"]
+    tests = {r["test"]: r for r in document["results"]}
+    assert sorted(tests) == ["pp8", "tg4"]
+    assert (tests["pp8"]["n_prompt"], tests["pp8"]["n_gen"]) == (8, 0)
+    assert (tests["tg4"]["n_prompt"], tests["tg4"]["n_gen"]) == (0, 4)
+    for r in tests.values():
+        assert r["n_threads"] == 1 and r["repetitions"] == 2 and len(r["samples_ms"]) == 2
+        assert all(ms > 0 for ms in r["samples_ms"])
+        n_tokens = r["n_prompt"] or r["n_gen"]
+        rates = [n_tokens / ms * 1e3 for ms in r["samples_ms"]]
+        assert r["tokens_per_s_mean"] == pytest.approx(sum(rates) / 2)
+        assert r["tokens_per_s_stdev"] == pytest.approx(abs(rates[0] - rates[1]) / 2**0.5)
+
+
+def test_bench_table_has_a_row_per_test_with_its_spread(model_f16):
+    result = _run_cli("bench", str(model_f16), "-p", "8", "-n", "4", "-t", "1", "--reps", "2")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "| model | size | params | type | threads | test | t/s |"
+    assert [re.search(r"\| (\w+) \| [\d.]+ ± [\d.]+ \|$", line).group(1) for line in lines[2:]] == ["pp8", "tg4"]
+
+
+def test_bench_rejects_a_malformed_list():
+    result = _run_cli("bench", "model.gguf", "-p", "8,x")
+
+    assert result.returncode == 2
+    assert "expected comma-separated integers" in result.stderr
