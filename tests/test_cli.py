@@ -46,7 +46,7 @@ def model_f16(tiny_model_path) -> Path:
     return tiny_model_path("f16")
 
 
-@pytest.mark.parametrize("command", ["convert", "run", "info", "bench"])
+@pytest.mark.parametrize("command", ["convert", "quantize", "run", "info", "bench", "perplexity"])
 def test_each_command_has_help(command):
     result = _run_cli(command, "--help")
 

@@ -121,7 +121,7 @@ def describe_model(path: str | os.PathLike[str]) -> ModelInfo:
         FileNotFoundError: the file does not exist.
         ModelFormatError: the file is not a valid GPT-J GGUF file.
     """
-    model = core.Model(os.fspath(path))
+    model = core.Model(os.fspath(path), repack=False)  # describing needs no interleaved copy of the weights
     tensors = [
         TensorInfo(name, type_name, tuple(shape), n_bytes) for name, type_name, shape, n_bytes in model.tensor_info()
     ]
