@@ -105,6 +105,11 @@ class Model:
         self._session.n_threads = value
 
     @property
+    def repacked_bytes(self) -> int:
+        """Bytes of weights copied into ggml's faster interleaved layout at load (0: all mapped)."""
+        return self._model.repacked_bytes
+
+    @property
     def metadata(self) -> dict[str, Any]:
         """The GGUF file's scalar key/values (architecture, hyper-parameters, name, ...)."""
         return self._model.metadata()
