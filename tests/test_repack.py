@@ -41,3 +41,10 @@ def test_repacked_greedy_generation_matches_mapped(quant_model_path):
 
 def test_float_models_are_not_repacked(quant_model_path):
     assert Model(quant_model_path("f16")).repacked_bytes == 0
+
+
+@pytest.mark.parametrize("outtype", ["f16", "q8_0", "q4_0"])
+def test_copied_weights_compute_exactly_what_mapped_weights_compute(outtype, quant_model_path):
+    path = quant_model_path(outtype)
+    copied, mapped = Model(path, mmap=False), Model(path, mmap=True)
+    np.testing.assert_array_equal(copied.logits(PROMPT), mapped.logits(PROMPT))

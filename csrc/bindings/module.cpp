@@ -210,16 +210,16 @@ PYBIND11_MODULE(_core, m) {
 
     using gptj::Model;
     py::class_<Model, std::shared_ptr<Model>>(m, "Model")
-        .def(py::init([](const std::string & path, bool repack, int n_threads) {
+        .def(py::init([](const std::string & path, bool repack, int n_threads, bool mmap) {
                  std::shared_ptr<const Model> model;
                  {
                      py::gil_scoped_release release;
-                     model = Model::load(path, gptj::ModelParams{repack, n_threads});
+                     model = Model::load(path, gptj::ModelParams{repack, mmap, n_threads});
                  }
                  // pybind11 holders cannot be shared_ptr<const T>; every bound method is const.
                  return std::const_pointer_cast<Model>(model);
              }),
-             py::arg("path"), py::arg("repack") = true, py::arg("n_threads") = 0)
+             py::arg("path"), py::arg("repack") = true, py::arg("n_threads") = 0, py::arg("mmap") = true)
         .def_property_readonly("repacked_bytes", &Model::repacked_bytes)
         .def_property_readonly("path", &Model::path)
         .def_property_readonly("n_vocab", [](const Model & m) { return m.hparams().n_vocab; })

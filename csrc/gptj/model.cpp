@@ -4,8 +4,10 @@
 #include <climits>
 #include <set>
 
+#include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "gptj/error.h"
+#include "gptj/huge_pages.h"
 #include "gptj/repack.h"
 #include "gptj/threads.h"
 
@@ -116,6 +118,20 @@ void Model::place_weights(const ModelParams & params) {
             const GgufTensorInfo * info = file_.find_tensor(ggml_get_name(t));
             file_.release_pages(info->file_offset, info->n_bytes);  // the repacked copy replaces them
         }
+    }
+
+    if (!params.mmap) {
+        // Tensors already placed (repacked) are skipped by the allocator.
+        buffer_.reset(ggml_backend_alloc_ctx_tensors_from_buft(ctx_.get(), ggml_backend_cpu_buffer_type()));
+        if (!buffer_) throw Error(Error::Kind::evaluation, file_.path() + ": cannot allocate memory for the weights");
+        advise_huge_pages(buffer_.get());
+        for (ggml_tensor * t = ggml_get_first_tensor(ctx_.get()); t != nullptr; t = ggml_get_next_tensor(ctx_.get(), t)) {
+            if (t->buffer != buffer_.get()) continue;
+            ggml_backend_tensor_set(t, mapped(t), 0, ggml_nbytes(t));
+            const GgufTensorInfo * info = file_.find_tensor(ggml_get_name(t));
+            file_.release_pages(info->file_offset, info->n_bytes);
+        }
+        return;
     }
 
     // Everything else points into the mapped file: no copy, the page cache holds the weights.

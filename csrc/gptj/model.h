@@ -40,6 +40,9 @@ struct ModelParams {
     // Copy the matrices ggml's CPU backend can interleave for faster kernels (quantized
     // types) into that layout; the others stay memory-mapped. Costs load time and memory.
     bool repack = true;
+    // Keep the other weights memory-mapped (zero copy, instant load, shared page cache);
+    // false copies them into anonymous memory the process owns.
+    bool mmap = true;
     int n_threads = 0;  // threads for repacking; 0: physical cores
 };
 

@@ -8,6 +8,7 @@
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "gptj/error.h"
+#include "gptj/huge_pages.h"
 
 namespace gptj {
 namespace {
@@ -61,6 +62,7 @@ ggml_backend_buffer_ptr repack_matrices(const std::vector<ggml_tensor *> & matri
 
     ggml_backend_buffer_ptr buffer(ggml_backend_buft_alloc_buffer(buft, total));
     if (!buffer) throw Error(Error::Kind::evaluation, "cannot allocate " + std::to_string(total) + " bytes for repacked weights");
+    advise_huge_pages(buffer.get());
     auto * base = static_cast<uint8_t *>(ggml_backend_buffer_get_base(buffer.get()));
     for (size_t i = 0; i < chosen.size(); ++i) {
         if (ggml_backend_tensor_alloc(buffer.get(), chosen[i], base + offsets[i]) != GGML_STATUS_SUCCESS) {

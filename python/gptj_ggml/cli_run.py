@@ -43,6 +43,11 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-n", "--max-tokens", type=int, default=128, help="the most tokens to generate (128)")
     parser.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     parser.add_argument("--ctx", type=int, default=None, help="context size in tokens (default: the model's)")
+    parser.add_argument(
+        "--no-mmap",
+        action="store_true",
+        help="copy the weights into memory (huge pages) instead of mapping the file: slower load, faster tokens",
+    )
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--temp", type=float, default=_DEFAULT.temperature, help="temperature; 0 is greedy (%(default)s)")
     sampling.add_argument("--top-k", type=int, default=_DEFAULT.top_k, help="0: off (%(default)s)")
@@ -64,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.prompt is None and not args.interactive:
         raise ValueError("run needs a prompt (-p TEXT), or -i to read turns from stdin")
-    model = Model(args.model, n_ctx=args.ctx, n_threads=args.threads)
+    model = Model(args.model, n_ctx=args.ctx, n_threads=args.threads, mmap=not args.no_mmap)
     session = model.session()
     options = _generate_options(args)
     if args.interactive:
