@@ -3,7 +3,7 @@
     python benchmarks/compare.py [--layers 2,4] [--types f16,q8_0,q4_0,q4_K] [--reps 3]
                                  [--runtimes ours,ggml,ctransformers,transformers] [--threads N]
 
-Runtimes: this project; ggml's own examples/gpt-j (built from the ggml source inside the
+Runtimes: this project (weights memory-mapped, and copied with --no-mmap); ggml's own examples/gpt-j (built from the ggml source inside the
 libggml-python sdist, in the scratch folder, on the same weights converted by its own
 convert-h5-to-ggml.py and quantized by its gpt-j-quantize); ctransformers 0.2.27 (in a scratch
 venv, on those legacy files); Hugging Face transformers (float32 and bfloat16; needs torch).
@@ -134,8 +134,9 @@ import json, resource, sys, time
 import numpy as np
 from gptj_ggml import Model
 path, threads, prompt_lens, n_gen = sys.argv[1], int(sys.argv[2]), [int(x) for x in sys.argv[3].split(",")], int(sys.argv[4])
+mmap = sys.argv[5] == "mmap"
 start = time.perf_counter()
-model = Model(path, n_ctx=1024, n_threads=threads)
+model = Model(path, n_ctx=1024, n_threads=threads, mmap=mmap)
 session = model.session()
 session.evaluate([50256])
 load = time.perf_counter() - start
@@ -263,7 +264,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", default="2,4")
     parser.add_argument("--types", default="f16,q8_0,q4_0,q4_K")
-    parser.add_argument("--runtimes", default="ours,ggml,ctransformers,transformers")
+    parser.add_argument("--runtimes", default="ours,ours-no-mmap,ggml,ctransformers,transformers")
     parser.add_argument("--prompts", default="128,512")
     parser.add_argument("--n-gen", type=int, default=32)
     parser.add_argument("--reps", type=int, default=3)
@@ -289,9 +290,10 @@ def main() -> None:
         ours = our_models(args.scratch, checkpoint, n_layer, types)
         for t, path in ours.items():
             bytes_per_token[(t, n_layer)] = weight_bytes_per_token(path)
-            if "ours" in runtimes:
-                jobs.setdefault(("gptj_ggml", t), {})[n_layer] = [sys.executable, "-c", OURS_CHILD, str(path),
-                                                                 str(args.threads), prompts, str(args.n_gen)]
+            for runtime, name, mode in (("ours", "gptj_ggml", "mmap"), ("ours-no-mmap", "gptj_ggml --no-mmap", "copy")):
+                if runtime in runtimes:
+                    jobs.setdefault((name, t), {})[n_layer] = [sys.executable, "-c", OURS_CHILD, str(path),
+                                                              str(args.threads), prompts, str(args.n_gen), mode]
         if bin_dir is not None:
             legacy = legacy_models(args.scratch, checkpoint, n_layer, types, bin_dir)
             for t, path in legacy.items():
