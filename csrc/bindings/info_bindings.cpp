@@ -7,6 +7,7 @@
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
+#include "gptj/batch_matmul.h"
 
 namespace py = pybind11;
 
@@ -53,6 +54,10 @@ void bind_info(py::module_ & m) {
         }
         return out;
     });
+    m.def("batch_matmul_kernel", [] { return std::string(gptj::batch_matmul_kernel()); },
+          "Our kernel for prompt batches with f32/f16/bf16 weights on this CPU: \"avx512\", or \"\" (ggml's then).");
+    m.def("set_batch_matmul_enabled", &gptj::set_batch_matmul_enabled, py::arg("enabled"),
+          "Turn our prompt-batch kernel off (every product by ggml_mul_mat) or back on, for graphs built afterwards.");
     m.def("ggml_library_path", [] { return object_path(reinterpret_cast<const void *>(&ggml_version)); },
           "The shared library ggml_version() lives in (this extension itself when ggml is built in).");
     m.def("ggml_built_in", [] {

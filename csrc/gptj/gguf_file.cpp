@@ -76,6 +76,14 @@ GgufFile::GgufFile(const std::string & path) : path_(path) {
         throw Error(Error::Kind::file_not_found, path + ": cannot map: " + std::strerror(errno));
     }
     mapping_ = static_cast<uint8_t *>(mapping);
+#ifdef MADV_HUGEPAGE
+    // Pages of the file read through this mapping then enter the page cache as 2 MiB folios
+    // where the file system supports large folios (ext4, xfs, btrfs on Linux 6.x), and the
+    // mapping uses PMD entries for them: far fewer TLB misses when every weight is streamed
+    // once per token (4-layer GPT-J-6B-shaped f16: 161 -> 142 ms per full read of the file).
+    // Pages already cached as small folios stay small; advice only, harmless where unsupported.
+    ::madvise(mapping_, file_size_, MADV_HUGEPAGE);
+#endif
 
     // Parse the metadata from the mapping (no second read of the file). With ctx == nullptr
     // ggml creates no tensors: we create our own after checking them against the hparams.

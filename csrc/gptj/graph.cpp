@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "gptj/batch_matmul.h"
+
 namespace gptj {
 namespace {
 
@@ -22,15 +24,15 @@ ggml_tensor * rotary(ggml_context * ctx, ggml_tensor * x, ggml_tensor * position
 // Causal self-attention of the new tokens over the cache. Writes their keys and values
 // into the cache first (the copies are expanded into the graph before the reads).
 ggml_tensor * self_attention(ggml_context * ctx, ggml_cgraph * graph, const Model & model, const KvCache & cache,
-                             int il, ggml_tensor * x, ggml_tensor * positions, int n_past, int n_tokens) {
+                             int il, MatmulInput & x, ggml_tensor * positions, int n_past, int n_tokens) {
     const HParams & hp = model.hparams();
     const LayerWeights & w = model.weights().layers[static_cast<size_t>(il)];
     const int64_t head_dim = hp.head_dim(), n_head = hp.n_head, n_embd = hp.n_embd;
     const int64_t n_kv = n_past + n_tokens;
 
-    ggml_tensor * q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w.attn_q, x), head_dim, n_head, n_tokens);
-    ggml_tensor * k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w.attn_k, x), head_dim, n_head, n_tokens);
-    ggml_tensor * v = ggml_mul_mat(ctx, w.attn_v, x);  // [n_embd, n_tokens]
+    ggml_tensor * q = ggml_reshape_3d(ctx, batch_matmul(ctx, w.attn_q, x), head_dim, n_head, n_tokens);
+    ggml_tensor * k = ggml_reshape_3d(ctx, batch_matmul(ctx, w.attn_k, x), head_dim, n_head, n_tokens);
+    ggml_tensor * v = batch_matmul(ctx, w.attn_v, x);  // [n_embd, n_tokens]
     q = rotary(ctx, q, positions, hp);
     k = rotary(ctx, k, positions, hp);
 
@@ -56,18 +58,21 @@ ggml_tensor * self_attention(ggml_context * ctx, ggml_cgraph * graph, const Mode
                                         static_cast<size_t>(head_dim) * cache_v->nb[1], 0);
     ggml_tensor * heads = ggml_mul_mat(ctx, values, weights);  // [head_dim, n_tokens, n_head]
     ggml_tensor * merged = ggml_cont_2d(ctx, ggml_permute(ctx, heads, 0, 2, 1, 3), n_embd, n_tokens);
-    return ggml_mul_mat(ctx, w.attn_output, merged);
+    MatmulInput merged_input = prepare_matmul_input(ctx, merged);
+    return batch_matmul(ctx, w.attn_output, merged_input);
 }
 
-ggml_tensor * feed_forward(ggml_context * ctx, const LayerWeights & w, ggml_tensor * x) {
-    ggml_tensor * up = ggml_add(ctx, ggml_mul_mat(ctx, w.ffn_up_w, x), w.ffn_up_b);
+ggml_tensor * feed_forward(ggml_context * ctx, const LayerWeights & w, MatmulInput & x) {
+    ggml_tensor * up = ggml_add(ctx, batch_matmul(ctx, w.ffn_up_w, x), w.ffn_up_b);
     // GPT-J's activation is gelu_new, the tanh approximation, which is what ggml_gelu computes.
-    return ggml_add(ctx, ggml_mul_mat(ctx, w.ffn_down_w, ggml_gelu(ctx, up)), w.ffn_down_b);
+    MatmulInput activated = prepare_matmul_input(ctx, ggml_gelu(ctx, up));
+    return ggml_add(ctx, batch_matmul(ctx, w.ffn_down_w, activated), w.ffn_down_b);
 }
 
 }  // namespace
 
-size_t forward_graph_size(int n_layer) { return 128 + 64 * static_cast<size_t>(n_layer); }
+// About 40 nodes per layer with ggml_mul_mat, 60 with batch_matmul (transposes around each product).
+size_t forward_graph_size(int n_layer) { return 128 + 96 * static_cast<size_t>(n_layer); }
 
 ForwardGraph build_forward_graph(ggml_context * ctx, const Model & model, const KvCache & cache,
                                  int n_past, int n_tokens, bool all_logits) {
@@ -85,7 +90,7 @@ ForwardGraph build_forward_graph(ggml_context * ctx, const Model & model, const 
     for (int il = 0; il < hp.n_layer; ++il) {
         const LayerWeights & layer = w.layers[static_cast<size_t>(il)];
         // GPT-J's parallel residual: attention and MLP both read the same ln_1 output.
-        ggml_tensor * normed = layer_norm(ctx, x, layer.attn_norm_w, layer.attn_norm_b, hp.norm_eps);
+        MatmulInput normed = prepare_matmul_input(ctx, layer_norm(ctx, x, layer.attn_norm_w, layer.attn_norm_b, hp.norm_eps));
         ggml_tensor * attention = self_attention(ctx, out.graph, model, cache, il, normed, out.positions, n_past, n_tokens);
         ggml_tensor * mlp = feed_forward(ctx, layer, normed);
         x = ggml_add(ctx, x, ggml_add(ctx, attention, mlp));
@@ -95,7 +100,8 @@ ForwardGraph build_forward_graph(ggml_context * ctx, const Model & model, const 
         x = ggml_view_2d(ctx, x, hp.n_embd, 1, x->nb[1], static_cast<size_t>(n_tokens - 1) * x->nb[1]);
     }
     x = layer_norm(ctx, x, w.output_norm_w, w.output_norm_b, hp.norm_eps);
-    out.logits = ggml_add(ctx, ggml_mul_mat(ctx, w.output_w, x), w.output_b);
+    MatmulInput final_input = prepare_matmul_input(ctx, x);
+    out.logits = ggml_add(ctx, batch_matmul(ctx, w.output_w, final_input), w.output_b);
     ggml_set_output(out.logits);
     ggml_build_forward_expand(out.graph, out.logits);
     return out;

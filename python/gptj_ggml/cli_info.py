@@ -111,6 +111,12 @@ def system_text(system: SystemInfo) -> str:
         f"build:         {build}",
         f"library:       {system.ggml_library}",
         f"ggml uses:     {features or '(no CPU features reported)'}",
+        "prompt kernel: "
+        + (
+            f"gptj_ggml's {system.prompt_kernel.upper()} kernel for f32/f16/bf16 weights (ggml's for quantized types)"
+            if system.prompt_kernel
+            else "ggml's (this CPU has no AVX-512 for gptj_ggml's kernel)"
+        ),
     ]
     if system.missed_features:
         lines.append(

@@ -196,6 +196,7 @@ class SystemInfo:
     cpu_flags: frozenset[str]  # from /proc/cpuinfo (empty elsewhere)
     physical_cores: int
     default_threads: int
+    prompt_kernel: str  # ours for f32/f16/bf16 prompt batches ("avx512"), or "" where ggml's runs
 
     @property
     def missed_features(self) -> list[str]:
@@ -259,4 +260,5 @@ def describe_system() -> SystemInfo:
         cpu_flags=cpu_flags,
         physical_cores=cores,
         default_threads=cores,  # Session's default (n_threads=0): one per physical core
+        prompt_kernel=core.batch_matmul_kernel(),
     )

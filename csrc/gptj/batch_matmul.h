@@ -1,0 +1,41 @@
+// Weight x activation products for batches of tokens (prompt processing), by our own
+// AVX-512 kernel where it applies and by ggml_mul_mat everywhere else.
+//
+// Why: for f16 weights ggml's CPU backend rounds the activations to f16 and computes every
+// output as a separate f16 dot product (ggml_vec_dot_f16, 96% of a 128-token prompt's time
+// with the prebuilt AVX2 wheel). A register-blocked kernel that reuses each weight across
+// the batch runs the same products in f32 several times faster, and more accurately.
+#pragma once
+
+#include "ggml.h"
+
+namespace gptj {
+
+// The activations of one batch, prepared once and shared by every product that reads them
+// (GPT-J's q, k, v and fc_in all read the same ln_1 output).
+struct MatmulInput {
+    ggml_tensor * x;   // F32 [k, n_tokens], as ggml_mul_mat takes it
+    ggml_tensor * xt;  // F32 [n_tokens, k]: x transposed, for our kernel; nullptr when unused
+};
+
+// Whether our kernel runs products with weights of this type on this CPU (checked at run time:
+// the extension is built for any x86-64 and uses AVX-512 only where the CPU has it).
+bool batch_matmul_supported(ggml_type weight_type);
+
+// Our kernel is on by default where the CPU can run it; off, every product is ggml_mul_mat's
+// (for side-by-side measurements and tests). Applies to graphs built afterwards.
+void set_batch_matmul_enabled(bool enabled);
+bool batch_matmul_enabled();
+// "avx512" when this CPU runs our kernel, "" when it does not.
+const char * batch_matmul_kernel();
+
+// Batches shorter than this go to ggml_mul_mat (a matrix-vector product is memory-bound and
+// ggml's is as fast as ours there).
+constexpr int kBatchMatmulMinTokens = 8;
+
+MatmulInput prepare_matmul_input(ggml_context * ctx, ggml_tensor * x);
+
+// w [k, m] times the input [k, n_tokens] -> F32 [m, n_tokens], like ggml_mul_mat(ctx, w, x).
+ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & input);
+
+}  // namespace gptj
