@@ -1,5 +1,10 @@
 #include "gptj/batch_matmul.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "ggml-backend.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -39,6 +44,19 @@ constexpr int64_t kTileTokens = kLanes * kVectors;
 constexpr int64_t kXtBlockBytes = 512 * 1024;
 constexpr int64_t kMinKBlock = 64;
 
+// GGUF's q8_0 and q4_0 blocks (fixed by the file format): 32 weights and one f16 scale.
+struct BlockQ8_0 {
+    ggml_fp16_t scale;
+    int8_t values[32];
+};
+struct BlockQ4_0 {
+    ggml_fp16_t scale;
+    uint8_t nibbles[16];  // weight j in the low nibble of byte j, weight 16 + j in the high one; minus 8
+};
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18, "GGUF block layouts");
+
+// Weights k0 .. k0 + n of one row, as f32. For quantized types k0 is a multiple of the block
+// size (k blocks are cut on block boundaries) and so is n, but for the row's end.
 __attribute__((target("avx512f"))) void convert_row(ggml_type type, const void * src, int64_t k0, int64_t n,
                                                      float * dst) {
     int64_t i = 0;
@@ -68,8 +86,38 @@ __attribute__((target("avx512f"))) void convert_row(ggml_type type, const void *
             }
             return;
         }
-        default:
-            return;  // batch_matmul_supported() admits no other type
+        case GGML_TYPE_Q8_0: {
+            const BlockQ8_0 * block = static_cast<const BlockQ8_0 *>(src) + k0 / 32;
+            for (; i < n; i += 32, ++block) {
+                const __m512 scale = _mm512_set1_ps(ggml_fp16_to_fp32(block->scale));
+                for (int half = 0; half < 2; ++half) {
+                    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(block->values + 16 * half));
+                    const __m512 values = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+                    _mm512_storeu_ps(dst + i + 16 * half, _mm512_mul_ps(values, scale));
+                }
+            }
+            return;
+        }
+        case GGML_TYPE_Q4_0: {
+            const BlockQ4_0 * block = static_cast<const BlockQ4_0 *>(src) + k0 / 32;
+            const __m512i eight = _mm512_set1_epi32(8), low_nibble = _mm512_set1_epi32(0xF);
+            for (; i < n; i += 32, ++block) {
+                const __m512 scale = _mm512_set1_ps(ggml_fp16_to_fp32(block->scale));
+                const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(block->nibbles)));
+                const __m512i low = _mm512_sub_epi32(_mm512_and_si512(bytes, low_nibble), eight);
+                const __m512i high = _mm512_sub_epi32(_mm512_srli_epi32(bytes, 4), eight);
+                _mm512_storeu_ps(dst + i, _mm512_mul_ps(_mm512_cvtepi32_ps(low), scale));
+                _mm512_storeu_ps(dst + i + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(high), scale));
+            }
+            return;
+        }
+        default: {
+            // Other quantized types: ggml's own dequantizer, block by block from k0.
+            const ggml_type_traits * traits = ggml_get_type_traits(type);
+            const auto * row = static_cast<const char *>(src) + k0 / traits->blck_size * traits->type_size;
+            traits->to_float(row, dst, n);
+            return;
+        }
     }
 }
 
@@ -139,9 +187,21 @@ MicroKernel pick_kernel(int rows, int vectors) {
     }
 }
 
+// Drops this process's mapping of the whole pages inside [begin, end) of a read-only file
+// mapping: the page cache keeps them, the next access maps them again.
+void release_file_pages(const char * begin, const char * end) {
+    static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
+    const uintptr_t last = reinterpret_cast<uintptr_t>(end) / page * page;
+    if (last > first) ::madvise(reinterpret_cast<void *>(first), last - first, MADV_DONTNEED);
+}
+
+// userdata of a product whose weights are the file-layout twin of repacked ones.
+int g_release_after_use = 1;
+
 // ggml custom op: dst = Yt F32 [n_tokens, m]; src[0] = W [k, m]; src[1] = Xt F32 [n_tokens, k].
 // Thread ith of nth computes a contiguous range of W's rows for every token.
-void batch_matmul_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
+void batch_matmul_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ggml_tensor * w = dst->src[0];
     const ggml_tensor * xt = dst->src[1];
     const int64_t k = w->ne[0], m = w->ne[1], n_tokens = xt->ne[0];
@@ -151,7 +211,10 @@ void batch_matmul_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/)
     const int64_t end_row = std::min(m, row_blocks * (ith + 1) / nth * kRows);
     if (first_row >= end_row) return;
 
-    const int64_t k_block = std::min(k, std::max(kMinKBlock, kXtBlockBytes / (n_tokens * int64_t(sizeof(float)))));
+    // Whole quantization blocks (256 weights covers every type's block size).
+    const int64_t k_align = ggml_is_quantized(w->type) ? 256 : 1;
+    int64_t k_block = std::max(kMinKBlock, kXtBlockBytes / (n_tokens * int64_t(sizeof(float))));
+    k_block = std::min(k, std::max(k_align, k_block / k_align * k_align));
     thread_local std::vector<float> weights;
     weights.resize(static_cast<size_t>(kRows * k_block));
 
@@ -177,6 +240,9 @@ void batch_matmul_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/)
                                            yt_data + row * yt_stride + n0, yt_stride, last_mask, k0 > 0);
             }
         }
+    }
+    if (userdata == &g_release_after_use) {
+        release_file_pages(w_data + first_row * w->nb[1], w_data + end_row * w->nb[1]);
     }
 }
 
@@ -213,33 +279,49 @@ bool cpu_has_avx512f() {
 
 }  // namespace
 
-bool batch_matmul_supported(ggml_type weight_type) {
-    const bool dense = weight_type == GGML_TYPE_F32 || weight_type == GGML_TYPE_F16 || weight_type == GGML_TYPE_BF16;
-    return dense && cpu_has_avx512f();
+bool batch_matmul_supported(const ggml_tensor * weights) {
+    if (!cpu_has_avx512f() || !ggml_is_contiguous(weights)) return false;
+    const ggml_type type = weights->type;
+    if (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) return true;
+    // Quantized weights in their file layout (ggml's dequantizer reads them); not the ones
+    // ggml repacked into its interleaved layouts (CPU_REPACK buffers are not "host" memory):
+    // ggml's kernels for those layouts stay.
+    const ggml_type_traits * traits = ggml_get_type_traits(type);
+    const bool host = weights->buffer == nullptr || ggml_backend_buffer_is_host(weights->buffer);
+    return traits->is_quantized && traits->to_float != nullptr && host && 256 % traits->blck_size == 0 &&
+           weights->ne[0] % traits->blck_size == 0;
 }
 
 const char * batch_matmul_kernel() { return cpu_has_avx512f() ? "avx512" : ""; }
 
 #else  // no AVX-512 kernel for this target: ggml does every product
 
-bool batch_matmul_supported(ggml_type) { return false; }
+bool batch_matmul_supported(const ggml_tensor *) { return false; }
 const char * batch_matmul_kernel() { return ""; }
 
 #endif
 
 MatmulInput prepare_matmul_input(ggml_context *, ggml_tensor * x) { return MatmulInput{x, nullptr}; }
 
-ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & input) {
+ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & input, ggml_tensor * file_layout) {
     ggml_tensor * x = input.x;
     const int64_t n_tokens = x->ne[1];
-    const bool ours = g_enabled && n_tokens >= kBatchMatmulMinTokens && x->type == GGML_TYPE_F32 && ggml_n_dims(x) <= 2 &&
-                      ggml_is_contiguous(x) && ggml_is_contiguous(w) && batch_matmul_supported(w->type);
-    if (!ours) return ggml_mul_mat(ctx, w, x);
+    const bool batch = g_enabled && n_tokens >= kBatchMatmulMinTokens && x->type == GGML_TYPE_F32 &&
+                       ggml_n_dims(x) <= 2 && ggml_is_contiguous(x);
+    ggml_tensor * weights = nullptr;
+    void * userdata = nullptr;
+    if (batch && batch_matmul_supported(w)) {
+        weights = w;
+    } else if (batch && file_layout != nullptr && batch_matmul_supported(file_layout)) {
+        weights = file_layout;
+        userdata = &g_release_after_use;
+    }
+    if (weights == nullptr) return ggml_mul_mat(ctx, w, x);
 #ifdef GPTJ_HAVE_AVX512_KERNEL
     if (input.xt == nullptr) input.xt = transpose_f32(ctx, x);
-    ggml_tensor * args[] = {w, input.xt};
+    ggml_tensor * args[] = {weights, input.xt};
     ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_tokens, w->ne[1], 1, 1, args, 2, batch_matmul_task,
-                                      GGML_N_TASKS_MAX, nullptr);
+                                      GGML_N_TASKS_MAX, userdata);
     return transpose_f32(ctx, yt);
 #else
     return ggml_mul_mat(ctx, w, x);

@@ -18,9 +18,10 @@ struct MatmulInput {
     ggml_tensor * xt;  // F32 [n_tokens, k]: x transposed, for our kernel; nullptr when unused
 };
 
-// Whether our kernel runs products with weights of this type on this CPU (checked at run time:
-// the extension is built for any x86-64 and uses AVX-512 only where the CPU has it).
-bool batch_matmul_supported(ggml_type weight_type);
+// Whether our kernel runs products with these weights on this CPU (checked at run time: the
+// extension is built for any x86-64 and uses AVX-512 only where the CPU has it): f32, f16,
+// bf16, and quantized types in their file layout (not the matrices ggml repacked).
+bool batch_matmul_supported(const ggml_tensor * weights);
 
 // Our kernel is on by default where the CPU can run it; off, every product is ggml_mul_mat's
 // (for side-by-side measurements and tests). Applies to graphs built afterwards.
@@ -36,6 +37,10 @@ constexpr int kBatchMatmulMinTokens = 8;
 MatmulInput prepare_matmul_input(ggml_context * ctx, ggml_tensor * x);
 
 // w [k, m] times the input [k, n_tokens] -> F32 [m, n_tokens], like ggml_mul_mat(ctx, w, x).
-ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & input);
+// `file_layout`, if not null, is w as stored in the mapped model file while w itself was
+// repacked by ggml: our kernel may read that copy instead (its pages are handed back to the
+// page cache as each thread finishes, so the process does not keep both copies resident).
+ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & input,
+                           ggml_tensor * file_layout = nullptr);
 
 }  // namespace gptj

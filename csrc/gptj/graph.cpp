@@ -15,6 +15,11 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * weig
     return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), weight), bias);
 }
 
+// w times x, reading the file's copy of w for prompt batches when ggml repacked w.
+ggml_tensor * product(ggml_context * ctx, const Model & model, ggml_tensor * w, MatmulInput & x) {
+    return batch_matmul(ctx, w, x, model.file_layout(w));
+}
+
 ggml_tensor * rotary(ggml_context * ctx, ggml_tensor * x, ggml_tensor * positions, const HParams & hp) {
     return ggml_rope_ext(ctx, x, positions, /*freq_factors=*/nullptr, hp.rotary_dim, GGML_ROPE_TYPE_NORMAL,
                          /*n_ctx_orig=*/0, kRopeFreqBase, /*freq_scale=*/1.0f, /*ext_factor=*/0.0f,
@@ -30,9 +35,9 @@ ggml_tensor * self_attention(ggml_context * ctx, ggml_cgraph * graph, const Mode
     const int64_t head_dim = hp.head_dim(), n_head = hp.n_head, n_embd = hp.n_embd;
     const int64_t n_kv = n_past + n_tokens;
 
-    ggml_tensor * q = ggml_reshape_3d(ctx, batch_matmul(ctx, w.attn_q, x), head_dim, n_head, n_tokens);
-    ggml_tensor * k = ggml_reshape_3d(ctx, batch_matmul(ctx, w.attn_k, x), head_dim, n_head, n_tokens);
-    ggml_tensor * v = batch_matmul(ctx, w.attn_v, x);  // [n_embd, n_tokens]
+    ggml_tensor * q = ggml_reshape_3d(ctx, product(ctx, model, w.attn_q, x), head_dim, n_head, n_tokens);
+    ggml_tensor * k = ggml_reshape_3d(ctx, product(ctx, model, w.attn_k, x), head_dim, n_head, n_tokens);
+    ggml_tensor * v = product(ctx, model, w.attn_v, x);  // [n_embd, n_tokens]
     q = rotary(ctx, q, positions, hp);
     k = rotary(ctx, k, positions, hp);
 
@@ -59,14 +64,14 @@ ggml_tensor * self_attention(ggml_context * ctx, ggml_cgraph * graph, const Mode
     ggml_tensor * heads = ggml_mul_mat(ctx, values, weights);  // [head_dim, n_tokens, n_head]
     ggml_tensor * merged = ggml_cont_2d(ctx, ggml_permute(ctx, heads, 0, 2, 1, 3), n_embd, n_tokens);
     MatmulInput merged_input = prepare_matmul_input(ctx, merged);
-    return batch_matmul(ctx, w.attn_output, merged_input);
+    return product(ctx, model, w.attn_output, merged_input);
 }
 
-ggml_tensor * feed_forward(ggml_context * ctx, const LayerWeights & w, MatmulInput & x) {
-    ggml_tensor * up = ggml_add(ctx, batch_matmul(ctx, w.ffn_up_w, x), w.ffn_up_b);
+ggml_tensor * feed_forward(ggml_context * ctx, const Model & model, const LayerWeights & w, MatmulInput & x) {
+    ggml_tensor * up = ggml_add(ctx, product(ctx, model, w.ffn_up_w, x), w.ffn_up_b);
     // GPT-J's activation is gelu_new, the tanh approximation, which is what ggml_gelu computes.
     MatmulInput activated = prepare_matmul_input(ctx, ggml_gelu(ctx, up));
-    return ggml_add(ctx, batch_matmul(ctx, w.ffn_down_w, activated), w.ffn_down_b);
+    return ggml_add(ctx, product(ctx, model, w.ffn_down_w, activated), w.ffn_down_b);
 }
 
 }  // namespace
@@ -92,7 +97,7 @@ ForwardGraph build_forward_graph(ggml_context * ctx, const Model & model, const 
         // GPT-J's parallel residual: attention and MLP both read the same ln_1 output.
         MatmulInput normed = prepare_matmul_input(ctx, layer_norm(ctx, x, layer.attn_norm_w, layer.attn_norm_b, hp.norm_eps));
         ggml_tensor * attention = self_attention(ctx, out.graph, model, cache, il, normed, out.positions, n_past, n_tokens);
-        ggml_tensor * mlp = feed_forward(ctx, layer, normed);
+        ggml_tensor * mlp = feed_forward(ctx, model, layer, normed);
         x = ggml_add(ctx, x, ggml_add(ctx, attention, mlp));
     }
 
@@ -101,7 +106,7 @@ ForwardGraph build_forward_graph(ggml_context * ctx, const Model & model, const 
     }
     x = layer_norm(ctx, x, w.output_norm_w, w.output_norm_b, hp.norm_eps);
     MatmulInput final_input = prepare_matmul_input(ctx, x);
-    out.logits = ggml_add(ctx, batch_matmul(ctx, w.output_w, final_input), w.output_b);
+    out.logits = ggml_add(ctx, product(ctx, model, w.output_w, final_input), w.output_b);
     ggml_set_output(out.logits);
     ggml_build_forward_expand(out.graph, out.logits);
     return out;

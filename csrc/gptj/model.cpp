@@ -6,6 +6,7 @@
 
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
+#include "gptj/batch_matmul.h"
 #include "gptj/error.h"
 #include "gptj/huge_pages.h"
 #include "gptj/repack.h"
@@ -111,13 +112,15 @@ void Model::place_weights(const ModelParams & params) {
             matrices.insert(matrices.end(), {l.attn_q, l.attn_k, l.attn_v, l.attn_output, l.ffn_up_w, l.ffn_down_w});
         }
         const int n_threads = params.n_threads > 0 ? params.n_threads : physical_core_count();
-        repacked_ = repack_matrices(matrices, mapped, n_threads);
-        for (ggml_tensor * t : matrices) {
-            if (t->buffer == nullptr) continue;
-            repacked_bytes_ += ggml_nbytes(t);
+        auto release = [&](const ggml_tensor * t) {  // the repacked copy replaces these pages
             const GgufTensorInfo * info = file_.find_tensor(ggml_get_name(t));
-            file_.release_pages(info->file_offset, info->n_bytes);  // the repacked copy replaces them
+            file_.release_pages(info->file_offset, info->n_bytes);
+        };
+        repacked_ = repack_matrices(matrices, mapped, release, n_threads);
+        for (ggml_tensor * t : matrices) {
+            if (t->buffer != nullptr) repacked_bytes_ += ggml_nbytes(t);
         }
+        add_file_layouts(matrices);
     }
 
     if (!params.mmap) {
@@ -143,6 +146,30 @@ void Model::place_weights(const ModelParams & params) {
             throw Error(Error::Kind::invalid_file, file_.path() + ": cannot place tensor '" + ggml_get_name(t) + "' in memory");
         }
     }
+}
+
+void Model::add_file_layouts(const std::vector<ggml_tensor *> & matrices) {
+    std::vector<ggml_tensor *> repacked;
+    for (ggml_tensor * t : matrices) {
+        if (t->buffer != nullptr) repacked.push_back(t);
+    }
+    if (repacked.empty()) return;
+    ggml_init_params init{repacked.size() * ggml_tensor_overhead(), nullptr, /*no_alloc=*/true};
+    file_layout_ctx_.reset(ggml_init(init));
+    file_layout_buffer_.reset(ggml_backend_cpu_buffer_from_ptr(file_.mapping(), file_.file_size()));
+    if (!file_layout_ctx_ || !file_layout_buffer_) return;  // an optimisation only
+    for (ggml_tensor * t : repacked) {
+        ggml_tensor * twin = ggml_dup_tensor(file_layout_ctx_.get(), t);
+        ggml_format_name(twin, "%s (file layout)", ggml_get_name(t));
+        auto * data = const_cast<uint8_t *>(file_.mapping() + file_.find_tensor(ggml_get_name(t))->file_offset);
+        if (ggml_backend_tensor_alloc(file_layout_buffer_.get(), twin, data) != GGML_STATUS_SUCCESS) continue;
+        if (batch_matmul_supported(twin)) file_layout_[t] = twin;
+    }
+}
+
+ggml_tensor * Model::file_layout(const ggml_tensor * matrix) const {
+    const auto it = file_layout_.find(matrix);
+    return it == file_layout_.end() ? nullptr : it->second;
 }
 
 ggml_tensor * Model::add_tensor(const std::string & name, std::vector<int64_t> shape, bool is_matrix) {

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "ggml-cpp.h"
@@ -65,10 +66,15 @@ public:
     std::string weight_type() const;
     // Bytes of weights copied into ggml's repacked layout (0: all memory-mapped).
     size_t repacked_bytes() const { return repacked_bytes_; }
+    // For a repacked matrix: the same matrix in the file's layout, over the mapped file (our
+    // prompt-batch kernel reads it; ggml's repacked kernels serve single tokens). nullptr
+    // for every other tensor, or where our kernel cannot run.
+    ggml_tensor * file_layout(const ggml_tensor * matrix) const;
 
 private:
     Model(const std::string & path, const ModelParams & params);
     void place_weights(const ModelParams & params);
+    void add_file_layouts(const std::vector<ggml_tensor *> & matrices);
     ggml_tensor * add_tensor(const std::string & name, std::vector<int64_t> shape, bool is_matrix);
     void load_vocab();
 
@@ -77,6 +83,9 @@ private:
     ggml_context_ptr ctx_;              // tensor headers only; the data is the mapping
     ggml_backend_buffer_ptr buffer_;    // a CPU buffer wrapping the mapped file
     ggml_backend_buffer_ptr repacked_;  // matrices in ggml's CPU_REPACK layout, if any
+    ggml_context_ptr file_layout_ctx_;  // headers of the repacked matrices' file-layout twins
+    ggml_backend_buffer_ptr file_layout_buffer_;  // a CPU buffer over the mapped file, for them
+    std::unordered_map<const ggml_tensor *, ggml_tensor *> file_layout_;
     Weights weights_{};
     std::shared_ptr<const Vocab> vocab_;
     int64_t n_params_ = 0;

@@ -43,7 +43,7 @@ bool supports_repacked(ggml_backend_dev_t device, ggml_backend_buffer_type_t buf
 
 ggml_backend_buffer_ptr repack_matrices(const std::vector<ggml_tensor *> & matrices,
                                         const std::function<const void *(const ggml_tensor *)> & source,
-                                        int n_threads) {
+                                        const std::function<void(const ggml_tensor *)> & done, int n_threads) {
     ggml_backend_dev_t device = ggml_backend_reg_dev_get(ggml_backend_cpu_reg(), 0);
     ggml_backend_buffer_type_t buft = cpu_repack_buffer_type(device);
     if (buft == nullptr) return nullptr;
@@ -75,6 +75,7 @@ ggml_backend_buffer_ptr repack_matrices(const std::vector<ggml_tensor *> & matri
     auto work = [&] {
         for (size_t i = next++; i < chosen.size(); i = next++) {
             ggml_backend_tensor_set(chosen[i], source(chosen[i]), 0, ggml_nbytes(chosen[i]));
+            done(chosen[i]);
         }
     };
     std::vector<std::thread> workers;

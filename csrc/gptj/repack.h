@@ -12,10 +12,12 @@
 namespace gptj {
 
 // Allocates the matrices the repack layout supports in one CPU_REPACK buffer and fills them
-// from source(tensor) (the mapped file), on n_threads threads. Tensors it does not take keep
-// no buffer. Returns the buffer, or nullptr when ggml offers no repack layout for any of them.
+// from source(tensor) (the mapped file), on n_threads threads, calling done(tensor) after each
+// (so the caller can hand its source pages back at once: the process then never holds both
+// copies of every matrix). Tensors it does not take keep no buffer. Returns the buffer, or
+// nullptr when ggml offers no repack layout for any of them.
 ggml_backend_buffer_ptr repack_matrices(const std::vector<ggml_tensor *> & matrices,
                                         const std::function<const void *(const ggml_tensor *)> & source,
-                                        int n_threads);
+                                        const std::function<void(const ggml_tensor *)> & done, int n_threads);
 
 }  // namespace gptj
