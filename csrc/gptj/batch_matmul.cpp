@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include "ggml-backend.h"
+#include "gptj/dequantize.h"
+#include "gptj/matvec.h"
 
 #include <algorithm>
 #include <atomic>
@@ -36,7 +38,6 @@ namespace {
 //   - k is cut into blocks whose slice of Xt (n_tokens x k_block floats) stays in L2 while
 //     each thread walks its rows, and the tile accumulates in Yt across k blocks;
 //   - Xt and Yt are the transposes of ggml's layouts, made by transpose_task.
-constexpr int kLanes = 16;
 constexpr int kRows = 6;
 constexpr int kVectors = 4;
 constexpr int64_t kTileTokens = kLanes * kVectors;
@@ -44,88 +45,11 @@ constexpr int64_t kTileTokens = kLanes * kVectors;
 constexpr int64_t kXtBlockBytes = 512 * 1024;
 constexpr int64_t kMinKBlock = 64;
 
-// GGUF's q8_0 and q4_0 blocks (fixed by the file format): 32 weights and one f16 scale.
-struct BlockQ8_0 {
-    ggml_fp16_t scale;
-    int8_t values[32];
-};
-struct BlockQ4_0 {
-    ggml_fp16_t scale;
-    uint8_t nibbles[16];  // weight j in the low nibble of byte j, weight 16 + j in the high one; minus 8
-};
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18, "GGUF block layouts");
-
-// Weights k0 .. k0 + n of one row, as f32. For quantized types k0 is a multiple of the block
-// size (k blocks are cut on block boundaries) and so is n, but for the row's end.
-__attribute__((target("avx512f"))) void convert_row(ggml_type type, const void * src, int64_t k0, int64_t n,
-                                                     float * dst) {
-    int64_t i = 0;
-    switch (type) {
-        case GGML_TYPE_F32:
-            std::memcpy(dst, static_cast<const float *>(src) + k0, static_cast<size_t>(n) * sizeof(float));
-            return;
-        case GGML_TYPE_F16: {
-            const auto * row = static_cast<const ggml_fp16_t *>(src) + k0;
-            for (; i + kLanes <= n; i += kLanes) {
-                const __m256i half = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + i));
-                _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(half));
-            }
-            for (; i < n; ++i) dst[i] = ggml_fp16_to_fp32(row[i]);
-            return;
-        }
-        case GGML_TYPE_BF16: {
-            const auto * row = static_cast<const uint16_t *>(src) + k0;
-            for (; i + kLanes <= n; i += kLanes) {
-                const __m256i half = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + i));
-                const __m512i wide = _mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16);
-                _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(wide));
-            }
-            for (; i < n; ++i) {
-                const uint32_t bits = static_cast<uint32_t>(row[i]) << 16;
-                std::memcpy(dst + i, &bits, sizeof bits);
-            }
-            return;
-        }
-        case GGML_TYPE_Q8_0: {
-            const BlockQ8_0 * block = static_cast<const BlockQ8_0 *>(src) + k0 / 32;
-            for (; i < n; i += 32, ++block) {
-                const __m512 scale = _mm512_set1_ps(ggml_fp16_to_fp32(block->scale));
-                for (int half = 0; half < 2; ++half) {
-                    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(block->values + 16 * half));
-                    const __m512 values = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
-                    _mm512_storeu_ps(dst + i + 16 * half, _mm512_mul_ps(values, scale));
-                }
-            }
-            return;
-        }
-        case GGML_TYPE_Q4_0: {
-            const BlockQ4_0 * block = static_cast<const BlockQ4_0 *>(src) + k0 / 32;
-            const __m512i eight = _mm512_set1_epi32(8), low_nibble = _mm512_set1_epi32(0xF);
-            for (; i < n; i += 32, ++block) {
-                const __m512 scale = _mm512_set1_ps(ggml_fp16_to_fp32(block->scale));
-                const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(block->nibbles)));
-                const __m512i low = _mm512_sub_epi32(_mm512_and_si512(bytes, low_nibble), eight);
-                const __m512i high = _mm512_sub_epi32(_mm512_srli_epi32(bytes, 4), eight);
-                _mm512_storeu_ps(dst + i, _mm512_mul_ps(_mm512_cvtepi32_ps(low), scale));
-                _mm512_storeu_ps(dst + i + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(high), scale));
-            }
-            return;
-        }
-        default: {
-            // Other quantized types: ggml's own dequantizer, block by block from k0.
-            const ggml_type_traits * traits = ggml_get_type_traits(type);
-            const auto * row = static_cast<const char *>(src) + k0 / traits->blck_size * traits->type_size;
-            traits->to_float(row, dst, n);
-            return;
-        }
-    }
-}
-
 // Yt[r][n0 + j] (+)= sum over k < k_len of w[r][k] * xt[k][n0 + j], for r < ROWS and
 // j < 16 * VECTORS; yt points at Yt[row 0][n0]. The last vector is masked to `last_mask`
 // (a tile past the last token).
 template <int ROWS, int VECTORS>
-__attribute__((target("avx512f"))) void micro_kernel(const float * w, int64_t w_stride, const float * xt,
+__attribute__((target("avx512f,f16c"))) void micro_kernel(const float * w, int64_t w_stride, const float * xt,
                                                       int64_t xt_stride, int64_t k_len, float * yt, int64_t yt_stride,
                                                       __mmask16 last_mask, bool accumulate) {
     __m512 acc[ROWS][VECTORS];
@@ -229,7 +153,7 @@ void batch_matmul_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
         for (int64_t row = first_row; row < end_row; row += kRows) {
             const int rows = static_cast<int>(std::min<int64_t>(kRows, end_row - row));
             for (int r = 0; r < rows; ++r) {
-                convert_row(w->type, w_data + (row + r) * w->nb[1], k0, k_len, weights.data() + r * k_len);
+                row_to_f32(w->type, w_data + (row + r) * w->nb[1], k0, k_len, weights.data() + r * k_len);
             }
             for (int64_t n0 = 0; n0 < n_tokens; n0 += kTileTokens) {
                 const int64_t tile = std::min(kTileTokens, n_tokens - n0);
@@ -272,11 +196,6 @@ ggml_tensor * transpose_f32(ggml_context * ctx, ggml_tensor * a) {
                           nullptr);
 }
 
-bool cpu_has_avx512f() {
-    static const bool has = __builtin_cpu_supports("avx512f");
-    return has;
-}
-
 }  // namespace
 
 bool batch_matmul_supported(const ggml_tensor * weights) {
@@ -294,9 +213,16 @@ bool batch_matmul_supported(const ggml_tensor * weights) {
 
 const char * batch_matmul_kernel() { return cpu_has_avx512f() ? "avx512" : ""; }
 
+// Our matrix-vector kernel: weights in plain host memory, of a type it converts with vector code.
+bool matvec_supported(const ggml_tensor * weights) {
+    const bool host = weights->buffer == nullptr || ggml_backend_buffer_is_host(weights->buffer);
+    return cpu_has_avx512f() && ggml_is_contiguous(weights) && host && has_vector_dequantizer(weights->type);
+}
+
 #else  // no AVX-512 kernel for this target: ggml does every product
 
 bool batch_matmul_supported(const ggml_tensor *) { return false; }
+bool matvec_supported(const ggml_tensor *) { return false; }
 const char * batch_matmul_kernel() { return ""; }
 
 #endif
@@ -308,6 +234,12 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
     const int64_t n_tokens = x->ne[1];
     const bool batch = g_enabled && n_tokens >= kBatchMatmulMinTokens && x->type == GGML_TYPE_F32 &&
                        ggml_n_dims(x) <= 2 && ggml_is_contiguous(x);
+    if (g_enabled && n_tokens <= kMatvecMaxTokens && x->type == GGML_TYPE_F32 && ggml_is_contiguous(x) &&
+        ggml_n_dims(x) <= 2 && matvec_supported(w)) {
+        ggml_tensor * args[] = {w, x};
+        return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], n_tokens, 1, 1, args, 2, matvec_task, GGML_N_TASKS_MAX,
+                              nullptr);
+    }
     ggml_tensor * weights = nullptr;
     void * userdata = nullptr;
     if (batch && batch_matmul_supported(w)) {

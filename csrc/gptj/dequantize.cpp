@@ -1,0 +1,89 @@
+#include "gptj/dequantize.h"
+
+#include <cstring>
+
+namespace gptj {
+
+bool has_vector_dequantizer(ggml_type type) {
+    switch (type) {
+        case GGML_TYPE_F32:
+        case GGML_TYPE_F16:
+        case GGML_TYPE_BF16:
+        case GGML_TYPE_Q8_0:
+        case GGML_TYPE_Q4_0:
+            return true;
+        default:
+            return false;
+    }
+}
+
+namespace {
+
+// ggml's own dequantizer (scalar), from element k0, which is a multiple of the block size.
+void row_to_f32_by_ggml(ggml_type type, const void * src, int64_t k0, int64_t n, float * dst) {
+    const ggml_type_traits * traits = ggml_get_type_traits(type);
+    traits->to_float(static_cast<const char *>(src) + k0 / traits->blck_size * traits->type_size, dst, n);
+}
+
+}  // namespace
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+}  // namespace gptj
+
+#include "gptj/weight_loads.h"
+
+namespace gptj {
+namespace {
+
+template <ggml_type TYPE>
+GPTJ_AVX512 void convert(const void * src, int64_t k0, int64_t n, float * dst) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 low, high;
+        load_32_weights<TYPE>(src, k0 + i, low, high);
+        _mm512_storeu_ps(dst + i, low);
+        _mm512_storeu_ps(dst + i + 16, high);
+    }
+    if (i == n) return;
+    // The row's last few weights (a dense type: quantized rows are whole blocks).
+    if constexpr (TYPE == GGML_TYPE_F32) {
+        std::memcpy(dst + i, static_cast<const float *>(src) + k0 + i, static_cast<size_t>(n - i) * sizeof(float));
+    } else if constexpr (TYPE == GGML_TYPE_F16) {
+        for (; i < n; ++i) dst[i] = _cvtsh_ss(static_cast<const ggml_fp16_t *>(src)[k0 + i]);
+    } else if constexpr (TYPE == GGML_TYPE_BF16) {
+        for (; i < n; ++i) {
+            const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t *>(src)[k0 + i]) << 16;
+            std::memcpy(dst + i, &bits, sizeof bits);
+        }
+    }
+}
+
+}  // namespace
+
+bool cpu_has_avx512f() {
+    static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c");
+    return has;
+}
+
+void row_to_f32(ggml_type type, const void * src, int64_t k0, int64_t n, float * dst) {
+    switch (type) {
+        case GGML_TYPE_F32: return convert<GGML_TYPE_F32>(src, k0, n, dst);
+        case GGML_TYPE_F16: return convert<GGML_TYPE_F16>(src, k0, n, dst);
+        case GGML_TYPE_BF16: return convert<GGML_TYPE_BF16>(src, k0, n, dst);
+        case GGML_TYPE_Q8_0: return convert<GGML_TYPE_Q8_0>(src, k0, n, dst);
+        case GGML_TYPE_Q4_0: return convert<GGML_TYPE_Q4_0>(src, k0, n, dst);
+        default: return row_to_f32_by_ggml(type, src, k0, n, dst);
+    }
+}
+
+#else
+
+bool cpu_has_avx512f() { return false; }
+
+void row_to_f32(ggml_type type, const void * src, int64_t k0, int64_t n, float * dst) {
+    row_to_f32_by_ggml(type, src, k0, n, dst);
+}
+
+#endif
+
+}  // namespace gptj

@@ -1,0 +1,118 @@
+#include "gptj/matvec.h"
+
+#include <algorithm>
+#include <cstdint>
+
+#include "gptj/dequantize.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include "gptj/weight_loads.h"
+
+namespace gptj {
+namespace {
+
+// y[t][row] = dot(w_row, x[t]) for t < TOKENS, converting each weight as it streams by.
+// ROWS rows at a time: ROWS memory streams in flight per thread (one stream left the memory
+// bus half idle) and each activation load serves ROWS rows.
+template <ggml_type TYPE, int TOKENS>
+GPTJ_AVX512 void rows_times_tokens(const ggml_tensor * w, const float * x, int64_t x_stride, int64_t first_row,
+                                   int64_t end_row, float * y, int64_t y_stride) {
+    constexpr int ROWS = TOKENS == 1 ? 8 : TOKENS <= 3 ? 4 : 2;
+    const int64_t k = w->ne[0];
+    const int64_t k_whole = k / 32 * 32;
+    const auto * w_data = static_cast<const char *>(w->data);
+    for (int64_t row = first_row; row < end_row; row += ROWS) {
+        const int rows = static_cast<int>(std::min<int64_t>(ROWS, end_row - row));
+        const void * w_row[ROWS];
+        for (int r = 0; r < ROWS; ++r) w_row[r] = w_data + (row + std::min(r, rows - 1)) * w->nb[1];
+        __m512 acc[ROWS][TOKENS];
+#pragma GCC unroll 8
+        for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 8
+            for (int t = 0; t < TOKENS; ++t) acc[r][t] = _mm512_setzero_ps();
+        }
+        for (int64_t i = 0; i < k_whole; i += 32) {
+            __m512 low[ROWS], high[ROWS];
+#pragma GCC unroll 8
+            for (int r = 0; r < ROWS; ++r) load_32_weights<TYPE>(w_row[r], i, low[r], high[r]);
+#pragma GCC unroll 8
+            for (int t = 0; t < TOKENS; ++t) {
+                const __m512 x_low = _mm512_loadu_ps(x + t * x_stride + i);
+                const __m512 x_high = _mm512_loadu_ps(x + t * x_stride + i + kLanes);
+#pragma GCC unroll 8
+                for (int r = 0; r < ROWS; ++r) {
+                    acc[r][t] = _mm512_fmadd_ps(high[r], x_high, _mm512_fmadd_ps(low[r], x_low, acc[r][t]));
+                }
+            }
+        }
+        if (k_whole < k) {  // the last few weights of a dense row
+            const int64_t left = k - k_whole;
+            const auto mask_low = static_cast<__mmask16>(left >= 16 ? 0xFFFF : (1u << left) - 1u);
+            const auto mask_high = static_cast<__mmask16>(left <= 16 ? 0 : (1u << (left - 16)) - 1u);
+            for (int r = 0; r < ROWS; ++r) {
+                alignas(64) float tail[32] = {};
+                row_to_f32(TYPE, w_row[r], k_whole, left, tail);
+                for (int t = 0; t < TOKENS; ++t) {
+                    const float * xt = x + t * x_stride + k_whole;
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_load_ps(tail), _mm512_maskz_loadu_ps(mask_low, xt), acc[r][t]);
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_load_ps(tail + 16), _mm512_maskz_loadu_ps(mask_high, xt + 16),
+                                                acc[r][t]);
+                }
+            }
+        }
+        for (int r = 0; r < rows; ++r) {
+            for (int t = 0; t < TOKENS; ++t) y[t * y_stride + row + r] = _mm512_reduce_add_ps(acc[r][t]);
+        }
+    }
+}
+
+using RowsKernel = void (*)(const ggml_tensor *, const float *, int64_t, int64_t, int64_t, float *, int64_t);
+
+template <ggml_type TYPE>
+RowsKernel pick_tokens(int tokens) {
+    static_assert(kMatvecMaxTokens == 7, "the dispatch below covers 1..7 tokens");
+    switch (tokens) {
+        case 1: return rows_times_tokens<TYPE, 1>;
+        case 2: return rows_times_tokens<TYPE, 2>;
+        case 3: return rows_times_tokens<TYPE, 3>;
+        case 4: return rows_times_tokens<TYPE, 4>;
+        case 5: return rows_times_tokens<TYPE, 5>;
+        case 6: return rows_times_tokens<TYPE, 6>;
+        default: return rows_times_tokens<TYPE, 7>;
+    }
+}
+
+RowsKernel pick(ggml_type type, int tokens) {
+    switch (type) {
+        case GGML_TYPE_F32: return pick_tokens<GGML_TYPE_F32>(tokens);
+        case GGML_TYPE_F16: return pick_tokens<GGML_TYPE_F16>(tokens);
+        case GGML_TYPE_BF16: return pick_tokens<GGML_TYPE_BF16>(tokens);
+        case GGML_TYPE_Q8_0: return pick_tokens<GGML_TYPE_Q8_0>(tokens);
+        default: return pick_tokens<GGML_TYPE_Q4_0>(tokens);  // has_vector_dequantizer() admits no other
+    }
+}
+
+}  // namespace
+
+void matvec_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
+    const ggml_tensor * w = dst->src[0];
+    const ggml_tensor * x = dst->src[1];
+    const int64_t m = w->ne[1];
+    // Rows in runs of 16 per thread, so no two threads write the same cache line of y.
+    const int64_t runs = (m + 15) / 16;
+    const int64_t first_row = runs * ith / nth * 16, end_row = std::min(m, runs * (ith + 1) / nth * 16);
+    if (first_row >= end_row) return;
+    pick(w->type, static_cast<int>(x->ne[1]))(w, static_cast<const float *>(x->data), int64_t(x->nb[1] / sizeof(float)),
+                                               first_row, end_row, static_cast<float *>(dst->data),
+                                               int64_t(dst->nb[1] / sizeof(float)));
+}
+
+}  // namespace gptj
+
+#else
+
+namespace gptj {
+void matvec_task(ggml_tensor *, int, int, void *) {}  // never built into a graph without AVX-512
+}  // namespace gptj
+
+#endif

@@ -1,0 +1,22 @@
+// Products of a weight matrix with a few tokens' activations (generation evaluates one token
+// at a time), by our AVX-512 kernel: each weight is converted to f32 once and multiplied with
+// every token's f32 activations.
+//
+// Why: ggml's CPU kernels first round the activations to the weight's dot type (f16 for f16
+// weights, 8-bit blocks for q8_0) and, in the prebuilt AVX2 wheel, its q8_0 dot product is
+// compute-bound: 20 GB/s of weights on this machine where memory gives 30+.
+#pragma once
+
+#include "ggml.h"
+
+namespace gptj {
+
+// The most tokens a matvec product takes; longer batches go to batch_matmul's kernel.
+constexpr int kMatvecMaxTokens = 7;
+
+// ggml custom op: dst F32 [m, n] = src[0] (weights [k, m], a type with a vector dequantizer)
+// times src[1] (F32 [k, n], contiguous rows), n <= kMatvecMaxTokens. Thread ith of nth takes
+// a contiguous range of rows.
+void matvec_task(ggml_tensor * dst, int ith, int nth, void * userdata);
+
+}  // namespace gptj
