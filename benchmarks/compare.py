@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -207,25 +206,48 @@ print(json.dumps(out))
 def measure_ggml_example(binary: Path, model: Path, threads: int, prompt_lens: list[int], n_gen: int) -> dict:
     # Its "predict time" covers the prompt and the generated tokens together: -n 1 gives the
     # prompt alone (plus one sampling step), -n 1+n_gen adds n_gen evaluations.
-    def predict_ms(prompt_len: int, n_predict: int) -> tuple[float, float, float]:
+    rss_mib: list[float] = []
+
+    def predict_ms(prompt_len: int, n_predict: int) -> tuple[float, float]:
         text = " the" * prompt_len  # one token each, whatever the tokenizer
-        started = time.perf_counter()
-        result = run([str(binary), "-m", str(model), "-p", text, "-n", str(n_predict), "-t", str(threads),
-                      "-b", str(max(prompt_len, 8)), "--top_k", "1", "-s", "1"])
-        wall = time.perf_counter() - started
-        predict = float(re.search(r"predict time =\s*([\d.]+) ms", result.stdout).group(1))
-        load = float(re.search(r"load time =\s*([\d.]+) ms", result.stdout).group(1))
-        return predict, load, wall
+        cmd = [str(binary), "-m", str(model), "-p", text, "-n", str(n_predict), "-t", str(threads),
+               "-b", str(max(prompt_len, 8)), "--top_k", "1", "-s", "1"]
+        # Popen + wait4: the child's own peak RSS (a bare binary cannot report it itself).
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, errors="replace") as child:
+            stdout = child.stdout.read()
+            _, status, usage = os.wait4(child.pid, 0)
+            child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            raise subprocess.CalledProcessError(child.returncode, cmd, stdout)
+        rss_mib.append(usage.ru_maxrss / 1024)
+        predict = float(re.search(r"predict time =\s*([\d.]+) ms", stdout).group(1))
+        load = float(re.search(r"load time =\s*([\d.]+) ms", stdout).group(1))
+        return predict, load
 
     out: dict = {}
     for p in prompt_lens:
-        predict, load, _ = predict_ms(p, 1)
+        predict, load = predict_ms(p, 1)
         out[f"pp{p}"] = p / (predict / 1e3)
         out["load_ms"] = load
-    short, _, _ = predict_ms(8, 1)
-    long, _, _ = predict_ms(8, 1 + n_gen)
+    short, _ = predict_ms(8, 1)
+    long, _ = predict_ms(8, 1 + n_gen)
     out["gen_ms"] = (long - short) / n_gen
+    out["rss_mib"] = max(rss_mib)
     return out
+
+
+def warm_page_cache(model: Path) -> None:
+    """Read the model (a file, or a checkpoint folder) once with plain reads, so every runtime
+    starts from a page-cached model: other runs in between (transformers takes 7 GB) evict it."""
+    for path in sorted(model.iterdir()) if model.is_dir() else [model]:
+        with open(path, "rb", buffering=0) as f:
+            while f.read(64 << 20):
+                pass
+
+
+def job_model(job: object) -> Path:
+    """The model file or folder a job loads (each command takes it as its first argument)."""
+    return Path(job[1]) if isinstance(job, tuple) else Path(job[3])
 
 
 def read_bandwidth_gbs(threads: int, gib: float = 2.0) -> float:
@@ -314,6 +336,7 @@ def main() -> None:
         bandwidth.append(read_bandwidth_gbs(args.threads))
         for key in order:
             for n_layer, job in jobs[key].items():
+                warm_page_cache(job_model(job))
                 if isinstance(job, tuple):
                     measured = measure_ggml_example(job[0], job[1], args.threads, prompt_lens, args.n_gen)
                 else:
@@ -330,7 +353,7 @@ def main() -> None:
     print("|" + "---|" * (header.count("|") + 3))
     table = []
     for (runtime, t), per in results.items():
-        def at28(field: str) -> float:
+        def at28(field: str, per: dict = per) -> float:
             return fit_at(layers, [statistics.median(r[field] for r in per[n]) for n in layers])
 
         gen = at28("gen_ms")

@@ -25,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 TOKENIZER_DIR = REPO / "tests" / "data" / "gptj-tokenizer"
 
-GPTJ_6B = dict(vocab_size=50400, n_positions=2048, n_embd=4096, n_layer=28, n_head=16, rotary_dim=64, n_inner=16384)
+GPTJ_6B = {"vocab_size": 50400, "n_positions": 2048, "n_embd": 4096, "n_layer": 28, "n_head": 16, "rotary_dim": 64, "n_inner": 16384}
 
 
 def gptj_6b_config(n_layer: int) -> dict:
@@ -49,7 +49,7 @@ def random_state_dict(n_layer: int, with_attention_buffers: bool) -> dict:
     rng = np.random.default_rng(0)
     block = torch.from_numpy(rng.standard_normal(1 << 20, dtype=np.float32).astype(np.float16))
 
-    def tensor(*shape: int) -> "torch.Tensor":
+    def tensor(*shape: int) -> torch.Tensor:
         out = torch.empty(shape, dtype=torch.float16)
         flat = out.view(-1)
         for start in range(0, flat.numel(), block.numel()):

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from random_gguf import write_random_gptj  # noqa: E402
+from random_gguf import write_random_gptj
 
 _CHILD = r"""
 import json, resource, sys, time

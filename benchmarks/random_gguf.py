@@ -20,7 +20,7 @@ from gptj_ggml.convert.tensor_names import expected_tensors
 from gptj_ggml.convert.tokenizer_data import read_tokenizer
 
 TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "gptj-tokenizer"
-GPTJ_6B = dict(vocab_size=50400, n_positions=2048, n_embd=4096, n_head=16, rotary_dim=64, n_inner=16384)
+GPTJ_6B = {"vocab_size": 50400, "n_positions": 2048, "n_embd": 4096, "n_head": 16, "rotary_dim": 64, "n_inner": 16384}
 
 _BLOCK = np.random.default_rng(0).standard_normal(4 * 1024 * 1024).astype(np.float32) * 0.02
 

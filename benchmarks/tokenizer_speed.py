@@ -16,16 +16,16 @@ import os
 os.environ["RAYON_NUM_THREADS"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
-import argparse  # noqa: E402
-import inspect  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import inspect
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-import tokenizers  # noqa: E402
+import tokenizers
 
-from gptj_ggml.tokenizer import Tokenizer  # noqa: E402
+from gptj_ggml.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER_FOLDER = ROOT / "tests" / "data" / "gptj-tokenizer"

@@ -46,7 +46,7 @@ def hf_model(tiny_gptj_dir) -> Callable[..., transformers.GPTJForCausalLM]:
     return load
 
 
-def reference_logits(model: transformers.GPTJForCausalLM, ids: list[int]) -> "numpy.ndarray":  # noqa: F821
+def reference_logits(model: transformers.GPTJForCausalLM, ids: list[int]) -> numpy.ndarray:  # noqa: F821
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].float().numpy()
 

@@ -33,7 +33,7 @@ def _convert_fails(src: Path, tmp_path: Path, match: str) -> None:
 @pytest.mark.parametrize("fmt", ["sharded-safetensors", "sharded-bin"])
 def test_missing_shard(checkpoint_copy, tmp_path, fmt):
     src = checkpoint_copy(fmt=fmt)
-    shard = sorted(src.glob("*-00002-of-00003.*"))[0]
+    shard = min(src.glob("*-00002-of-00003.*"))
     shard.unlink()
     _convert_fails(src, tmp_path, match=shard.name)
 
@@ -41,7 +41,7 @@ def test_missing_shard(checkpoint_copy, tmp_path, fmt):
 @pytest.mark.parametrize("fmt", ["sharded-safetensors", "sharded-bin"])
 def test_truncated_shard(checkpoint_copy, tmp_path, fmt):
     src = checkpoint_copy(fmt=fmt)
-    shard = sorted(src.glob("*-00003-of-00003.*"))[0]
+    shard = min(src.glob("*-00003-of-00003.*"))
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])
     _convert_fails(src, tmp_path, match=shard.name)

@@ -61,7 +61,7 @@ def test_gguf_shapes_are_in_ggml_order(tiny_gptj_gguf):
 
 
 def test_rotary_dim_null_and_explicit_n_inner(tiny_gptj_reference, tiny_gptj_gguf):
-    kwargs = dict(fmt="safetensors", n_inner=96, n_layer=1, config_overrides={"rotary_dim": None})
+    kwargs = {"fmt": "safetensors", "n_inner": 96, "n_layer": 1, "config_overrides": {"rotary_dim": None}}
     reference = tiny_gptj_reference(**kwargs)
     tensors = _gguf_tensors(tiny_gptj_gguf("f32", **kwargs))
 

@@ -216,7 +216,7 @@ const char * batch_matmul_kernel() { return cpu_has_avx512f() ? "avx512" : ""; }
 // Our matrix-vector kernel: weights in plain host memory, of a type it converts with vector code.
 bool matvec_supported(const ggml_tensor * weights) {
     const bool host = weights->buffer == nullptr || ggml_backend_buffer_is_host(weights->buffer);
-    return cpu_has_avx512f() && ggml_is_contiguous(weights) && host && has_vector_dequantizer(weights->type);
+    return cpu_has_avx512f() && ggml_is_contiguous(weights) && host && matvec_handles(weights->type);
 }
 
 #else  // no AVX-512 kernel for this target: ggml does every product

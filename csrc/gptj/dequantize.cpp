@@ -4,19 +4,6 @@
 
 namespace gptj {
 
-bool has_vector_dequantizer(ggml_type type) {
-    switch (type) {
-        case GGML_TYPE_F32:
-        case GGML_TYPE_F16:
-        case GGML_TYPE_BF16:
-        case GGML_TYPE_Q8_0:
-        case GGML_TYPE_Q4_0:
-            return true;
-        default:
-            return false;
-    }
-}
-
 namespace {
 
 // ggml's own dequantizer (scalar), from element k0, which is a multiple of the block size.
@@ -72,6 +59,7 @@ void row_to_f32(ggml_type type, const void * src, int64_t k0, int64_t n, float *
         case GGML_TYPE_BF16: return convert<GGML_TYPE_BF16>(src, k0, n, dst);
         case GGML_TYPE_Q8_0: return convert<GGML_TYPE_Q8_0>(src, k0, n, dst);
         case GGML_TYPE_Q4_0: return convert<GGML_TYPE_Q4_0>(src, k0, n, dst);
+        case GGML_TYPE_Q4_K: return convert<GGML_TYPE_Q4_K>(src, k0, n, dst);
         default: return row_to_f32_by_ggml(type, src, k0, n, dst);
     }
 }

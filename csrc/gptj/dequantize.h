@@ -1,5 +1,5 @@
 // Weights as f32, a stretch of one row at a time, for our matrix kernels (batch_matmul.cpp,
-// matvec.cpp). Vectorized with AVX-512 for f32, f16, bf16, q8_0 and q4_0; other quantized
+// matvec.cpp). Vectorized with AVX-512 for f32, f16, bf16, q8_0, q4_0 and q4_K; other quantized
 // types go through ggml's own (scalar) dequantizers.
 #pragma once
 
@@ -14,10 +14,6 @@ constexpr int kLanes = 16;  // floats in an AVX-512 register
 // Whether this CPU has AVX-512F (checked once, at run time: the extension is built for any
 // x86-64 and runs its AVX-512 code only where the CPU has it).
 bool cpu_has_avx512f();
-
-// Whether row_to_f32 converts this type with vector code (fast enough for a matrix-vector
-// product, whose every weight is converted once per token).
-bool has_vector_dequantizer(ggml_type type);
 
 // Writes weights k0 .. k0 + n of the row at `row` (a row of `type` in the file's layout) to
 // dst as f32. For quantized types k0 and n are multiples of the block size (n may end at the

@@ -88,11 +88,16 @@ RowsKernel pick(ggml_type type, int tokens) {
         case GGML_TYPE_F16: return pick_tokens<GGML_TYPE_F16>(tokens);
         case GGML_TYPE_BF16: return pick_tokens<GGML_TYPE_BF16>(tokens);
         case GGML_TYPE_Q8_0: return pick_tokens<GGML_TYPE_Q8_0>(tokens);
-        default: return pick_tokens<GGML_TYPE_Q4_0>(tokens);  // has_vector_dequantizer() admits no other
+        default: return pick_tokens<GGML_TYPE_Q4_0>(tokens);  // matvec_handles() admits no other
     }
 }
 
 }  // namespace
+
+bool matvec_handles(ggml_type type) {
+    return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16 || type == GGML_TYPE_Q8_0 ||
+           type == GGML_TYPE_Q4_0;
+}
 
 void matvec_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
     const ggml_tensor * w = dst->src[0];
@@ -112,6 +117,7 @@ void matvec_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
 #else
 
 namespace gptj {
+bool matvec_handles(ggml_type) { return false; }
 void matvec_task(ggml_tensor *, int, int, void *) {}  // never built into a graph without AVX-512
 }  // namespace gptj
 

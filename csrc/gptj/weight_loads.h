@@ -24,7 +24,28 @@ struct BlockQ4_0 {
     ggml_fp16_t scale;
     uint8_t nibbles[16];  // weight j in the low nibble of byte j, weight 16 + j in the high one; minus 8
 };
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18, "GGUF block layouts");
+// q4_K: 256 weights in 8 groups of 32; group g's weight is scale_g * nibble - min_g, with the
+// 6-bit scale_g and min_g (packed in `scales`) multiplied by the f16 `scale` and `min_scale`.
+// Groups 2i and 2i + 1 share the 32 bytes nibbles[32 i ..]: low nibbles, then high ones.
+struct BlockQ4_K {
+    ggml_fp16_t scale;
+    ggml_fp16_t min_scale;
+    uint8_t scales[12];
+    uint8_t nibbles[128];
+};
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_K) == 144, "GGUF block layouts");
+
+// Group g's 6-bit scale and min: groups 0-3 in the low 6 bits of bytes g and g + 4; groups 4-7
+// in the nibbles of byte g + 4 with their top 2 bits in the top bits of bytes g - 4 and g.
+inline void q4_k_scale_min(const uint8_t * scales, int g, int & scale, int & min) {
+    if (g < 4) {
+        scale = scales[g] & 63;
+        min = scales[g + 4] & 63;
+    } else {
+        scale = (scales[g + 4] & 0xF) | ((scales[g - 4] >> 6) << 4);
+        min = (scales[g + 4] >> 4) | ((scales[g] >> 6) << 4);
+    }
+}
 
 // Weights k .. k + 31 (k a multiple of 32) of a row of TYPE, as two f32 vectors.
 template <ggml_type TYPE>
@@ -48,6 +69,24 @@ GPTJ_AVX512 __attribute__((always_inline)) inline void load_32_weights(const voi
         const auto * q = reinterpret_cast<const __m128i *>(block->values);
         low = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q))), scale);
         high = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q + 1))), scale);
+    } else if constexpr (TYPE == GGML_TYPE_Q4_K) {
+        const BlockQ4_K * block = static_cast<const BlockQ4_K *>(row) + k / 256;
+        const int group = static_cast<int>(k / 32 % 8);
+        int scale_q = 0, min_q = 0;
+        q4_k_scale_min(block->scales, group, scale_q, min_q);
+        const __m512 scale = _mm512_set1_ps(_cvtsh_ss(block->scale) * static_cast<float>(scale_q));
+        const __m512 min = _mm512_set1_ps(_cvtsh_ss(block->min_scale) * static_cast<float>(min_q));
+        const auto * q = reinterpret_cast<const __m128i *>(block->nibbles + 32 * (group / 2));
+        __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(q)), hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(q + 1));
+        if (group % 2 == 0) {
+            lo = _mm512_and_si512(lo, _mm512_set1_epi32(0xF));
+            hi = _mm512_and_si512(hi, _mm512_set1_epi32(0xF));
+        } else {
+            lo = _mm512_srli_epi32(lo, 4);
+            hi = _mm512_srli_epi32(hi, 4);
+        }
+        low = _mm512_fmsub_ps(_mm512_cvtepi32_ps(lo), scale, min);
+        high = _mm512_fmsub_ps(_mm512_cvtepi32_ps(hi), scale, min);
     } else {
         static_assert(TYPE == GGML_TYPE_Q4_0, "no vector loader for this type");
         const BlockQ4_0 * block = static_cast<const BlockQ4_0 *>(row) + k / 32;

@@ -52,8 +52,10 @@ def model_text(model: ModelInfo, list_tensors: bool = False) -> str:
         f"file:          {model.path} ({format_bytes(model.file_size)})",
         f"architecture:  {model.architecture}"
         + (f" ({model.metadata['general.name']})" if "general.name" in model.metadata else ""),
-        f"parameters:    {format_count(model.n_params)}, matrices {model.weight_type}, "
-        f"{format_bytes(model.weight_bytes)} of weights",
+        (
+            f"parameters:    {format_count(model.n_params)}, matrices {model.weight_type}, "
+            f"{format_bytes(model.weight_bytes)} of weights"
+        ),
         "hyper-parameters:",
     ]
     lines += [

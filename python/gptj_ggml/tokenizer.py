@@ -19,7 +19,7 @@ GPTJ_N_VOCAB = 50400
 class Tokenizer:
     """Encodes text to GPT-J token ids and decodes ids back to text."""
 
-    def __init__(self, vocab: "_core.Vocab") -> None:  # noqa: F821 - the extension loads lazily
+    def __init__(self, vocab: _core.Vocab) -> None:  # noqa: F821 - the extension loads lazily
         self._vocab = vocab
 
     @classmethod
@@ -90,7 +90,7 @@ class Tokenizer:
         return self._vocab.eos_id
 
     @property
-    def vocab(self) -> "_core.Vocab":  # noqa: F821
+    def vocab(self) -> _core.Vocab:  # noqa: F821
         """The C++ vocabulary, for the engine."""
         return self._vocab
 
