@@ -11,6 +11,11 @@
 namespace gptj {
 namespace {
 
+// Software prefetch distance in each row's stream, on top of the hardware prefetchers; measured
+// (4-layer 6B-shaped, ms/token f16 / q8_0): none 79.0 / 49.8, 256 B 78.4 / 46.8, 512 B 75.8 / 46.3,
+// 2 KiB 93.5 / 58.5.
+constexpr int64_t kPrefetchBytes = 512;
+
 // y[t][row] = dot(w_row, x[t]) for t < TOKENS, converting each weight as it streams by.
 // ROWS rows at a time: ROWS memory streams in flight per thread (one stream left the memory
 // bus half idle) and each activation load serves ROWS rows.
@@ -31,8 +36,16 @@ GPTJ_AVX512 void rows_times_tokens(const ggml_tensor * w, const float * x, int64
 #pragma GCC unroll 8
             for (int t = 0; t < TOKENS; ++t) acc[r][t] = _mm512_setzero_ps();
         }
+        const int64_t row_bytes = static_cast<int64_t>(w->nb[1]);
         for (int64_t i = 0; i < k_whole; i += 32) {
             __m512 low[ROWS], high[ROWS];
+            if (i % 64 == 0) {  // one prefetch per row per 64 weights (at least one cache line of them)
+#pragma GCC unroll 8
+                for (int r = 0; r < ROWS; ++r) {
+                    const int64_t ahead = i * row_bytes / k + kPrefetchBytes;
+                    _mm_prefetch(static_cast<const char *>(w_row[r]) + ahead, _MM_HINT_T0);
+                }
+            }
 #pragma GCC unroll 8
             for (int r = 0; r < ROWS; ++r) load_32_weights<TYPE>(w_row[r], i, low[r], high[r]);
 #pragma GCC unroll 8
