@@ -129,7 +129,7 @@ def ctransformers_python(scratch: Path) -> Path:
 
 # -- measurements (each in a fresh process) ------------------------------------------------------
 OURS_CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 from gptj_ggml import Model
 path, threads, prompt_lens, n_gen = sys.argv[1], int(sys.argv[2]), [int(x) for x in sys.argv[3].split(",")], int(sys.argv[4])
@@ -148,12 +148,12 @@ for p in prompt_lens:
 g = session.generate(rng.integers(0, 50257, 8).tolist(), max_tokens=n_gen, temperature=0, ignore_eos=True)
 list(g)
 out["gen_ms"] = g.timings.generation_ms / g.timings.generated_tokens
-out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out["rss_mib"] = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024  # not ru_maxrss: it survives exec
 print(json.dumps(out))
 """
 
 CT_CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 from ctransformers import AutoModelForCausalLM
 path, threads, prompt_lens, n_gen = sys.argv[1], int(sys.argv[2]), [int(x) for x in sys.argv[3].split(",")], int(sys.argv[4])
@@ -173,12 +173,12 @@ t = time.perf_counter()
 for _ in range(n_gen):
     llm.eval([int(np.argmax(llm.logits))])  # greedy, as the other runtimes
 out["gen_ms"] = (time.perf_counter() - t) * 1e3 / n_gen
-out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out["rss_mib"] = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024  # not ru_maxrss: it survives exec
 print(json.dumps(out))
 """
 
 HF_CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np, torch, transformers
 path, threads, prompt_lens, n_gen, dtype = sys.argv[1], int(sys.argv[2]), [int(x) for x in sys.argv[3].split(",")], int(sys.argv[4]), sys.argv[5]
 torch.set_num_threads(threads)
@@ -198,7 +198,7 @@ with torch.no_grad():
         result = model(token, past_key_values=past, use_cache=True)
         past, token = result.past_key_values, result.logits[:, -1:].argmax(-1)
     out["gen_ms"] = (time.perf_counter() - t) * 1e3 / n_gen
-out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out["rss_mib"] = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024  # not ru_maxrss: it survives exec
 print(json.dumps(out))
 """
 

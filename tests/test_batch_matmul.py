@@ -107,3 +107,40 @@ def test_quantized_batch_and_token_by_token_agree(outtype, tiny_model_path):
     stepwise = np.stack([session.evaluate([token]) for token in ids])
     # ggml's single-token kernels round the activations to 8 bits (q8_0 / q8_K); ours keep f32.
     assert relative_error(batched, stepwise) <= 3e-2  # measured 0.9-1.3e-2
+
+
+# Multiples of 32 in k and m: shapes the AMX kernel takes (where the CPU has AMX).
+AMX_SHAPES = {"fmt": "safetensors", "n_embd": 256, "n_head": 4, "rotary_dim": 16, "n_inner": 1024, "n_layer": 2}
+# Relative max error against transformers' float32, measured with AMX here (f16 splits both
+# operands into hi + lo bf16 halves, the others round activations to bf16): f16 7e-4,
+# bf16 6e-3, q8_0 1.5e-2 (ggml: 8.7e-4, 5.6e-3, 2.0e-2).
+AMX_TOLERANCE = {"f16": 2e-3, "bf16": 2e-2, "q8_0": 4e-2}
+
+
+@pytest.fixture
+def amx_off():
+    core.set_amx_enabled(False)
+    yield
+    core.set_amx_enabled(True)
+
+
+@pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
+@pytest.mark.parametrize("n_tokens", [16, 45, 130])
+def test_amx_sized_batches_match_transformers(outtype, n_tokens, tiny_model_path, hf_model):
+    ids = random_ids(n_tokens, seed=n_tokens + 1)
+    ours = Model(tiny_model_path(outtype, **AMX_SHAPES)).logits(ids)
+    reference = reference_logits(hf_model(**AMX_SHAPES), ids)
+    assert relative_error(ours, reference) <= AMX_TOLERANCE[outtype]
+
+
+@pytest.mark.parametrize("outtype", ["f16", "q8_0"])
+def test_amx_and_the_f32_kernel_agree(outtype, tiny_model_path, request):
+    ids = random_ids(40, seed=9)
+    path = tiny_model_path(outtype, **AMX_SHAPES)
+    with_amx = Model(path).logits(ids)
+    request.getfixturevalue("amx_off")
+    without = Model(path).logits(ids)
+    # f16: hi + lo halves keep f32-like accuracy; q8_0: activations rounded to bf16.
+    assert relative_error(with_amx, without) <= {"f16": 1e-3, "q8_0": 2e-2}[outtype]
+    if core.amx_available():
+        assert not np.array_equal(with_amx, without)  # the AMX kernel did run

@@ -188,7 +188,7 @@ def test_info_system_names_the_ggml_version_and_library():
     assert re.search(r"^build: +(libggml-python|built from a ggml source tree)", result.stdout, re.MULTILINE)
     assert re.search(r"^cores: +\d+ physical; default threads \d+$", result.stdout, re.MULTILINE)
     kernel = "AVX512" if "avx512f" in Path("/proc/cpuinfo").read_text() else "ggml's"
-    assert re.search(rf"^prompt kernel: .*{kernel}", result.stdout, re.MULTILINE)
+    assert re.search(rf"^matrix kernels: .*{kernel}", result.stdout, re.MULTILINE)
 
 
 def test_info_without_a_model_or_system_is_a_usage_error():

@@ -7,6 +7,7 @@
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
+#include "gptj/amx_matmul.h"
 #include "gptj/batch_matmul.h"
 
 namespace py = pybind11;
@@ -58,6 +59,9 @@ void bind_info(py::module_ & m) {
           "Our kernel for prompt batches with f32/f16/bf16 weights on this CPU: \"avx512\", or \"\" (ggml's then).");
     m.def("set_batch_matmul_enabled", &gptj::set_batch_matmul_enabled, py::arg("enabled"),
           "Turn our prompt-batch kernel off (every product by ggml_mul_mat) or back on, for graphs built afterwards.");
+    m.def("amx_available", &gptj::amx_available, "Whether prompt batches can use our AMX (bf16) kernel on this CPU.");
+    m.def("set_amx_enabled", &gptj::set_amx_enabled, py::arg("enabled"),
+          "Turn the AMX kernel off (non-f32 prompt batches then take the f32 AVX-512 kernel) or back on.");
     m.def("ggml_library_path", [] { return object_path(reinterpret_cast<const void *>(&ggml_version)); },
           "The shared library ggml_version() lives in (this extension itself when ggml is built in).");
     m.def("ggml_built_in", [] {

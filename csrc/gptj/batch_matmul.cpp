@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "ggml-backend.h"
+#include "gptj/amx_matmul.h"
 #include "gptj/dequantize.h"
 #include "gptj/matvec.h"
 
@@ -21,7 +22,10 @@
 namespace gptj {
 namespace {
 std::atomic<bool> g_enabled{true};
+std::atomic<bool> g_amx_enabled{true};
 }  // namespace
+
+void set_amx_enabled(bool enabled) { g_amx_enabled = enabled; }
 
 void set_batch_matmul_enabled(bool enabled) { g_enabled = enabled; }
 bool batch_matmul_enabled() { return g_enabled; }
@@ -120,8 +124,6 @@ void release_file_pages(const char * begin, const char * end) {
     if (last > first) ::madvise(reinterpret_cast<void *>(first), last - first, MADV_DONTNEED);
 }
 
-// userdata of a product whose weights are the file-layout twin of repacked ones.
-int g_release_after_use = 1;
 
 // ggml custom op: dst = Yt F32 [n_tokens, m]; src[0] = W [k, m]; src[1] = Xt F32 [n_tokens, k].
 // Thread ith of nth computes a contiguous range of W's rows for every token.
@@ -165,18 +167,17 @@ void batch_matmul_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
             }
         }
     }
-    if (userdata == &g_release_after_use) {
-        release_file_pages(w_data + first_row * w->nb[1], w_data + end_row * w->nb[1]);
-    }
+    if (userdata != nullptr) reinterpret_cast<ReleasePages>(userdata)(w_data + first_row * w->nb[1], w_data + end_row * w->nb[1]);
 }
 
-// ggml custom op: dst F32 [n1, n0] = src[0] F32 [n0, n1] (contiguous) transposed, in 32 x 32
+// ggml custom op: dst F32 [n1, n0] = src[0] F32 [n0, n1] (rows contiguous) transposed, in 32 x 32
 // blocks (ggml_cont of a transposed view copies element by element: 5% of a prompt's time).
 void transpose_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
     constexpr int64_t kBlock = 32;
     const ggml_tensor * src = dst->src[0];
     const int64_t n0 = src->ne[0], n1 = src->ne[1];
     const auto * in = static_cast<const float *>(src->data);
+    const int64_t in_stride = static_cast<int64_t>(src->nb[1] / sizeof(float));  // a view may pad its rows
     auto * out = static_cast<float *>(dst->data);
     const int64_t blocks = (n1 + kBlock - 1) / kBlock;  // bands of source rows, split among threads
     for (int64_t band = blocks * ith / nth; band < blocks * (ith + 1) / nth; ++band) {
@@ -184,7 +185,7 @@ void transpose_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
         for (int64_t i0 = 0; i0 < n0; i0 += kBlock) {
             const int64_t i0_end = std::min(n0, i0 + kBlock);
             for (int64_t a = i0; a < i0_end; ++a) {
-                for (int64_t b = band * kBlock; b < i1_end; ++b) out[a * n1 + b] = in[b * n0 + a];
+                for (int64_t b = band * kBlock; b < i1_end; ++b) out[a * n1 + b] = in[b * in_stride + a];
             }
         }
     }
@@ -227,7 +228,7 @@ const char * batch_matmul_kernel() { return ""; }
 
 #endif
 
-MatmulInput prepare_matmul_input(ggml_context *, ggml_tensor * x) { return MatmulInput{x, nullptr}; }
+MatmulInput prepare_matmul_input(ggml_context *, ggml_tensor * x) { return MatmulInput{x, nullptr, nullptr}; }
 
 ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & input, ggml_tensor * file_layout) {
     ggml_tensor * x = input.x;
@@ -246,10 +247,29 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         weights = w;
     } else if (batch && file_layout != nullptr && batch_matmul_supported(file_layout)) {
         weights = file_layout;
-        userdata = &g_release_after_use;
+        userdata = reinterpret_cast<void *>(&release_file_pages);
     }
     if (weights == nullptr) return ggml_mul_mat(ctx, w, x);
 #ifdef GPTJ_HAVE_AVX512_KERNEL
+    const int64_t k = w->ne[0], m = w->ne[1];
+    const bool amx = g_amx_enabled && weights->type != GGML_TYPE_F32 && n_tokens >= kAmxMinTokens && k % 32 == 0 &&
+                     m % 32 == 0 && amx_available();
+    // f16 weights: hi + lo bf16 halves of both operands, for f32-like accuracy (amx_matmul.h).
+    const bool split = weights->type == GGML_TYPE_F16;
+    // The packed input serves one precision; a product wanting the other (a mixed-type
+    // model) takes the f32 kernel.
+    if (amx && (input.amx_packed == nullptr || (input.amx_packed->ne[1] == k) == split)) {
+        const int64_t n_pad = (n_tokens + 15) / 16 * 16;
+        if (input.amx_packed == nullptr) {
+            ggml_tensor * pack_args[] = {x};
+            input.amx_packed = ggml_custom_4d(ctx, GGML_TYPE_BF16, 2 * n_pad, split ? k : k / 2, 1, 1, pack_args, 1,
+                                              amx_pack_task, GGML_N_TASKS_MAX, nullptr);
+        }
+        ggml_tensor * args[] = {weights, input.amx_packed};
+        ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_pad, m, 1, 1, args, 2, amx_matmul_task, GGML_N_TASKS_MAX,
+                                          userdata);
+        return transpose_f32(ctx, ggml_view_2d(ctx, yt, n_tokens, m, yt->nb[1], 0));
+    }
     if (input.xt == nullptr) input.xt = transpose_f32(ctx, x);
     ggml_tensor * args[] = {weights, input.xt};
     ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_tokens, w->ne[1], 1, 1, args, 2, batch_matmul_task,

@@ -16,6 +16,7 @@ namespace gptj {
 struct MatmulInput {
     ggml_tensor * x;   // F32 [k, n_tokens], as ggml_mul_mat takes it
     ggml_tensor * xt;  // F32 [n_tokens, k]: x transposed, for our kernel; nullptr when unused
+    ggml_tensor * amx_packed = nullptr;  // x in bf16 pairs, for the AMX kernel; nullptr when unused
 };
 
 // Whether our kernel runs products with these weights on this CPU (checked at run time: the
@@ -29,6 +30,11 @@ void set_batch_matmul_enabled(bool enabled);
 bool batch_matmul_enabled();
 // "avx512" when this CPU runs our kernel, "" when it does not.
 const char * batch_matmul_kernel();
+
+// The AMX kernel (bf16 arithmetic) for non-f32 weights where the CPU has AMX; off, those
+// batches take the f32 AVX-512 kernel. Applies to graphs built afterwards.
+void set_amx_enabled(bool enabled);
+constexpr int kAmxMinTokens = 16;
 
 // Batches shorter than this go to ggml_mul_mat (a matrix-vector product is memory-bound and
 // ggml's is as fast as ours there).

@@ -24,6 +24,17 @@ def format_count(n: float) -> str:
 
 
 def peak_rss_bytes() -> int:
-    """The most resident memory this process has used so far (mapped model pages it touched included)."""
+    """The most resident memory this process has used so far (mapped model pages it touched included).
+
+    On Linux from /proc/self/status (VmHWM): getrusage's ru_maxrss survives execve, so a process
+    started by a large parent (a test runner, a notebook) would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # Linux counts KiB, macOS bytes

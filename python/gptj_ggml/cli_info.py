@@ -113,11 +113,13 @@ def system_text(system: SystemInfo) -> str:
         f"build:         {build}",
         f"library:       {system.ggml_library}",
         f"ggml uses:     {features or '(no CPU features reported)'}",
-        "prompt kernel: "
+        "matrix kernels: "
         + (
-            f"gptj_ggml's {system.prompt_kernel.upper()} kernel for f32/f16/bf16 weights (ggml's for quantized types)"
+            f"gptj_ggml's {system.prompt_kernel.upper()}"
+            + (" and AMX (bf16 tiles, for prompt batches)" if system.amx else "")
+            + "; ggml's for repacked single tokens"
             if system.prompt_kernel
-            else "ggml's (this CPU has no AVX-512 for gptj_ggml's kernel)"
+            else "ggml's (this CPU has no AVX-512 for gptj_ggml's kernels)"
         ),
     ]
     if system.missed_features:

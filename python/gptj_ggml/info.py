@@ -196,7 +196,8 @@ class SystemInfo:
     cpu_flags: frozenset[str]  # from /proc/cpuinfo (empty elsewhere)
     physical_cores: int
     default_threads: int
-    prompt_kernel: str  # ours for f32/f16/bf16 prompt batches ("avx512"), or "" where ggml's runs
+    prompt_kernel: str  # our matrix kernels ("avx512"), or "" where this CPU runs ggml's
+    amx: bool  # prompt batches of non-f32 weights on our AMX (bf16 tile) kernel
 
     @property
     def missed_features(self) -> list[str]:
@@ -261,4 +262,5 @@ def describe_system() -> SystemInfo:
         physical_cores=cores,
         default_threads=cores,  # Session's default (n_threads=0): one per physical core
         prompt_kernel=core.batch_matmul_kernel(),
+        amx=core.amx_available(),
     )

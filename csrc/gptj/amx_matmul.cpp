@@ -1,0 +1,233 @@
+#include "gptj/amx_matmul.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "gptj/dequantize.h"
+
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define GPTJ_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bf16,f16c")))
+
+namespace gptj {
+namespace {
+
+// Tiles: C (f32 16 x 16) in tmm0-3 as a 2 x 2 block of 32 weight rows x 32 tokens; A (weights,
+// 16 rows x 32 bf16) in tmm4-5; B (activations, 16 pairs of k x 16 tokens x 2 bf16) in tmm6-7.
+struct alignas(64) TileConfig {
+    uint8_t palette = 1;
+    uint8_t start_row = 0;
+    uint8_t reserved[14] = {};
+    uint16_t bytes_per_row[16] = {};
+    uint8_t rows[16] = {};
+};
+
+TileConfig make_tile_config() {
+    TileConfig config;
+    for (int t = 0; t < 8; ++t) {
+        config.bytes_per_row[t] = 64;
+        config.rows[t] = 16;
+    }
+    return config;
+}
+
+bool request_amx_permission() {
+    // Linux hands out the AMX tile state only on request (ARCH_REQ_XCOMP_PERM, XTILEDATA).
+    constexpr int kArchReqXcompPerm = 0x1023;
+    constexpr int kXfeatureXtiledata = 18;
+    return ::syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+constexpr int64_t kKBlock = 256;  // weights converted to bf16 per row block and step: 32 KiB (hi + lo) for L1
+
+GPTJ_TARGET_AMX void to_bf16(const float * src, int64_t n, uint16_t * dst) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __m256bh packed = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(dst + i), reinterpret_cast<const __m256i &>(packed));
+    }
+}
+
+// hi = bf16(src), lo = bf16(src - hi): hi + lo holds an f16 weight exactly (11 significant
+// bits) and an f32 activation to about 2^-17.
+GPTJ_TARGET_AMX void to_bf16_split(const float * src, int64_t n, uint16_t * hi, uint16_t * lo) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __m512 value = _mm512_loadu_ps(src + i);
+        const __m256bh high = _mm512_cvtneps_pbh(value);
+        const __m256i high_bits = reinterpret_cast<const __m256i &>(high);
+        const __m512 high_value = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(high_bits), 16));
+        const __m256bh low = _mm512_cvtneps_pbh(_mm512_sub_ps(value, high_value));
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(hi + i), high_bits);
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(lo + i), reinterpret_cast<const __m256i &>(low));
+    }
+}
+
+GPTJ_TARGET_AMX __m512 bf16_to_f32(__m256i bits) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+}  // namespace
+
+bool amx_available() {
+    static const bool available = __builtin_cpu_supports("amx-bf16") && __builtin_cpu_supports("avx512bf16") &&
+                                  cpu_has_avx512f() && request_amx_permission();
+    return available;
+}
+
+// dst: bf16 [2 * n_pad, k / 2]: row p holds, for each token n < n_pad, activations 2p and 2p + 1
+// (AMX's "VNNI" layout for B); tokens past n_tokens are zeros. src[0]: F32 [k, n_tokens].
+GPTJ_TARGET_AMX void amx_pack_task(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * x = dst->src[0];
+    const int64_t n_tokens = x->ne[1], n_pad = dst->ne[0] / 2, pairs = x->ne[0] / 2;
+    const bool split = dst->ne[1] == 2 * pairs;  // a second half of rows: the residuals
+    auto * out = static_cast<int *>(dst->data);  // one bf16 pair per int
+    // 16 pairs (32 activations) of one token at a time, scattered down 16 packed rows.
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(static_cast<int>(n_pad)));
+    const int64_t groups = pairs / 16;
+    for (int64_t g = groups * ith / nth; g < groups * (ith + 1) / nth; ++g) {
+        for (int64_t n = 0; n < n_pad; ++n) {
+            __m512i high = _mm512_setzero_si512(), low = _mm512_setzero_si512();
+            if (n < n_tokens) {
+                const float * src = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + n * x->nb[1]) + 32 * g;
+                const __m512 a = _mm512_loadu_ps(src), b = _mm512_loadu_ps(src + 16);
+                const __m512bh both = _mm512_cvtne2ps_pbh(b, a);
+                high = reinterpret_cast<const __m512i &>(both);
+                if (split) {
+                    const __m512 a_high = bf16_to_f32(_mm512_castsi512_si256(high));
+                    const __m512 b_high = bf16_to_f32(_mm512_extracti64x4_epi64(high, 1));
+                    const __m512bh rest = _mm512_cvtne2ps_pbh(_mm512_sub_ps(b, b_high), _mm512_sub_ps(a, a_high));
+                    low = reinterpret_cast<const __m512i &>(rest);
+                }
+            }
+            _mm512_i32scatter_epi32(out + 16 * g * n_pad + n, rows, high, 4);
+            if (split) _mm512_i32scatter_epi32(out + (pairs + 16 * g) * n_pad + n, rows, low, 4);
+        }
+    }
+}
+
+// dst: Yt F32 [n_pad, m]; src[0]: weights [k, m]; src[1]: the packed activations.
+GPTJ_TARGET_AMX void amx_matmul_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const ggml_tensor * w = dst->src[0];
+    const ggml_tensor * packed = dst->src[1];
+    const int64_t k = w->ne[0], m = w->ne[1], n_pad = dst->ne[0];
+    const int64_t row_blocks = m / 32;
+    const int64_t first = row_blocks * ith / nth * 32, end = row_blocks * (ith + 1) / nth * 32;
+    if (first >= end) return;
+
+    static const TileConfig config = make_tile_config();
+    _tile_loadconfig(&config);
+    thread_local std::vector<float> f32_rows;
+    thread_local std::vector<uint16_t> bf16_rows;
+    f32_rows.resize(static_cast<size_t>(kKBlock));
+    bf16_rows.resize(static_cast<size_t>(2 * 32 * kKBlock));
+    const auto * w_data = static_cast<const char *>(w->data);
+    const auto * b_data = static_cast<const char *>(packed->data);
+    auto * yt = static_cast<float *>(dst->data);
+    const int64_t b_stride = n_pad * 4;   // bytes per packed row (one k pair, every token)
+    const int64_t y_stride = n_pad * 4;   // bytes per Yt row
+
+    const bool split = packed->ne[1] == k;  // f16 weights: hi + lo parts of both operands
+    const char * b_low_data = b_data + k / 2 * b_stride;
+    for (int64_t row = first; row < end; row += 32) {
+        for (int64_t k0 = 0; k0 < k; k0 += kKBlock) {
+            const int64_t k_len = std::min(kKBlock, k - k0);
+            uint16_t * a_high = bf16_rows.data();
+            uint16_t * a_low = a_high + 32 * k_len;
+            for (int r = 0; r < 32; ++r) {
+                row_to_f32(w->type, w_data + (row + r) * w->nb[1], k0, k_len, f32_rows.data());
+                if (split) {
+                    to_bf16_split(f32_rows.data(), k_len, a_high + r * k_len, a_low + r * k_len);
+                } else {
+                    to_bf16(f32_rows.data(), k_len, a_high + r * k_len);
+                }
+            }
+            const int64_t a_stride = k_len * 2;
+            if (split) {
+                // hi*hi + hi*lo + lo*hi for 32 rows x 16 tokens: C in tmm0 and tmm2.
+                for (int64_t n0 = 0; n0 < n_pad; n0 += 16) {
+                    float * c = yt + row * n_pad + n0;
+                    if (k0 == 0) {
+                        _tile_zero(0);
+                        _tile_zero(2);
+                    } else {
+                        _tile_loadd(0, c, y_stride);
+                        _tile_loadd(2, c + 16 * n_pad, y_stride);
+                    }
+                    for (int64_t kk = 0; kk < k_len; kk += 32) {
+                        const int64_t b_offset = (k0 + kk) / 2 * b_stride + n0 * 4;
+                        _tile_loadd(4, a_high + kk, a_stride);
+                        _tile_loadd(5, a_high + 16 * k_len + kk, a_stride);
+                        _tile_loadd(6, b_data + b_offset, b_stride);
+                        _tile_loadd(7, b_low_data + b_offset, b_stride);
+                        _tile_dpbf16ps(0, 4, 6);
+                        _tile_dpbf16ps(2, 5, 6);
+                        _tile_dpbf16ps(0, 4, 7);
+                        _tile_dpbf16ps(2, 5, 7);
+                        _tile_loadd(4, a_low + kk, a_stride);
+                        _tile_loadd(5, a_low + 16 * k_len + kk, a_stride);
+                        _tile_dpbf16ps(0, 4, 6);
+                        _tile_dpbf16ps(2, 5, 6);
+                    }
+                    _tile_stored(0, c, y_stride);
+                    _tile_stored(2, c + 16 * n_pad, y_stride);
+                }
+                continue;
+            }
+            for (int64_t n0 = 0; n0 < n_pad; n0 += 32) {
+                const bool two = n0 + 16 < n_pad;  // a second 16-token column of tiles
+                float * c = yt + row * n_pad + n0;
+                if (k0 == 0) {
+                    _tile_zero(0);
+                    _tile_zero(1);
+                    _tile_zero(2);
+                    _tile_zero(3);
+                } else {
+                    _tile_loadd(0, c, y_stride);
+                    _tile_loadd(2, c + 16 * n_pad, y_stride);
+                    if (two) {
+                        _tile_loadd(1, c + 16, y_stride);
+                        _tile_loadd(3, c + 16 * n_pad + 16, y_stride);
+                    }
+                }
+                for (int64_t kk = 0; kk < k_len; kk += 32) {
+                    _tile_loadd(4, a_high + kk, a_stride);
+                    _tile_loadd(5, a_high + 16 * k_len + kk, a_stride);
+                    const char * b = b_data + (k0 + kk) / 2 * b_stride + n0 * 4;
+                    _tile_loadd(6, b, b_stride);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(2, 5, 6);
+                    if (two) {
+                        _tile_loadd(7, b + 64, b_stride);
+                        _tile_dpbf16ps(1, 4, 7);
+                        _tile_dpbf16ps(3, 5, 7);
+                    }
+                }
+                _tile_stored(0, c, y_stride);
+                _tile_stored(2, c + 16 * n_pad, y_stride);
+                if (two) {
+                    _tile_stored(1, c + 16, y_stride);
+                    _tile_stored(3, c + 16 * n_pad + 16, y_stride);
+                }
+            }
+        }
+    }
+    _tile_release();
+    if (userdata != nullptr) reinterpret_cast<ReleasePages>(userdata)(w_data + first * w->nb[1], w_data + end * w->nb[1]);
+}
+
+}  // namespace gptj
+
+#else
+
+namespace gptj {
+bool amx_available() { return false; }
+void amx_pack_task(ggml_tensor *, int, int, void *) {}
+void amx_matmul_task(ggml_tensor *, int, int, void *) {}
+}  // namespace gptj
+
+#endif

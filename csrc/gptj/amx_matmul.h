@@ -1,0 +1,26 @@
+// Prompt-batch products on Intel AMX (bf16 tile multiply), where the CPU has it: weights and
+// activations are rounded to bf16, products accumulate in f32 -- the arithmetic of
+// transformers' bfloat16 on the same CPU, about 10x the AVX-512 f32 kernel's throughput.
+// batch_matmul() decides when to use it.
+#pragma once
+
+#include "ggml.h"
+
+namespace gptj {
+
+// Whether this CPU has AMX-BF16 and AVX512-BF16 and Linux granted this process the AMX tile
+// state (asked once).
+bool amx_available();
+
+// ggml custom op: dst BF16 [2 * n_pad, k / 2] = src[0] (F32 [k, n_tokens]) in AMX's pair layout,
+// n_pad = n_tokens rounded up to 16, zeros past n_tokens.
+void amx_pack_task(ggml_tensor * dst, int ith, int nth, void * userdata);
+
+// ggml custom op: dst = Yt F32 [n_pad, m] = src[0] (weights [k, m], k and m multiples of 32,
+// any type row_to_f32 reads) times src[1] (amx_pack_task's output). userdata, if not null, is
+// a ReleasePages called with each thread's rows of src[0] when it is done with them.
+void amx_matmul_task(ggml_tensor * dst, int ith, int nth, void * userdata);
+
+using ReleasePages = void (*)(const char * begin, const char * end);
+
+}  // namespace gptj
