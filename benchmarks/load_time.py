@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from random_gguf import write_random_gptj
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from gptj_ggml import Model
 start = time.perf_counter()
 model = Model(sys.argv[1], n_ctx=512)
@@ -29,7 +29,7 @@ opened = time.perf_counter()
 model.logits([50256])
 first = time.perf_counter()
 print(json.dumps({"open": opened - start, "first_token": first - start,
-                  "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mib": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024}))
 """
 
 
