@@ -7,7 +7,16 @@
 
 #include "gptj/dequantize.h"
 
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+// AMX and AVX512-BF16 intrinsics: GCC 11+, Clang 12+ (older compilers build without this kernel).
+#if defined(__clang__)
+#define GPTJ_COMPILER_HAS_AMX (__clang_major__ >= 12)
+#elif defined(__GNUC__)
+#define GPTJ_COMPILER_HAS_AMX (__GNUC__ >= 11)
+#else
+#define GPTJ_COMPILER_HAS_AMX 0
+#endif
+
+#if defined(__x86_64__) && defined(__linux__) && GPTJ_COMPILER_HAS_AMX
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>

@@ -46,7 +46,8 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-mmap",
         action="store_true",
-        help="copy the weights into memory (huge pages) instead of mapping the file: slower load, faster tokens",
+        help="copy the weights into memory (huge pages) instead of mapping the file: slower load; faster tokens "
+        "when the page cache holds the file in small pages",
     )
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--temp", type=float, default=_DEFAULT.temperature, help="temperature; 0 is greedy (%(default)s)")

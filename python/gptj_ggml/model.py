@@ -32,15 +32,17 @@ class Model:
             model's training context (2048 for GPT-J-6B).
         n_threads: threads for evaluation; default: the number of physical cores.
         n_batch: prompt tokens evaluated per step.
-        repack: copy the quantized matrices ggml can interleave (q4_0, q4_K, q8_0, ... on
-            AVX2) into that faster layout at load; the other weights stay memory-mapped.
-            ``False`` keeps every weight mapped: the fastest load, slower evaluation.
+        repack: copy the quantized matrices ggml can interleave (q4_0, q4_K, iq4_nl on
+            AVX2) into that layout at load, for ggml's faster single-token kernels (prompt
+            batches still read the file's copy); the other weights stay memory-mapped.
+            ``False`` keeps every weight mapped: the fastest load, slower tokens for those types.
         mmap: keep the weights memory-mapped from the file (the default: opening takes
-            milliseconds and the page cache is the only copy). ``False`` copies them into
-            memory of the process's own, on huge pages where the system allows: loading
-            reads the whole file and the process holds the model, but each token is faster
-            (f16 on this project's benchmark machine: 75 against 84-110 ms/token for a
-            4-layer GPT-J-6B-shaped model, depending on how the file sits in the page cache).
+            milliseconds and the page cache is the only copy; the mapping asks for 2 MiB
+            pages, which makes it as fast as a copy when the file enters the page cache
+            through it). ``False`` copies them into memory of the process's own, on huge
+            pages where the system allows: loading reads the whole file, but tokens stay fast
+            when the page cache holds the file in small pages (a file written 4 KiB at a
+            time, or re-read after eviction under memory pressure).
 
     Raises:
         FileNotFoundError: the file does not exist.
