@@ -144,3 +144,13 @@ def test_amx_and_the_f32_kernel_agree(outtype, tiny_model_path, request):
     assert relative_error(with_amx, without) <= {"f16": 1e-3, "q8_0": 2e-2}[outtype]
     if core.amx_available():
         assert not np.array_equal(with_amx, without)  # the AMX kernel did run
+
+
+@pytest.mark.parametrize("outtype", ["f16", "q8_0", "q4_0"])
+def test_logits_do_not_depend_on_the_thread_count(outtype, tiny_model_path):
+    # Each output of our kernels is summed by one thread in a fixed order, whatever the split.
+    ids = random_ids(70, seed=12)
+    path = tiny_model_path(outtype, **AMX_SHAPES)
+    one = Model(path, n_threads=1).logits(ids)
+    for n_threads in (2, 3, 5):
+        np.testing.assert_array_equal(Model(path, n_threads=n_threads).logits(ids), one)
