@@ -147,7 +147,14 @@ GPTJ_TARGET_AMX void amx_matmul_task(ggml_tensor * dst, int ith, int nth, void *
             const int64_t k_len = std::min(kKBlock, k - k0);
             uint16_t * a_high = bf16_rows.data();
             uint16_t * a_low = a_high + 32 * k_len;
+            const size_t segment_offset = ggml_row_size(w->type, k0), segment_bytes = ggml_row_size(w->type, k_len);
             for (int r = 0; r < 32; ++r) {
+                // The same stretch of the next block's row, fetched while this block computes:
+                // stretches of a few cache lines are too short for the hardware prefetchers.
+                if (row + 32 < end) {
+                    const char * next = w_data + (row + 32 + r) * w->nb[1] + segment_offset;
+                    for (size_t line = 0; line < segment_bytes; line += 64) _mm_prefetch(next + line, _MM_HINT_T2);
+                }
                 row_to_f32(w->type, w_data + (row + r) * w->nb[1], k0, k_len, f32_rows.data());
                 if (split) {
                     to_bf16_split(f32_rows.data(), k_len, a_high + r * k_len, a_low + r * k_len);
