@@ -19,6 +19,8 @@
 #if defined(__x86_64__) && defined(__linux__) && GPTJ_COMPILER_HAS_AMX
 #include <immintrin.h>
 #include <sys/syscall.h>
+
+#include "gptj/weight_loads.h"
 #include <unistd.h>
 
 #define GPTJ_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bf16,f16c")))
@@ -77,6 +79,44 @@ GPTJ_TARGET_AMX void to_bf16_split(const float * src, int64_t n, uint16_t * hi, 
 
 GPTJ_TARGET_AMX __m512 bf16_to_f32(__m256i bits) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+// Weights k0 .. k0 + n (multiples of 32) of a row straight to bf16 (hi, and lo = the rest when
+// lo is not null), with no f32 buffer in between.
+template <ggml_type TYPE>
+GPTJ_TARGET_AMX void row_to_bf16(const void * row, int64_t k0, int64_t n, uint16_t * hi, uint16_t * lo) {
+    for (int64_t i = 0; i < n; i += 32) {
+        __m512 a, b;
+        load_32_weights<TYPE>(row, k0 + i, a, b);
+        const __m512bh high = _mm512_cvtne2ps_pbh(b, a);
+        const __m512i high_bits = reinterpret_cast<const __m512i &>(high);
+        _mm512_storeu_si512(hi + i, high_bits);
+        if (lo != nullptr) {
+            const __m512 a_rest = _mm512_sub_ps(a, bf16_to_f32(_mm512_castsi512_si256(high_bits)));
+            const __m512 b_rest = _mm512_sub_ps(b, bf16_to_f32(_mm512_extracti64x4_epi64(high_bits, 1)));
+            const __m512bh low = _mm512_cvtne2ps_pbh(b_rest, a_rest);
+            _mm512_storeu_si512(lo + i, reinterpret_cast<const __m512i &>(low));
+        }
+    }
+}
+
+// Any type: through f32 (ggml's dequantizers for the types without a vector loader).
+GPTJ_TARGET_AMX void any_row_to_bf16(ggml_type type, const void * row, int64_t k0, int64_t n, float * scratch,
+                                     uint16_t * hi, uint16_t * lo) {
+    switch (type) {
+        case GGML_TYPE_F16: return row_to_bf16<GGML_TYPE_F16>(row, k0, n, hi, lo);
+        case GGML_TYPE_BF16: return row_to_bf16<GGML_TYPE_BF16>(row, k0, n, hi, lo);
+        case GGML_TYPE_Q8_0: return row_to_bf16<GGML_TYPE_Q8_0>(row, k0, n, hi, lo);
+        case GGML_TYPE_Q4_0: return row_to_bf16<GGML_TYPE_Q4_0>(row, k0, n, hi, lo);
+        case GGML_TYPE_Q4_K: return row_to_bf16<GGML_TYPE_Q4_K>(row, k0, n, hi, lo);
+        default:
+            row_to_f32(type, row, k0, n, scratch);
+            if (lo != nullptr) {
+                to_bf16_split(scratch, n, hi, lo);
+            } else {
+                to_bf16(scratch, n, hi);
+            }
+    }
 }
 
 }  // namespace
@@ -155,12 +195,8 @@ GPTJ_TARGET_AMX void amx_matmul_task(ggml_tensor * dst, int ith, int nth, void *
                     const char * next = w_data + (row + 32 + r) * w->nb[1] + segment_offset;
                     for (size_t line = 0; line < segment_bytes; line += 64) _mm_prefetch(next + line, _MM_HINT_T2);
                 }
-                row_to_f32(w->type, w_data + (row + r) * w->nb[1], k0, k_len, f32_rows.data());
-                if (split) {
-                    to_bf16_split(f32_rows.data(), k_len, a_high + r * k_len, a_low + r * k_len);
-                } else {
-                    to_bf16(f32_rows.data(), k_len, a_high + r * k_len);
-                }
+                any_row_to_bf16(w->type, w_data + (row + r) * w->nb[1], k0, k_len, f32_rows.data(), a_high + r * k_len,
+                                split ? a_low + r * k_len : nullptr);
             }
             const int64_t a_stride = k_len * 2;
             if (split) {
