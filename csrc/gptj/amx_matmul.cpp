@@ -19,9 +19,9 @@
 #if defined(__x86_64__) && defined(__linux__) && GPTJ_COMPILER_HAS_AMX
 #include <immintrin.h>
 #include <sys/syscall.h>
+#include <unistd.h>
 
 #include "gptj/weight_loads.h"
-#include <unistd.h>
 
 #define GPTJ_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bf16,f16c")))
 
