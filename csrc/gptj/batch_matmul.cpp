@@ -1,11 +1,9 @@
 #include "gptj/batch_matmul.h"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include "ggml-backend.h"
 #include "gptj/amx_matmul.h"
 #include "gptj/dequantize.h"
+#include "gptj/gguf_file.h"
 #include "gptj/matvec.h"
 
 #include <algorithm>
@@ -28,7 +26,6 @@ std::atomic<bool> g_amx_enabled{true};
 void set_amx_enabled(bool enabled) { g_amx_enabled = enabled; }
 
 void set_batch_matmul_enabled(bool enabled) { g_enabled = enabled; }
-bool batch_matmul_enabled() { return g_enabled; }
 
 #ifdef GPTJ_HAVE_AVX512_KERNEL
 namespace {
@@ -115,15 +112,6 @@ MicroKernel pick_kernel(int rows, int vectors) {
     }
 }
 
-// Drops this process's mapping of the whole pages inside [begin, end) of a read-only file
-// mapping: the page cache keeps them, the next access maps them again.
-void release_file_pages(const char * begin, const char * end) {
-    static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-    const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
-    const uintptr_t last = reinterpret_cast<uintptr_t>(end) / page * page;
-    if (last > first) ::madvise(reinterpret_cast<void *>(first), last - first, MADV_DONTNEED);
-}
-
 
 // ggml custom op: dst = Yt F32 [n_tokens, m]; src[0] = W [k, m]; src[1] = Xt F32 [n_tokens, k].
 // Thread ith of nth computes a contiguous range of W's rows for every token.
@@ -199,16 +187,20 @@ ggml_tensor * transpose_f32(ggml_context * ctx, ggml_tensor * a) {
 
 }  // namespace
 
+// Weights in ordinary host memory, in the file's layout (ggml's CPU_REPACK buffers, holding its
+// interleaved layouts, are not "host" memory).
+bool in_plain_memory(const ggml_tensor * weights) {
+    return weights->buffer == nullptr || ggml_backend_buffer_is_host(weights->buffer);
+}
+
 bool batch_matmul_supported(const ggml_tensor * weights) {
     if (!cpu_has_avx512f() || !ggml_is_contiguous(weights)) return false;
     const ggml_type type = weights->type;
     if (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) return true;
     // Quantized weights in their file layout (ggml's dequantizer reads them); not the ones
-    // ggml repacked into its interleaved layouts (CPU_REPACK buffers are not "host" memory):
-    // ggml's kernels for those layouts stay.
+    // ggml repacked: ggml's kernels for those layouts stay.
     const ggml_type_traits * traits = ggml_get_type_traits(type);
-    const bool host = weights->buffer == nullptr || ggml_backend_buffer_is_host(weights->buffer);
-    return traits->is_quantized && traits->to_float != nullptr && host && 256 % traits->blck_size == 0 &&
+    return traits->is_quantized && traits->to_float != nullptr && in_plain_memory(weights) && 256 % traits->blck_size == 0 &&
            weights->ne[0] % traits->blck_size == 0;
 }
 
@@ -216,8 +208,7 @@ const char * batch_matmul_kernel() { return cpu_has_avx512f() ? "avx512" : ""; }
 
 // Our matrix-vector kernel: weights in plain host memory, of a type it converts with vector code.
 bool matvec_supported(const ggml_tensor * weights) {
-    const bool host = weights->buffer == nullptr || ggml_backend_buffer_is_host(weights->buffer);
-    return cpu_has_avx512f() && ggml_is_contiguous(weights) && host && matvec_handles(weights->type);
+    return cpu_has_avx512f() && ggml_is_contiguous(weights) && in_plain_memory(weights) && matvec_handles(weights->type);
 }
 
 #else  // no AVX-512 kernel for this target: ggml does every product
@@ -228,15 +219,12 @@ const char * batch_matmul_kernel() { return ""; }
 
 #endif
 
-MatmulInput prepare_matmul_input(ggml_context *, ggml_tensor * x) { return MatmulInput{x, nullptr, nullptr}; }
-
 ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & input, ggml_tensor * file_layout) {
     ggml_tensor * x = input.x;
     const int64_t n_tokens = x->ne[1];
-    const bool batch = g_enabled && n_tokens >= kBatchMatmulMinTokens && x->type == GGML_TYPE_F32 &&
-                       ggml_n_dims(x) <= 2 && ggml_is_contiguous(x);
-    if (g_enabled && n_tokens <= kMatvecMaxTokens && x->type == GGML_TYPE_F32 && ggml_is_contiguous(x) &&
-        ggml_n_dims(x) <= 2 && matvec_supported(w)) {
+    const bool ours = g_enabled && x->type == GGML_TYPE_F32 && ggml_n_dims(x) <= 2 && ggml_is_contiguous(x);
+    const bool batch = ours && n_tokens >= kBatchMatmulMinTokens;
+    if (ours && n_tokens <= kMatvecMaxTokens && matvec_supported(w)) {
         ggml_tensor * args[] = {w, x};
         return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], n_tokens, 1, 1, args, 2, matvec_task, GGML_N_TASKS_MAX,
                               nullptr);
@@ -247,7 +235,7 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         weights = w;
     } else if (batch && file_layout != nullptr && batch_matmul_supported(file_layout)) {
         weights = file_layout;
-        userdata = reinterpret_cast<void *>(&release_file_pages);
+        userdata = reinterpret_cast<void *>(&release_mapped_pages);
     }
     if (weights == nullptr) return ggml_mul_mat(ctx, w, x);
 #ifdef GPTJ_HAVE_AVX512_KERNEL

@@ -15,7 +15,7 @@ namespace gptj {
 // (GPT-J's q, k, v and fc_in all read the same ln_1 output).
 struct MatmulInput {
     ggml_tensor * x;   // F32 [k, n_tokens], as ggml_mul_mat takes it
-    ggml_tensor * xt;  // F32 [n_tokens, k]: x transposed, for our kernel; nullptr when unused
+    ggml_tensor * xt = nullptr;  // F32 [n_tokens, k]: x transposed, for our kernel; nullptr when unused
     ggml_tensor * amx_packed = nullptr;  // x in bf16 pairs, for the AMX kernel; nullptr when unused
 };
 
@@ -27,7 +27,6 @@ bool batch_matmul_supported(const ggml_tensor * weights);
 // Our kernel is on by default where the CPU can run it; off, every product is ggml_mul_mat's
 // (for side-by-side measurements and tests). Applies to graphs built afterwards.
 void set_batch_matmul_enabled(bool enabled);
-bool batch_matmul_enabled();
 // "avx512" when this CPU runs our kernel, "" when it does not.
 const char * batch_matmul_kernel();
 
@@ -40,7 +39,6 @@ constexpr int kAmxMinTokens = 16;
 // ggml's is as fast as ours there).
 constexpr int kBatchMatmulMinTokens = 8;
 
-MatmulInput prepare_matmul_input(ggml_context * ctx, ggml_tensor * x);
 
 // w [k, m] times the input [k, n_tokens] -> F32 [m, n_tokens], like ggml_mul_mat(ctx, w, x).
 // `file_layout`, if not null, is w as stored in the mapped model file while w itself was

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 
@@ -130,11 +131,16 @@ GgufFile::~GgufFile() {
     }
 }
 
+void release_mapped_pages(const char * begin, const char * end) {
+    static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;  // whole pages only
+    const uintptr_t last = reinterpret_cast<uintptr_t>(end) / page * page;
+    if (last > first) ::madvise(reinterpret_cast<void *>(first), last - first, MADV_DONTNEED);
+}
+
 void GgufFile::release_pages(size_t offset, size_t n_bytes) const {
-    const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
-    const size_t first = (offset + page - 1) / page * page;  // whole pages inside the range only
-    const size_t last = (offset + n_bytes) / page * page;
-    if (last > first) ::madvise(mapping_ + first, last - first, MADV_DONTNEED);
+    const auto * begin = reinterpret_cast<const char *>(mapping_ + offset);
+    release_mapped_pages(begin, begin + n_bytes);
 }
 
 int64_t GgufFile::key_id(const std::string & key) const { return gguf_find_key(gguf_.get(), key.c_str()); }

@@ -63,14 +63,14 @@ ggml_tensor * self_attention(ggml_context * ctx, ggml_cgraph * graph, const Mode
                                         static_cast<size_t>(head_dim) * cache_v->nb[1], 0);
     ggml_tensor * heads = ggml_mul_mat(ctx, values, weights);  // [head_dim, n_tokens, n_head]
     ggml_tensor * merged = ggml_cont_2d(ctx, ggml_permute(ctx, heads, 0, 2, 1, 3), n_embd, n_tokens);
-    MatmulInput merged_input = prepare_matmul_input(ctx, merged);
+    MatmulInput merged_input{merged};
     return product(ctx, model, w.attn_output, merged_input);
 }
 
 ggml_tensor * feed_forward(ggml_context * ctx, const Model & model, const LayerWeights & w, MatmulInput & x) {
     ggml_tensor * up = ggml_add(ctx, product(ctx, model, w.ffn_up_w, x), w.ffn_up_b);
     // GPT-J's activation is gelu_new, the tanh approximation, which is what ggml_gelu computes.
-    MatmulInput activated = prepare_matmul_input(ctx, ggml_gelu(ctx, up));
+    MatmulInput activated{ggml_gelu(ctx, up)};
     return ggml_add(ctx, product(ctx, model, w.ffn_down_w, activated), w.ffn_down_b);
 }
 
@@ -95,7 +95,7 @@ ForwardGraph build_forward_graph(ggml_context * ctx, const Model & model, const 
     for (int il = 0; il < hp.n_layer; ++il) {
         const LayerWeights & layer = w.layers[static_cast<size_t>(il)];
         // GPT-J's parallel residual: attention and MLP both read the same ln_1 output.
-        MatmulInput normed = prepare_matmul_input(ctx, layer_norm(ctx, x, layer.attn_norm_w, layer.attn_norm_b, hp.norm_eps));
+        MatmulInput normed{layer_norm(ctx, x, layer.attn_norm_w, layer.attn_norm_b, hp.norm_eps)};
         ggml_tensor * attention = self_attention(ctx, out.graph, model, cache, il, normed, out.positions, n_past, n_tokens);
         ggml_tensor * mlp = feed_forward(ctx, model, layer, normed);
         x = ggml_add(ctx, x, ggml_add(ctx, attention, mlp));
@@ -105,7 +105,7 @@ ForwardGraph build_forward_graph(ggml_context * ctx, const Model & model, const 
         x = ggml_view_2d(ctx, x, hp.n_embd, 1, x->nb[1], static_cast<size_t>(n_tokens - 1) * x->nb[1]);
     }
     x = layer_norm(ctx, x, w.output_norm_w, w.output_norm_b, hp.norm_eps);
-    MatmulInput final_input = prepare_matmul_input(ctx, x);
+    MatmulInput final_input{x};
     out.logits = ggml_add(ctx, product(ctx, model, w.output_w, final_input), w.output_b);
     ggml_set_output(out.logits);
     ggml_build_forward_expand(out.graph, out.logits);
