@@ -85,3 +85,11 @@ def test_greedy_generation_with_repetition_penalty_matches_transformers(tiny_mod
     model = Model(tiny_model_path("f32"))
     ours = [t.id for t in model.generate(prompt, max_tokens=24, temperature=0, repeat_penalty=1.5, repeat_last_n=-1)]
     assert ours == reference_greedy(hf_model(), prompt, 24, repetition_penalty=1.5)
+
+
+def test_temperature_zero_with_the_other_defaults_is_transformers_greedy(tiny_model_path, hf_model):
+    # What a new user tries first: only temperature=0, every other setting at its default.
+    prompt = random_ids(6, seed=7)
+    model = Model(tiny_model_path("f32"))
+    ours = [token.id for token in model.generate(prompt, max_tokens=24, temperature=0)]
+    assert ours == reference_greedy(hf_model(), prompt, 24)

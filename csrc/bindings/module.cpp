@@ -144,22 +144,34 @@ py::tuple generate_loop(PySession & self, const py::handle & prompt, int n_token
     return py::make_tuple(result.tokens, result.prompt_ms, result.generation_ms);
 }
 
-gptj::SamplingParams sampling_params(float temperature, int32_t top_k, float top_p, float min_p, float typical_p,
-                                     float repeat_penalty, int32_t repeat_last_n, float presence_penalty,
-                                     float frequency_penalty, const std::map<int32_t, float> & logit_bias, uint64_t seed) {
+// The numeric settings arrive as a dict keyed by GPTJ_SAMPLING_SETTINGS' names: the bindings
+// never list them one by one, so a new setting needs no change here.
+gptj::SamplingParams sampling_params(const py::dict & settings, const std::map<int32_t, float> & logit_bias, uint64_t seed) {
     gptj::SamplingParams p;
-    p.temperature = temperature;
-    p.top_k = top_k;
-    p.top_p = top_p;
-    p.min_p = min_p;
-    p.typical_p = typical_p;
-    p.repeat_penalty = repeat_penalty;
-    p.repeat_last_n = repeat_last_n;
-    p.presence_penalty = presence_penalty;
-    p.frequency_penalty = frequency_penalty;
+    for (const auto & [key, value] : settings) {
+        const std::string name = py::cast<std::string>(key);
+        // bool is an int in Python; temperature=True is a mistake, not 1.
+        if (py::isinstance<py::bool_>(value) || !(py::isinstance<py::int_>(value) || py::isinstance<py::float_>(value))) {
+            throw py::type_error(name + " must be a number, got " + py::cast<std::string>(py::str(py::type::of(value).attr("__name__"))));
+        }
+        gptj::set_sampling_setting(p, name, py::cast<double>(value));
+    }
     p.logit_bias.assign(logit_bias.begin(), logit_bias.end());
     p.seed = seed;
     return p;
+}
+
+py::list sampling_settings() {
+    py::list out;
+    for (const gptj::SamplingSetting & s : gptj::sampling_settings()) {
+        py::object default_value = s.is_integer ? py::object(py::int_(static_cast<long long>(s.default_value)))
+                                                : py::object(py::float_(s.default_value));
+        out.append(py::dict(py::arg("name") = s.name, py::arg("type") = s.is_integer ? "int" : "float",
+                            py::arg("default") = default_value, py::arg("low") = s.low, py::arg("high") = s.high,
+                            py::arg("low_inclusive") = s.low_inclusive, py::arg("high_inclusive") = s.high_inclusive,
+                            py::arg("help") = s.help));
+    }
+    return out;
 }
 
 const float * checked_logits(const gptj::Sampler & sampler, const py::array_t<float, py::array::c_style | py::array::forcecast> & logits) {
@@ -205,6 +217,8 @@ PYBIND11_MODULE(_core, m) {
     bind_info(m);
 
     m.def("physical_core_count", &gptj::physical_core_count);
+    m.def("sampling_settings", &sampling_settings);
+    m.def("check_sampling_settings", [](const py::dict & settings) { sampling_params(settings, {}, 0); }, py::arg("settings"));
     m.def("ggml_version", [] { return std::string(ggml_version()); });
     m.def("ggml_commit", [] { return std::string(ggml_commit()); });
 
@@ -246,16 +260,9 @@ PYBIND11_MODULE(_core, m) {
         });
 
     py::class_<gptj::Sampler>(m, "Sampler")
-        .def(py::init([](int32_t n_vocab, float temperature, int32_t top_k, float top_p, float min_p, float typical_p,
-                         float repeat_penalty, int32_t repeat_last_n, float presence_penalty, float frequency_penalty,
-                         const std::map<int32_t, float> & logit_bias, uint64_t seed) {
-                 return gptj::Sampler(sampling_params(temperature, top_k, top_p, min_p, typical_p, repeat_penalty,
-                                                      repeat_last_n, presence_penalty, frequency_penalty, logit_bias, seed),
-                                      n_vocab);
-             }),
-             py::arg("n_vocab"), py::kw_only(), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),
-             py::arg("min_p"), py::arg("typical_p"), py::arg("repeat_penalty"), py::arg("repeat_last_n"),
-             py::arg("presence_penalty"), py::arg("frequency_penalty"), py::arg("logit_bias"), py::arg("seed"))
+        .def(py::init([](int32_t n_vocab, const py::dict & settings, const std::map<int32_t, float> & logit_bias,
+                         uint64_t seed) { return gptj::Sampler(sampling_params(settings, logit_bias, seed), n_vocab); }),
+             py::arg("n_vocab"), py::arg("settings"), py::kw_only(), py::arg("logit_bias"), py::arg("seed"))
         .def_property_readonly("n_vocab", &gptj::Sampler::n_vocab)
         .def("sample", [](gptj::Sampler & s, py::array_t<float, py::array::c_style | py::array::forcecast> logits,
                           const py::handle & history) {

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 
 #include "gptj/error.h"
@@ -20,7 +22,61 @@ void check(bool ok, const std::string & message) {
     if (!ok) throw Error(Error::Kind::invalid_argument, message);
 }
 
+// Shortest form that reads back the same (0.95, not 0.950000).
+std::string number(double value) {
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.9g", value);
+    return text;
+}
+
 }  // namespace
+
+const std::vector<SamplingSetting> & sampling_settings() {
+    using sampling_bounds::inf;
+    static const std::vector<SamplingSetting> settings = {
+#define GPTJ_SETTING_ROW(type, name, default_value, low, high, bounds, help)                                   \
+    SamplingSetting{#name, std::is_integral_v<type>, default_value, low, high, (bounds)[0] == '[', (bounds)[1] == ']', \
+                    help},
+        GPTJ_SAMPLING_SETTINGS(GPTJ_SETTING_ROW)
+#undef GPTJ_SETTING_ROW
+    };
+    return settings;
+}
+
+void check_sampling_setting(const SamplingSetting & s, double value) {
+    const bool above_low = s.low_inclusive ? value >= s.low : value > s.low;
+    const bool below_high = s.high_inclusive ? value <= s.high : value < s.high;
+    if (above_low && below_high && std::isfinite(value)) return;  // NaN fails both comparisons
+    std::string range;
+    if (std::isinf(s.low) && std::isinf(s.high)) {
+        range = "a finite number";
+    } else if (std::isinf(s.high)) {
+        range = (s.low_inclusive ? ">= " : "> ") + number(s.low);
+    } else {
+        range = std::string("in ") + (s.low_inclusive ? "[" : "(") + number(s.low) + ", " + number(s.high) +
+                (s.high_inclusive ? "]" : ")");
+    }
+    throw Error(Error::Kind::invalid_argument, std::string(s.name) + " must be " + range + ", got " + number(value));
+}
+
+void set_sampling_setting(SamplingParams & params, const std::string & name, double value) {
+    for (const SamplingSetting & setting : sampling_settings()) {
+        if (name != setting.name) continue;
+        check_sampling_setting(setting, value);
+        if (setting.is_integer) {
+            check(value == std::floor(value), name + " must be an integer, got " + number(value));
+            check(std::fabs(value) <= std::numeric_limits<int32_t>::max(), name + " is too large, got " + number(value));
+        } else {
+            check(std::fabs(value) <= std::numeric_limits<float>::max(), name + " is too large, got " + number(value));
+        }
+#define GPTJ_SET_FIELD(type, field, default_value, low, high, bounds, help) \
+    if (name == #field) params.field = static_cast<type>(value);
+        GPTJ_SAMPLING_SETTINGS(GPTJ_SET_FIELD)
+#undef GPTJ_SET_FIELD
+        return;
+    }
+    throw Error(Error::Kind::invalid_argument, "unknown sampling setting '" + name + "'");
+}
 
 int32_t argmax(const float * logits, int32_t n_vocab) {
     int32_t best = 0;
@@ -152,16 +208,12 @@ int32_t draw(const Candidates & c, double u) {
 
 Sampler::Sampler(SamplingParams params, int32_t n_vocab) : params_(std::move(params)), n_vocab_(n_vocab), rng_(params_.seed) {
     const SamplingParams & p = params_;
-    check(std::isfinite(p.temperature) && p.temperature >= 0.0f, "temperature must be >= 0, got " + std::to_string(p.temperature));
-    check(p.top_k >= 0, "top_k must be >= 0 (0: off), got " + std::to_string(p.top_k));
-    check(p.top_p > 0.0f && p.top_p <= 1.0f, "top_p must be in (0, 1], got " + std::to_string(p.top_p));
-    check(p.min_p >= 0.0f && p.min_p <= 1.0f, "min_p must be in [0, 1], got " + std::to_string(p.min_p));
-    check(p.typical_p > 0.0f && p.typical_p <= 1.0f, "typical_p must be in (0, 1], got " + std::to_string(p.typical_p));
-    check(std::isfinite(p.repeat_penalty) && p.repeat_penalty > 0.0f,
-          "repeat_penalty must be > 0 (1: off), got " + std::to_string(p.repeat_penalty));
-    check(p.repeat_last_n >= -1, "repeat_last_n must be >= -1 (-1: the whole context), got " + std::to_string(p.repeat_last_n));
-    check(std::isfinite(p.presence_penalty), "presence_penalty must be finite");
-    check(std::isfinite(p.frequency_penalty), "frequency_penalty must be finite");
+    const std::vector<SamplingSetting> & settings = sampling_settings();
+    size_t i = 0;
+#define GPTJ_CHECK_FIELD(type, name, default_value, low, high, bounds, help) \
+    check_sampling_setting(settings[i++], static_cast<double>(p.name));
+    GPTJ_SAMPLING_SETTINGS(GPTJ_CHECK_FIELD)
+#undef GPTJ_CHECK_FIELD
     for (const auto & [id, value] : p.logit_bias) {
         check(id >= 0 && id < n_vocab, "logit_bias token id " + std::to_string(id) + " is out of range [0, " + std::to_string(n_vocab) + ")");
         check(!std::isnan(value) && value != std::numeric_limits<float>::infinity(),

@@ -6,8 +6,11 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
+
+#include "gptj/sampling_settings.h"
 
 namespace gptj {
 
@@ -17,20 +20,38 @@ int32_t argmax(const float * logits, int32_t n_vocab);
 // log softmax(logits)[id]: the model's own log-probability of a token, before any sampler.
 float log_probability(const float * logits, int32_t n_vocab, int32_t id);
 
-// A step's neutral value disables it (top_k 0, top_p 1, min_p 0, typical_p 1, penalties 1/0).
+// The sampler's settings: the numeric ones come from GPTJ_SAMPLING_SETTINGS (their defaults
+// included); a step's neutral value disables it (top_k 0, top_p 1, min_p 0, typical_p 1,
+// penalties 1/0).
 struct SamplingParams {
-    float temperature = 0.8f;        // <= 0: greedy
-    int32_t top_k = 40;              // keep the k most likely; 0: all
-    float top_p = 0.95f;             // keep the most likely tokens whose probabilities sum to >= top_p
-    float min_p = 0.05f;             // keep tokens at least min_p times as likely as the most likely
-    float typical_p = 1.0f;          // locally typical sampling (Meister et al. 2022)
-    float repeat_penalty = 1.1f;     // divides positive logits (multiplies negative ones) of recent tokens
-    int32_t repeat_last_n = 64;      // the recent tokens: this many of the history; -1: all of it
-    float presence_penalty = 0.0f;   // subtracted once from the logit of every recent token
-    float frequency_penalty = 0.0f;  // subtracted per occurrence among the recent tokens
+#define GPTJ_SAMPLING_FIELD(type, name, default_value, low, high, bounds, help) \
+    type name = static_cast<type>(default_value);
+    GPTJ_SAMPLING_SETTINGS(GPTJ_SAMPLING_FIELD)
+#undef GPTJ_SAMPLING_FIELD
     std::vector<std::pair<int32_t, float>> logit_bias;  // added to the logits of these ids
     uint64_t seed = 0;
 };
+
+// One row of GPTJ_SAMPLING_SETTINGS, as data: what the bindings hand to Python.
+struct SamplingSetting {
+    const char * name;
+    bool is_integer;  // int32_t; otherwise float
+    double default_value;
+    double low, high;
+    bool low_inclusive, high_inclusive;
+    const char * help;
+};
+
+// Every numeric setting, in the order of GPTJ_SAMPLING_SETTINGS.
+const std::vector<SamplingSetting> & sampling_settings();
+
+// Throws Error(invalid_argument) naming the setting when value is outside its range (NaN
+// included); values are checked as doubles, before any narrowing to the field's type.
+void check_sampling_setting(const SamplingSetting & setting, double value);
+
+// Sets the named setting; throws Error(invalid_argument) for an unknown name or a value out
+// of range (an integer setting also rejects a value with a fractional part).
+void set_sampling_setting(SamplingParams & params, const std::string & name, double value);
 
 struct Candidate {
     int32_t id;

@@ -7,6 +7,8 @@ import numpy as np
 import numpy.typing as npt
 
 def physical_core_count() -> int: ...
+def sampling_settings() -> list[dict[str, Any]]: ...  # name, type, default, low, high, low/high_inclusive, help
+def check_sampling_settings(settings: dict[str, float]) -> None: ...
 def ggml_version() -> str: ...
 def ggml_commit() -> str: ...
 def quantize_rows(type: int, rows: npt.ArrayLike, n_threads: int = 0) -> npt.NDArray[np.uint8]: ...
@@ -75,20 +77,7 @@ class Model:
 
 class Sampler:
     def __init__(
-        self,
-        n_vocab: int,
-        *,
-        temperature: float,
-        top_k: int,
-        top_p: float,
-        min_p: float,
-        typical_p: float,
-        repeat_penalty: float,
-        repeat_last_n: int,
-        presence_penalty: float,
-        frequency_penalty: float,
-        logit_bias: dict[int, float],
-        seed: int,
+        self, n_vocab: int, settings: dict[str, float], *, logit_bias: dict[int, float], seed: int
     ) -> None: ...
     @property
     def n_vocab(self) -> int: ...

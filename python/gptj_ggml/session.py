@@ -6,20 +6,30 @@ import inspect
 import secrets
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import SessionBusyError
 from .generation import Completion, ContextPolicy, Generation, _Options, _Stream
-from .sampling import SamplingParams
+from .sampling import FIELDS, SamplingParams, check_names
 from .stop import StopStrings
 
 if TYPE_CHECKING:
     from .model import Model
 
 _DEFAULT = SamplingParams()
+
+
+def _with_sampling_keywords(signature: inspect.Signature) -> inspect.Signature:
+    """``signature`` with ``**sampling_overrides`` spelled out as one keyword per sampling field."""
+    kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    settings = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=_DEFAULT.settings().get(name))
+        for name in FIELDS  # logit_bias: None
+    ]
+    return signature.replace(parameters=kept + settings)
 
 
 class Session:
@@ -111,32 +121,26 @@ class Session:
         self,
         prompt: str | Sequence[int],
         *,
+        sampling: SamplingParams | None = None,
         max_tokens: int = 128,
-        temperature: float = _DEFAULT.temperature,
-        top_k: int = _DEFAULT.top_k,
-        top_p: float = _DEFAULT.top_p,
-        min_p: float = _DEFAULT.min_p,
-        typical_p: float = _DEFAULT.typical_p,
-        repeat_penalty: float = _DEFAULT.repeat_penalty,
-        repeat_last_n: int = _DEFAULT.repeat_last_n,
-        presence_penalty: float = _DEFAULT.presence_penalty,
-        frequency_penalty: float = _DEFAULT.frequency_penalty,
-        logit_bias: Mapping[int, float] | None = None,
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
         ignore_eos: bool = False,
         logprobs: bool = False,
         on_context_full: ContextPolicy = "error",
         n_keep: int = 0,
+        **sampling_overrides: Any,
     ) -> Generation:
         """Yield the tokens that continue ``prompt``, one at a time, as they are produced.
 
         Args:
             prompt: text, or token ids; the whole context (the cache keeps what it shares with it).
+            sampling: the sampler settings (default: ``SamplingParams()``).
+            **sampling_overrides: any field of :class:`~gptj_ggml.SamplingParams` (``temperature``,
+                ``top_k``, ``top_p``, ``min_p``, ``typical_p``, ``repeat_penalty``, ``repeat_last_n``,
+                ``presence_penalty``, ``frequency_penalty``, ``logit_bias``, ...), applied on top of
+                ``sampling``. ``temperature=0`` is greedy.
             max_tokens: the most tokens to generate.
-            temperature, top_k, top_p, min_p, typical_p, repeat_penalty, repeat_last_n,
-            presence_penalty, frequency_penalty, logit_bias: the sampler, see
-                :class:`~gptj_ggml.SamplingParams`. ``temperature=0`` is greedy.
             seed: the random seed; the same seed gives the same tokens. Default: a fresh one
                 (see ``Generation.seed``).
             stop: a string or strings that end the generation. No part of them is yielded:
@@ -156,8 +160,11 @@ class Session:
 
         Raises:
             ValueError: an argument out of range, or a prompt longer than the context.
+            TypeError: a keyword that is no argument and no sampling setting.
             SessionBusyError: another thread is using this session.
         """
+        check_names(sampling_overrides, "generate()")
+        params = (_DEFAULT if sampling is None else sampling).replace(**sampling_overrides)
         ids = self.model.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
         if not ids:
             ids = [self.model.tokenizer.bos_id]  # as transformers' generate starts an empty prompt
@@ -169,21 +176,8 @@ class Session:
             raise ValueError(f"on_context_full must be 'error', 'stop' or 'shift', got {on_context_full!r}")
         if not 0 <= n_keep <= self.n_ctx - 2:
             raise ValueError(f"n_keep must be in [0, n_ctx - 2 = {self.n_ctx - 2}], got {n_keep}")
-        bias = dict(logit_bias or {})
         if ignore_eos:
-            bias[self.model.tokenizer.eos_id] = float("-inf")
-        params = SamplingParams(
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            min_p=min_p,
-            typical_p=typical_p,
-            repeat_penalty=repeat_penalty,
-            repeat_last_n=repeat_last_n,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            logit_bias=bias,
-        )
+            params = params.replace(logit_bias={**params.logit_bias, self.model.tokenizer.eos_id: float("-inf")})
         seed = secrets.randbits(64) if seed is None else seed & (2**64 - 1)
         sampler = params.sampler(self.model.n_vocab, seed)
         options = _Options(max_tokens, StopStrings(stop), logprobs, on_context_full, n_keep, seed)
@@ -201,7 +195,9 @@ class Session:
         reason, timings). Takes the arguments of :meth:`generate`."""
         return self.generate(prompt, **options).result()
 
-    complete.__signature__ = inspect.signature(generate).replace(return_annotation=Completion)  # type: ignore[attr-defined]
+    # help() and notebooks show every sampling setting as a keyword of its own.
+    generate.__signature__ = _with_sampling_keywords(inspect.signature(generate))  # type: ignore[attr-defined]
+    complete.__signature__ = generate.__signature__.replace(return_annotation=Completion)  # type: ignore[attr-defined]
 
     # -- ownership -------------------------------------------------------------------
     def _claim(self) -> None:
