@@ -163,3 +163,30 @@ def test_repr_shows_state_and_text(model):
     generation.result()
     assert repr(generation).startswith("<Generation length, 2 tokens: ")
     assert "n_ctx=" in repr(model) and "type=f16" in repr(model)
+
+
+def test_a_with_block_cancels_a_generation_left_by_break(model):
+    with model.generate([1, 2, 3], max_tokens=20, ignore_eos=True, seed=0) as generation:
+        for _ in generation:
+            break
+        assert generation.finish_reason is None  # a break only pauses: next() would go on
+    assert generation.finish_reason == "cancelled" and len(generation.tokens) == 1
+
+
+def test_a_with_block_keeps_the_reason_of_a_generation_that_ended(model):
+    with model.generate([1, 2, 3], max_tokens=3, ignore_eos=True) as generation:
+        list(generation)
+    assert generation.finish_reason == "length"
+
+
+def test_opening_a_model_makes_no_session_until_one_is_needed(tiny_model_path):
+    model = Model(tiny_model_path("f32"), n_ctx=32)
+    assert model._own_session is None and model.n_ctx == 32 and repr(model)  # no KV cache allocated yet
+    model.complete([1, 2], max_tokens=1)
+    assert model._own_session is not None and model._own_session.n_ctx == 32
+
+
+@pytest.mark.parametrize("argument", [{"n_ctx": 0}, {"n_threads": -1}, {"n_batch": 0}])
+def test_bad_session_sizes_fail_at_load(tiny_model_path, argument):
+    with pytest.raises(ValueError, match=next(iter(argument))):
+        Model(tiny_model_path("f32"), **argument)

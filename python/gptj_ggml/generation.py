@@ -11,11 +11,16 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .errors import ContextFullError
 from .stop import StopStrings
 from .tokenizer import StreamDecoder, Tokenizer
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from . import _core
 
 #: Why a generation ended: a stop string, end-of-text, ``max_tokens``, a full context
 #: (with ``on_context_full="stop"``), or the caller closed it early.
@@ -133,6 +138,16 @@ class Generation(Iterator[Token]):
     the tokens evaluated so far, and a later call reuses them. After the end,
     :attr:`finish_reason`, :attr:`timings` and :meth:`result` describe it; :attr:`text` and
     :attr:`tokens` grow as it runs.
+
+    A ``break`` only pauses it (``next()`` would go on), so :attr:`finish_reason` stays None
+    until it is closed: explicitly, by the next ``generate`` on the same session, or at the end
+    of a ``with`` block, which makes it "cancelled" at once::
+
+        with model.generate(prompt) as generation:
+            for token in generation:
+                if done(token):
+                    break
+        generation.finish_reason  # "cancelled" (or why it ended, if it ended first)
     """
 
     def __init__(self, stream: _Stream) -> None:
@@ -143,7 +158,7 @@ class Generation(Iterator[Token]):
 
     @property
     def finish_reason(self) -> FinishReason | None:
-        """Why it ended; None while running."""
+        """Why it ended; None while it can still go on (running, or paused by a ``break``)."""
         return self._stream.finish_reason
 
     @property
@@ -168,6 +183,14 @@ class Generation(Iterator[Token]):
 
     def __next__(self) -> Token:
         return next(self._steps)
+
+    def __enter__(self) -> Generation:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
 
     def close(self) -> None:
         """Stop generating (``finish_reason`` becomes "cancelled" if it had not ended)."""
@@ -200,8 +223,8 @@ class _Stream:
 
     def __init__(
         self,
-        core_session: _core.Session,  # noqa: F821 - the extension loads lazily
-        sampler: _core.Sampler,  # noqa: F821
+        core_session: _core.Session,
+        sampler: _core.Sampler,
         tokenizer: Tokenizer,
         prompt: list[int],
         options: _Options,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import operator
 import os
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,8 +25,9 @@ class Model:
     cache takes milliseconds, and several processes share one copy.
 
     The model has a session of its own, which :meth:`generate`, :meth:`complete` and
-    :meth:`logits` use; :meth:`session` makes more, sharing the same weights (one per
-    conversation or per thread).
+    :meth:`logits` use, made on their first call (a program that only makes its own sessions,
+    such as a server with one per slot, pays for no hidden KV cache); :meth:`session` makes
+    more, sharing the same weights (one per conversation or per thread).
 
     Args:
         path: the ``.gguf`` file.
@@ -66,8 +69,14 @@ class Model:
         self.load_ms = (time.perf_counter() - started) * 1e3
         #: The model's tokenizer (GPT-2 byte-level BPE from the GGUF file).
         self.tokenizer = Tokenizer(self._model.vocab)
-        self._defaults = (n_ctx, n_threads, n_batch)
-        self._session = self.session()
+        # Checked here, not when the first session is made, so that a bad argument fails at load.
+        self._defaults = (
+            None if n_ctx is None else _positive("n_ctx", n_ctx),
+            None if n_threads is None else _positive("n_threads", n_threads),
+            _positive("n_batch", n_batch),
+        )
+        self._own_session: Session | None = None
+        self._own_session_lock = threading.Lock()
 
     def session(self, *, n_ctx: int | None = None, n_threads: int | None = None, n_batch: int | None = None) -> Session:
         """A new :class:`Session` (its own KV cache and history) over these weights.
@@ -83,6 +92,14 @@ class Model:
         )
         return Session(self, core_session)
 
+    @property
+    def _session(self) -> Session:
+        """The model's own session, made on first use."""
+        with self._own_session_lock:
+            if self._own_session is None:
+                self._own_session = self.session()
+            return self._own_session
+
     # -- description ---------------------------------------------------------------
     @property
     def n_vocab(self) -> int:
@@ -91,8 +108,8 @@ class Model:
 
     @property
     def n_ctx(self) -> int:
-        """Tokens the model's own session holds."""
-        return self._session.n_ctx
+        """Tokens a session holds unless told otherwise (the model's training context by default)."""
+        return self._defaults[0] or self._model.n_ctx_train
 
     @property
     def n_embd(self) -> int:
@@ -106,12 +123,18 @@ class Model:
 
     @property
     def n_threads(self) -> int:
-        """Threads the model's own session uses (settable)."""
-        return self._session.n_threads
+        """Threads the model's own session uses; setting it also sets the default of later sessions."""
+        if self._own_session is not None:
+            return self._own_session.n_threads
+        return self._defaults[1] or core.physical_core_count()
 
     @n_threads.setter
     def n_threads(self, value: int) -> None:
-        self._session.n_threads = value
+        value = _positive("n_threads", value)
+        n_ctx, _, n_batch = self._defaults
+        self._defaults = (n_ctx, value, n_batch)
+        if self._own_session is not None:
+            self._own_session.n_threads = value
 
     @property
     def repacked_bytes(self) -> int:
@@ -170,3 +193,13 @@ class Model:
     # Notebooks and help() show the full list of options.
     generate.__signature__ = inspect.signature(Session.generate)  # type: ignore[attr-defined]
     complete.__signature__ = inspect.signature(Session.complete)  # type: ignore[attr-defined]
+
+
+def _positive(name: str, value: int) -> int:
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if number <= 0:
+        raise ValueError(f"{name} must be positive, got {number}")
+    return number

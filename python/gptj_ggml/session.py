@@ -17,6 +17,7 @@ from .sampling import FIELDS, SamplingParams, check_names
 from .stop import StopStrings
 
 if TYPE_CHECKING:
+    from . import _core
     from .model import Model
 
 _DEFAULT = SamplingParams()
@@ -43,7 +44,7 @@ class Session:
     a call or an unfinished generation holds it raises :class:`SessionBusyError`.
     """
 
-    def __init__(self, model: Model, core_session: _core.Session) -> None:  # noqa: F821
+    def __init__(self, model: Model, core_session: _core.Session) -> None:
         self.model = model
         self._core = core_session
         self._lock = threading.RLock()

@@ -11,6 +11,10 @@ import codecs
 from collections.abc import Iterable
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from . import _core
 
 #: GPT-J's embedding has 50400 rows: GPT-2's 50257 tokens and 143 ``<|extratoken_N|>``.
 GPTJ_N_VOCAB = 50400
@@ -19,7 +23,7 @@ GPTJ_N_VOCAB = 50400
 class Tokenizer:
     """Encodes text to GPT-J token ids and decodes ids back to text."""
 
-    def __init__(self, vocab: _core.Vocab) -> None:  # noqa: F821 - the extension loads lazily
+    def __init__(self, vocab: _core.Vocab) -> None:
         self._vocab = vocab
 
     @classmethod
