@@ -216,6 +216,16 @@ PYBIND11_MODULE(_core, m) {
     bind_quantize(m);
     bind_info(m);
 
+    // The thread-count policy alone, so tests can drive it with made-up timings.
+    py::class_<gptj::ThreadCountPolicy>(m, "ThreadCountPolicy")
+        .def(py::init<int, bool>(), py::arg("max_threads"), py::arg("adaptive"))
+        .def("next", &gptj::ThreadCountPolicy::next, py::arg("now"))
+        .def("record", &gptj::ThreadCountPolicy::record, py::arg("n_threads"), py::arg("wall_seconds"),
+             py::arg("cpu_seconds"), py::arg("now"))
+        .def_readonly_static("busy_share", &gptj::ThreadCountPolicy::kBusyShare)
+        .def_readonly_static("first_probe_seconds", &gptj::ThreadCountPolicy::kFirstProbeSeconds)
+        .def_readonly_static("max_probe_seconds", &gptj::ThreadCountPolicy::kMaxProbeSeconds);
+
     m.def("physical_core_count", &gptj::physical_core_count);
     m.def("sampling_settings", &sampling_settings);
     m.def("check_sampling_settings", [](const py::dict & settings) { sampling_params(settings, {}, 0); }, py::arg("settings"));
@@ -301,6 +311,8 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_ctx", [](PySession & s) { return s.session().n_ctx(); })
         .def_property_readonly("n_batch", [](PySession & s) { return s.session().n_batch(); })
         .def_property_readonly("kv_cache_bytes", [](PySession & s) { return s.session().kv_cache_bytes(); })
+        .def_property_readonly("n_threads_last_used", [](PySession & s) { return s.session().n_threads_last_used(); })
+        .def_property_readonly("adaptive_threads", [](PySession & s) { return s.session().adaptive_threads(); })
         .def_property("n_threads", [](PySession & s) { return s.session().n_threads(); },
                       [](PySession & s, int n) {
                           PySession::Use use(s.busy());

@@ -1,6 +1,7 @@
 #include "gptj/session.h"
 
 #include <algorithm>
+#include <chrono>
 #include <numeric>
 #include <string>
 
@@ -13,6 +14,13 @@
 #include "gptj/threads.h"
 
 namespace gptj {
+namespace {
+
+double steady_seconds() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
 
 int resolve_n_ctx(const HParams & hparams, int requested) {
     if (requested < 0) throw Error(Error::Kind::invalid_argument, "n_ctx must be positive, got " + std::to_string(requested));
@@ -50,8 +58,8 @@ void Session::set_n_threads(int n_threads) {
     if (n_threads < 0) throw Error(Error::Kind::invalid_argument, "n_threads must be positive, got " + std::to_string(n_threads));
     // Set explicitly: ggml's CPU backend otherwise runs GGML_DEFAULT_N_THREADS (4) threads
     // whatever the machine has, which on 2 cores made a mat-vec 15x slower.
-    n_threads_ = n_threads == 0 ? physical_core_count() : n_threads;
-    ggml_backend_cpu_set_n_threads(backend_.get(), n_threads_);
+    threads_ = n_threads == 0 ? ThreadCountPolicy(physical_core_count(), /*adaptive=*/true)
+                              : ThreadCountPolicy(n_threads, /*adaptive=*/false);
 }
 
 void Session::truncate(int n_keep) {
@@ -117,7 +125,13 @@ void Session::evaluate_batch(const int32_t * tokens, int n_tokens, bool all_logi
     ggml_backend_tensor_set(fg.tokens, tokens, 0, ggml_nbytes(fg.tokens));
     ggml_backend_tensor_set(fg.positions, positions.data(), 0, ggml_nbytes(fg.positions));
 
+    const double started = steady_seconds();
+    const int n_threads = threads_.next(started);
+    ggml_backend_cpu_set_n_threads(backend_.get(), n_threads);
+    const double cpu_before = thread_cpu_seconds();
     const ggml_status status = ggml_backend_graph_compute(backend_.get(), fg.graph);
+    const double finished = steady_seconds();
+    threads_.record(n_threads, finished - started, thread_cpu_seconds() - cpu_before, finished);
     if (status != GGML_STATUS_SUCCESS) {
         throw Error(Error::Kind::evaluation, std::string("ggml graph computation failed: ") + ggml_status_to_string(status));
     }

@@ -10,12 +10,13 @@
 #include "ggml-cpp.h"
 #include "gptj/kv_cache.h"
 #include "gptj/model.h"
+#include "gptj/threads.h"
 
 namespace gptj {
 
 struct SessionParams {
     int n_ctx = 0;      // 0: the model's training context (gptj.context_length)
-    int n_threads = 0;  // 0: physical cores
+    int n_threads = 0;  // 0: up to the physical cores, fewer while they are busy (ThreadCountPolicy)
     int n_batch = 512;  // prompt tokens evaluated per graph
 };
 
@@ -43,7 +44,12 @@ public:
     int n_past() const { return static_cast<int>(history_.size()); }
     int n_ctx() const { return cache_.n_ctx(); }
     int n_batch() const { return n_batch_; }
-    int n_threads() const { return n_threads_; }
+    // The most threads an evaluation uses (all of them, for a count the user chose).
+    int n_threads() const { return threads_.max_threads(); }
+    // Threads the latest evaluation used (fewer than n_threads() while the cores are busy).
+    int n_threads_last_used() const { return threads_.last_used(); }
+    bool adaptive_threads() const { return threads_.adaptive(); }
+    // 0: adaptive, up to the physical cores; otherwise exactly n_threads.
     void set_n_threads(int n_threads);
     size_t kv_cache_bytes() const { return cache_.size_bytes(); }
 
@@ -53,7 +59,7 @@ private:
     std::shared_ptr<const Model> model_;
     KvCache cache_;
     int n_batch_;
-    int n_threads_ = 1;
+    ThreadCountPolicy threads_{1, false};
     ggml_backend_ptr backend_;
     ggml_gallocr_ptr allocator_;         // compute buffers: sized once, reused by every batch
     std::vector<uint8_t> graph_memory_;  // tensor and graph headers, rebuilt per batch

@@ -1,6 +1,9 @@
 #include "gptj/threads.h"
 
 #include <sched.h>
+#include <time.h>
+
+#include <algorithm>
 
 #include <fstream>
 #include <set>
@@ -40,6 +43,41 @@ int physical_core_count() {
     }
     const unsigned n = std::thread::hardware_concurrency();
     return n > 0 ? static_cast<int>(n) : 1;
+}
+
+double thread_cpu_seconds() {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+ThreadCountPolicy::ThreadCountPolicy(int max_threads, bool adaptive)
+    : max_threads_(std::max(1, max_threads)), adaptive_(adaptive), current_(max_threads_), last_used_(max_threads_) {}
+
+int ThreadCountPolicy::next(double now) {
+    probing_ = adaptive_ && current_ < max_threads_ && now - changed_at_ >= probe_after_;
+    last_used_ = probing_ ? current_ + 1 : current_;
+    return last_used_;
+}
+
+void ThreadCountPolicy::record(int n_threads, double wall_seconds, double cpu_seconds, double now) {
+    if (!adaptive_ || wall_seconds < kMinWallSeconds) return;
+    const bool waited_for_a_core = cpu_seconds < kBusyShare * wall_seconds;
+    if (probing_) {
+        probing_ = false;
+        if (waited_for_a_core) {
+            probe_after_ = std::min(2 * probe_after_, kMaxProbeSeconds);
+        } else {
+            current_ = n_threads;
+            probe_after_ = kFirstProbeSeconds;
+        }
+        changed_at_ = now;
+        return;
+    }
+    if (waited_for_a_core && n_threads > 1) {
+        current_ = n_threads - 1;
+        changed_at_ = now;
+    }
 }
 
 }  // namespace gptj

@@ -6,4 +6,50 @@ namespace gptj {
 // siblings (they share the core's vector units), so this is the default thread count.
 int physical_core_count();
 
+// CPU time the calling thread has used, in seconds.
+double thread_cpu_seconds();
+
+// How many threads the next evaluation uses, when the user did not choose a count.
+//
+// Why: ggml's threads meet at a spinning barrier after every graph node. When another
+// process holds one of the cores, the thread it displaced stops the others at each barrier
+// until the scheduler runs it again: on a 2-core machine with one busy process, a 4-layer
+// tiny model went from 4-8 ms per token on 1 thread to 190-230 ms on 2 (6B-shaped layers
+// lose less, their nodes are long). The calling thread computes or spins for the whole
+// evaluation whenever it runs, so its CPU time falling well below the wall time says the
+// cores are shared: then the next evaluations use one thread fewer, and after a while one
+// evaluation tries one more again (backing off while the cores stay busy). The thread count
+// does not change the results: each output is summed in one thread, in a fixed order.
+class ThreadCountPolicy {
+public:
+    // adaptive false: always max_threads (a count the user chose).
+    ThreadCountPolicy(int max_threads, bool adaptive);
+
+    // Threads for the next evaluation; now is a steady clock in seconds.
+    int next(double now);
+    // What an evaluation with n_threads cost: wall and calling-thread CPU seconds.
+    void record(int n_threads, double wall_seconds, double cpu_seconds, double now);
+
+    int max_threads() const { return max_threads_; }
+    bool adaptive() const { return adaptive_; }
+    int last_used() const { return last_used_; }
+
+    // Below this share of the wall time the calling thread is taken to have waited for a core
+    // (two of our threads and one busy process on two cores give each about 0.67).
+    static constexpr double kBusyShare = 0.8;
+    // Evaluations shorter than this say too little about the machine.
+    static constexpr double kMinWallSeconds = 2e-4;
+    static constexpr double kFirstProbeSeconds = 1.0;
+    static constexpr double kMaxProbeSeconds = 8.0;
+
+private:
+    int max_threads_;
+    bool adaptive_;
+    int current_;
+    int last_used_;
+    bool probing_ = false;
+    double changed_at_ = 0.0;
+    double probe_after_ = kFirstProbeSeconds;
+};
+
 }  // namespace gptj

@@ -71,8 +71,25 @@ class Session:
 
     @property
     def n_threads(self) -> int:
-        """Threads used for evaluation (settable)."""
+        """The most threads an evaluation uses (settable: a count set here is used as it is).
+
+        Left at its default (``n_threads=None``), a session uses up to the physical cores and
+        fewer while other processes keep them busy: ggml's threads wait for each other at
+        every step of the graph, and a thread that has no core to itself stalls the rest (a
+        tiny model on 2 busy cores: 190 ms per token on 2 threads against 5 on 1). It tries
+        more again every few seconds. Results do not depend on the thread count.
+        """
         return self._core.n_threads
+
+    @property
+    def n_threads_last_used(self) -> int:
+        """Threads the latest evaluation used."""
+        return self._core.n_threads_last_used
+
+    @property
+    def adaptive_threads(self) -> bool:
+        """Whether the thread count adapts to how busy the cores are (no count was given)."""
+        return self._core.adaptive_threads
 
     @n_threads.setter
     def n_threads(self, value: int) -> None:
