@@ -1,4 +1,4 @@
-#include "bindings/info_bindings.h"
+#include "bindings/bindings.h"
 
 #include <dlfcn.h>
 
@@ -10,7 +10,6 @@
 #include "gptj/amx_matmul.h"
 #include "gptj/batch_matmul.h"
 
-namespace py = pybind11;
 
 namespace {
 

@@ -1,13 +1,11 @@
 // pybind11 for csrc/gptj/quantize: numpy float32 rows in, quantized bytes out, GIL released.
 #include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
 
 #include <string>
 
+#include "bindings/bindings.h"
 #include "gptj/error.h"
 #include "gptj/quantize.h"
-
-namespace py = pybind11;
 
 namespace {
 

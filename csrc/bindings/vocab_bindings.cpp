@@ -1,6 +1,5 @@
-#include "bindings/vocab_bindings.h"
+#include "bindings/bindings.h"
 
-#include <pybind11/stl.h>
 
 #include <memory>
 #include <optional>
@@ -11,7 +10,6 @@
 #include "gptj/pretokenizer.h"
 #include "gptj/vocab.h"
 
-namespace py = pybind11;
 
 namespace {
 

@@ -1,0 +1,148 @@
+// Session (a KV cache over a shared Model, guarded against use from two threads at once),
+// the generation steps that run on it, and the thread-count policy it uses.
+#include <pybind11/numpy.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bindings/bindings.h"
+#include "bindings/session_busy.h"
+#include "gptj/error.h"
+#include "gptj/generation.h"
+#include "gptj/sampling.h"
+#include "gptj/session.h"
+#include "gptj/threads.h"
+
+namespace {
+
+// A Session plus a guard: one session used from two threads at once would corrupt its
+// cache, so the second caller gets an exception instead. (The Python Session extends the
+// guard over a generator's whole life.)
+class PySession {
+public:
+    PySession(std::shared_ptr<const gptj::Model> model, const gptj::SessionParams & params)
+        : session_(std::move(model), params) {}
+
+    class Use {
+    public:
+        explicit Use(std::atomic<bool> & busy) : busy_(busy) {
+            if (busy_.exchange(true)) {
+                throw SessionBusy("this Session is already in use by another thread; create one Session per thread");
+            }
+        }
+        ~Use() { busy_.store(false); }
+        Use(const Use &) = delete;
+        Use & operator=(const Use &) = delete;
+
+    private:
+        std::atomic<bool> & busy_;
+    };
+
+    gptj::Session & session() { return session_; }
+    std::atomic<bool> & busy() { return busy_; }
+    std::vector<float> & logits() { return logits_; }
+
+private:
+    gptj::Session session_;
+    std::atomic<bool> busy_{false};
+    std::vector<float> logits_;  // scratch for evaluate_and_sample
+};
+
+void check_vocab(PySession & self, const gptj::Sampler & sampler) {
+    if (sampler.n_vocab() != self.session().model().hparams().n_vocab) {
+        throw gptj::Error(gptj::Error::Kind::invalid_argument, "the Sampler was made for another vocabulary size");
+    }
+}
+
+py::array_t<float> evaluate(PySession & self, const py::handle & tokens, bool all_logits) {
+    const std::vector<int32_t> ids = to_ids(tokens);
+    std::vector<float> logits;
+    {
+        PySession::Use use(self.busy());
+        py::gil_scoped_release release;
+        self.session().evaluate(ids, all_logits, logits);
+    }
+    const py::ssize_t n_vocab = self.session().model().hparams().n_vocab;
+    auto * owned = new std::vector<float>(std::move(logits));
+    py::capsule free_when_done(owned, [](void * p) { delete static_cast<std::vector<float> *>(p); });
+    if (all_logits) {
+        const py::ssize_t n = static_cast<py::ssize_t>(owned->size()) / n_vocab;
+        return py::array_t<float>({n, n_vocab}, owned->data(), free_when_done);
+    }
+    return py::array_t<float>({static_cast<py::ssize_t>(owned->size())}, owned->data(), free_when_done);
+}
+
+// Evaluates tokens and draws the next one, without handing the logits to Python.
+py::tuple evaluate_and_sample(PySession & self, const py::handle & tokens, gptj::Sampler & sampler, bool logprob) {
+    const std::vector<int32_t> ids = to_ids(tokens);
+    check_vocab(self, sampler);
+    gptj::Step step;
+    {
+        PySession::Use use(self.busy());
+        py::gil_scoped_release release;
+        step = gptj::evaluate_and_sample(self.session(), ids, sampler, logprob, self.logits());
+    }
+    return py::make_tuple(step.token, step.logprob, step.eval_ms, step.sample_ms);
+}
+
+py::tuple generate_loop(PySession & self, const py::handle & prompt, int n_tokens, gptj::Sampler & sampler) {
+    const std::vector<int32_t> ids = to_ids(prompt);
+    check_vocab(self, sampler);
+    gptj::LoopResult result;
+    {
+        PySession::Use use(self.busy());
+        py::gil_scoped_release release;
+        result = gptj::generate_loop(self.session(), ids, n_tokens, sampler);
+    }
+    return py::make_tuple(result.tokens, result.prompt_ms, result.generation_ms);
+}
+
+}  // namespace
+
+void bind_session(py::module_ & m) {
+    // The thread-count policy alone, so tests can drive it with made-up timings.
+    py::class_<gptj::ThreadCountPolicy>(m, "ThreadCountPolicy")
+        .def(py::init<int, bool>(), py::arg("max_threads"), py::arg("adaptive"))
+        .def("next", &gptj::ThreadCountPolicy::next, py::arg("now"))
+        .def("record", &gptj::ThreadCountPolicy::record, py::arg("n_threads"), py::arg("wall_seconds"),
+             py::arg("cpu_seconds"), py::arg("now"))
+        .def_readonly_static("busy_share", &gptj::ThreadCountPolicy::kBusyShare)
+        .def_readonly_static("first_probe_seconds", &gptj::ThreadCountPolicy::kFirstProbeSeconds)
+        .def_readonly_static("max_probe_seconds", &gptj::ThreadCountPolicy::kMaxProbeSeconds);
+
+    py::class_<PySession>(m, "Session")
+        .def(py::init([](std::shared_ptr<gptj::Model> model, int n_ctx, int n_threads, int n_batch) {
+                 py::gil_scoped_release release;
+                 return std::make_unique<PySession>(model, gptj::SessionParams{n_ctx, n_threads, n_batch});
+             }),
+             py::arg("model"), py::arg("n_ctx") = 0, py::arg("n_threads") = 0, py::arg("n_batch") = 512)
+        .def("evaluate", &evaluate, py::arg("tokens"), py::arg("all_logits") = false)
+        .def("evaluate_and_sample", &evaluate_and_sample, py::arg("tokens"), py::arg("sampler"), py::arg("logprob") = false)
+        .def("generate_loop", &generate_loop, py::arg("prompt"), py::arg("n_tokens"), py::arg("sampler"))
+        .def("truncate", [](PySession & s, int n_keep) {
+            PySession::Use use(s.busy());
+            s.session().truncate(n_keep);
+        }, py::arg("n_keep"))
+        .def("discard", [](PySession & s, int n_keep, int n_discard) {
+            PySession::Use use(s.busy());
+            py::gil_scoped_release release;
+            s.session().discard(n_keep, n_discard);
+        }, py::arg("n_keep"), py::arg("n_discard"))
+        .def_property_readonly("history", [](PySession & s) {
+            PySession::Use use(s.busy());
+            return s.session().history();
+        })
+        .def_property_readonly("n_past", [](PySession & s) { return s.session().n_past(); })
+        .def_property_readonly("n_ctx", [](PySession & s) { return s.session().n_ctx(); })
+        .def_property_readonly("n_batch", [](PySession & s) { return s.session().n_batch(); })
+        .def_property_readonly("kv_cache_bytes", [](PySession & s) { return s.session().kv_cache_bytes(); })
+        .def_property_readonly("n_threads_last_used", [](PySession & s) { return s.session().n_threads_last_used(); })
+        .def_property_readonly("adaptive_threads", [](PySession & s) { return s.session().adaptive_threads(); })
+        .def_property("n_threads", [](PySession & s) { return s.session().n_threads(); },
+                      [](PySession & s, int n) {
+                          PySession::Use use(s.busy());
+                          s.session().set_n_threads(n);
+                      });
+}
