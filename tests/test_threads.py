@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -73,7 +74,7 @@ def test_it_tries_more_threads_again_and_backs_off_while_the_cores_stay_busy():
         if run(p, now, cpu_share=0.5 if p.next(now) == 2 else 0.99) == 2:
             probes.append(round(now, 2))
         now += 0.01
-    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
     assert probes[0] >= first and gaps[0] >= 2 * first - 0.02  # each failed try doubles the wait
     assert max(gaps) <= longest + 0.05 and gaps[-1] >= longest - 0.05
 

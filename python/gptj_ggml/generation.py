@@ -184,7 +184,7 @@ class Generation(Iterator[Token]):
     def __next__(self) -> Token:
         return next(self._steps)
 
-    def __enter__(self) -> Generation:
+    def __enter__(self) -> Generation:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
 
     def __exit__(

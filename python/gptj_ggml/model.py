@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import operator
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ._native import core
+from .chat import ChatTemplate, resolve_template
 from .generation import Completion, Generation, Token  # noqa: F401 - Token: re-exported
 from .session import Session
 from .tokenizer import Tokenizer
@@ -184,6 +186,21 @@ class Model:
         ...     print(token.text, end="", flush=True)
         """
         return self._session.generate(prompt, **options)
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], **options: Any) -> Generation:
+        """Stream the reply to a conversation on the model's own session; takes the arguments of
+        :meth:`Session.chat` (``template``, sampling, ``max_tokens``, ...):
+
+        >>> for token in model.chat([{"role": "user", "content": "What is GPT-J?"}], max_tokens=64):
+        ...     print(token.text, end="", flush=True)
+        """
+        return self._session.chat(messages, **options)
+
+    @functools.cached_property
+    def chat_template(self) -> ChatTemplate:
+        """The template :meth:`chat` uses unless told otherwise: the file's ``tokenizer.chat_template``
+        (with a named template's stop strings when it is one), else the plain User:/Assistant: one."""
+        return resolve_template(None, self.metadata)
 
     def complete(self, prompt: str | Sequence[int], **options: Any) -> Completion:
         """Generate to the end on the model's own session; return the :class:`Completion`

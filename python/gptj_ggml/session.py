@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import os
 import secrets
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .chat import ChatTemplate, resolve_template
 from .errors import SessionBusyError
 from .generation import Completion, ContextPolicy, Generation, _Options, _Stream
 from .sampling import FIELDS, SamplingParams, check_names
@@ -207,6 +209,38 @@ class Session:
             self._active_stream = stream
             self._active_thread = threading.get_ident()
         return generation
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        template: str | os.PathLike[str] | ChatTemplate | None = None,
+        template_variables: Mapping[str, Any] | None = None,
+        stop: str | Sequence[str] | None = None,
+        **options: Any,
+    ) -> Generation:
+        """Stream the assistant's reply to a conversation, as :meth:`generate` streams a completion.
+
+        Args:
+            messages: the conversation so far: mappings with ``role`` (``system``, ``user`` or
+                ``assistant``) and ``content``.
+            template: a named template (``plain``, ``gpt4all-j``, ``dolly-v1``, ``alpaca``,
+                ``pygmalion``), a template file, or a :class:`~gptj_ggml.chat.ChatTemplate`;
+                default: the model's own (``Model.chat_template``).
+            template_variables: more variables for the template (``{"char": "Aqua"}`` for Pygmalion).
+            stop: stop strings besides the template's own.
+            **options: the other arguments of :meth:`generate` (sampling, ``max_tokens``, ``seed``, ...).
+
+        The rendered prompt is tokenized as plain text: a message holding ``<|endoftext|>``
+        cannot end the context early. The session reuses what it holds of the conversation, so
+        each turn evaluates only its new tokens.
+        """
+        chat_template = template if isinstance(template, ChatTemplate) else (
+            self.model.chat_template if template is None else resolve_template(template)
+        )
+        prompt = chat_template.render(messages, **dict(template_variables or {}))
+        extra = [stop] if isinstance(stop, str) else list(stop or ())
+        return self.generate(self.model.tokenize(prompt), stop=[*chat_template.stop, *extra], **options)
 
     def complete(self, prompt: str | Sequence[int], **options: Any) -> Completion:
         """Generate to the end and return the :class:`Completion` (text, tokens, finish

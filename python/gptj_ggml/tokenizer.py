@@ -94,7 +94,7 @@ class Tokenizer:
         return self._vocab.eos_id
 
     @property
-    def vocab(self) -> _core.Vocab:  # noqa: F821
+    def vocab(self) -> _core.Vocab:
         """The C++ vocabulary, for the engine."""
         return self._vocab
 
