@@ -24,8 +24,8 @@ def add_perplexity(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_perplexity(args: argparse.Namespace) -> int:
-    from .model import Model
-    from .perplexity import kl_divergence, perplexity
+    from ..model import Model
+    from ..perplexity import kl_divergence, perplexity
 
     if args.ctx < 2:
         raise ValueError(f"--ctx must be at least 2, got {args.ctx}")

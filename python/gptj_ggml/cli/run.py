@@ -13,13 +13,13 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .cli_format import format_bytes, peak_rss_bytes
-from .errors import ContextFullError
-from .sampling import SamplingParams
+from ..errors import ContextFullError
+from ..sampling import SamplingParams
+from .formatting import format_bytes, peak_rss_bytes
 
 if TYPE_CHECKING:
-    from .generation import Generation
-    from .session import Session
+    from ..generation import Generation
+    from ..session import Session
 
 _DEFAULT = SamplingParams()
 
@@ -66,7 +66,7 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .model import Model
+    from ..model import Model
 
     if args.prompt is None and not args.interactive:
         raise ValueError("run needs a prompt (-p TEXT), or -i to read turns from stdin")

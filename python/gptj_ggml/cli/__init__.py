@@ -10,13 +10,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from .cli_bench import add_bench
-from .cli_info import add_info
-from .cli_perplexity import add_perplexity
-from .cli_quantize import add_quantize
-from .cli_run import add_run
-from .convert.quant_types import OUTTYPES
-from .errors import GptjError
+from ..convert.quant_types import OUTTYPES
+from ..errors import GptjError
+from .bench import add_bench
+from .info import add_info
+from .perplexity import add_perplexity
+from .quantize import add_quantize
+from .run import add_run
 
 
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_checkpoint
+    from ..convert import convert_checkpoint
 
     out = convert_checkpoint(args.src, args.output, outtype=args.outtype, pure=args.pure, progress=True)
     print(f"wrote {out}")
