@@ -10,9 +10,9 @@ import pytest
 from gptj_ggml import Model
 from gptj_ggml.convert.gguf_input import read_gguf_header
 from gptj_ggml.convert.gguf_output import FALLBACKS_KEY
+from gptj_ggml.convert.quantize import quantize
 from gptj_ggml.errors import ConversionError
 from gptj_ggml.perplexity import log_softmax
-from gptj_ggml.quantize import quantize
 
 from quant_fixtures import PROMPT, QUANT_CHECKPOINT, tensor_bytes, tensor_types
 

@@ -23,7 +23,7 @@ def add_quantize(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from ..quantize import quantize
+    from ..convert.quantize import quantize
 
     out = quantize(args.input, args.output, args.type, pure=args.pure, progress=True)
     print(f"wrote {out}")
