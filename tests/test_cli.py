@@ -86,6 +86,50 @@ def test_run_without_a_prompt_or_i_is_one_error_line(model_f16):
     _assert_one_error_line(_run_cli("run", "-m", str(model_f16)), "-p")
 
 
+def _run_past_the_context(model: Path, *flags: str) -> subprocess.CompletedProcess:
+    # 2 prompt tokens and up to 60 new ones in a context of 32.
+    return _run_cli("run", "-m", str(model), "-p", "Hi there", "--ctx", "32", "-n", "60", "--temp", "0",
+                    "--ignore-eos", "-t", "1", *flags)  # fmt: skip
+
+
+def test_run_into_a_full_context_is_one_error_line_naming_the_context_full_flag(model_f16):
+    result = _run_past_the_context(model_f16)
+
+    _assert_one_error_line(result, "the context is full (32 tokens)", "--context-full shift", "--ctx")
+    assert result.stdout.startswith("Hi there") and result.stdout.endswith("\n")
+
+
+def test_run_context_full_stop_ends_the_completion_at_the_context(model_f16):
+    result = _run_past_the_context(model_f16, "--context-full", "stop")
+
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^finish: +context,", result.stderr, re.MULTILINE)
+
+
+def test_run_context_full_shift_keep_generates_what_the_python_api_does(model_f16):
+    from gptj_ggml import Model
+
+    expected = Model(model_f16, n_ctx=32, n_threads=1).complete(
+        "Hi there", max_tokens=60, temperature=0, ignore_eos=True, on_context_full="shift", n_keep=1
+    )
+
+    result = _run_past_the_context(model_f16, "--context-full", "shift", "--keep", "1")
+
+    assert result.returncode == 0, result.stderr
+    assert expected.finish_reason == "length" and len(expected.tokens) == 60
+    assert result.stdout == "Hi there" + expected.text + "\n"
+
+
+def test_run_keep_beyond_the_context_is_one_error_line(model_f16):
+    _assert_one_error_line(_run_past_the_context(model_f16, "--context-full", "shift", "--keep", "31"), "--keep")
+
+
+def test_run_context_full_with_i_is_one_error_line(model_f16):
+    result = _run_cli("run", "-m", str(model_f16), "-i", "--context-full", "shift", stdin="Hello\n")
+
+    _assert_one_error_line(result, "--context-full", "-i")
+
+
 def test_interactive_turns_continue_the_transcript_and_evaluate_only_what_is_new(tiny_model_path, hf_model):
     import tokenizers
 

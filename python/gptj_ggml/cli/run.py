@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..session import Session
 
 _DEFAULT = SamplingParams()
+_CONTEXT_POLICIES = ("error", "stop", "shift")
 
 
 def add_run(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +44,17 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-n", "--max-tokens", type=int, default=128, help="the most tokens to generate (128)")
     parser.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     parser.add_argument("--ctx", type=int, default=None, help="context size in tokens (default: the model's)")
+    parser.add_argument(
+        "--context-full",
+        choices=_CONTEXT_POLICIES,
+        default=None,
+        help="when the completion fills the context: error (the default) stops with an error, stop ends it there, "
+        "shift drops the oldest half of the tokens after the first --keep and goes on (not with -i, where a "
+        "conversation ends when it fills the context)",
+    )
+    parser.add_argument(
+        "--keep", type=int, default=0, metavar="N", help="with --context-full shift: keep the first N tokens (0)"
+    )
     parser.add_argument(
         "--no-mmap",
         action="store_true",
@@ -70,13 +82,22 @@ def run(args: argparse.Namespace) -> int:
 
     if args.prompt is None and not args.interactive:
         raise ValueError("run needs a prompt (-p TEXT), or -i to read turns from stdin")
+    if args.interactive and args.context_full is not None:
+        raise ValueError(
+            "--context-full is for a single completion; with -i a conversation ends when it fills the context"
+        )
     model = Model(args.model, n_ctx=args.ctx, n_threads=args.threads, mmap=not args.no_mmap)
     session = model.session()
+    if not 0 <= args.keep <= session.n_ctx - 2:
+        raise ValueError(
+            f"--keep must be from 0 to {session.n_ctx - 2} (the context, {session.n_ctx}, minus 2), got {args.keep}"
+        )
     options = _generate_options(args)
     if args.interactive:
         status = _converse(session, args.prompt or "", options)
     else:
-        status = _complete(session, args.prompt, options)
+        context = {"on_context_full": args.context_full or "error", "n_keep": args.keep}
+        status = _complete(session, args.prompt, {**options, **context})
     print(
         f"memory:     peak RSS {format_bytes(peak_rss_bytes())} (model file {format_bytes(os.path.getsize(model.path))}, "
         f"KV cache {format_bytes(session.kv_cache_bytes)})",
@@ -106,8 +127,16 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
 def _complete(session: Session, prompt: str, options: dict[str, Any]) -> int:
     generation = session.generate(prompt, **options)
     _write(prompt)
-    for token in generation:
-        _write(token.text)
+    try:
+        for token in generation:
+            _write(token.text)
+    except ContextFullError:
+        # generation.py's advice names the Python argument (on_context_full); here it is a flag.
+        _write("\n")
+        raise ContextFullError(
+            f"the context is full ({session.n_ctx} tokens); pass --context-full shift to drop old tokens and go on, "
+            "--context-full stop to end there, or a larger --ctx"
+        ) from None
     _write("\n")
     print(generation.timings, file=sys.stderr)
     print(
