@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import ConversionError
 from .checkpoint import read_checkpoint
-from .gguf_output import OutputTensor, write_atomically, write_gguf
+from .gguf_output import OutputTensor, check_output_folder, write_atomically, write_gguf
 from .hparams import GptjHparams, read_hparams
 from .legacy_ggml import convert_legacy_ggml, is_legacy_ggml
 from .quant_types import OUTTYPES, choose_type
@@ -40,6 +40,7 @@ def convert_checkpoint(
     src, out = Path(src), Path(out)
     if outtype is not None and outtype not in OUTTYPES:
         raise ConversionError(f"unknown outtype {outtype!r}, expected one of {', '.join(OUTTYPES)}")
+    check_output_folder(out)
     if src.is_file() and is_legacy_ggml(src):
         return convert_legacy_ggml(src, out, outtype=outtype, pure=pure, progress=progress)
     if not src.is_dir():

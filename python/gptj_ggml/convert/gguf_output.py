@@ -118,6 +118,12 @@ def write_gguf_file(
         writer.close()
 
 
+def check_output_folder(out: Path) -> None:
+    """Raise FileNotFoundError naming the folder of ``out`` when there is none, before any work is done."""
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"{out.parent}: no such folder, for the output {out}")
+
+
 def write_atomically(
     out: Path,
     write: Callable[[Path, Callable[[OutputTensor], None] | None], None],
@@ -128,13 +134,17 @@ def write_atomically(
 
     On any error or interrupt the temporary file is removed: nothing is left at ``out``.
     """
+    try:
+        fd, temp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    except OSError as error:
+        # Python's message would name the temporary file, which the user never asked for.
+        raise type(error)(f"{out.parent}: cannot write the output {out.name} there ({error.strerror})") from None
+    os.close(fd)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=n_tensors, unit="tensor", desc=f"writing {out.name}")
-    fd, temp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
-    os.close(fd)
     try:
         write(Path(temp_name), None if bar is None else lambda tensor: bar.update(1))
         os.replace(temp_name, out)

@@ -28,7 +28,7 @@ from typing import BinaryIO
 import gguf
 
 from ..errors import ConversionError
-from .gguf_output import OutputTensor, write_atomically, write_gguf
+from .gguf_output import OutputTensor, check_output_folder, write_atomically, write_gguf
 from .hparams import GptjHparams
 from .quant_types import OUTTYPES, choose_type, tensor_nbytes, type_name
 from .tensor_names import TensorSpec, match_tensors
@@ -137,8 +137,9 @@ def convert_legacy_ggml(
     never quantized again (that would compound two errors): it must already have the type
     asked for.
     """
-    legacy = read_legacy_ggml(src)
     out = Path(out)
+    check_output_folder(out)
+    legacy = read_legacy_ggml(src)
     hparams = _gptj_hparams(legacy)
     tensors = [
         _output_tensor(legacy.path, spec, tensor, outtype, pure)
