@@ -6,6 +6,7 @@ The engine commands run the installed package (they need the compiled extension)
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -80,6 +81,24 @@ def test_run_streams_text_then_timings_and_peak_memory(model_f16):
     assert re.search(
         r"^memory: +peak RSS [\d.]+ MiB \(model file [\d.]+ MiB, KV cache [\d.]+ [KM]iB\)$", result.stderr, re.MULTILINE
     )
+
+
+def test_run_into_a_closed_pipe_ends_quietly_with_the_sigpipe_code_141(model_f16):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `| head -c 10` does once it has read enough
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "gptj_ggml", "run", "-m", str(model_f16), "-p", "Hello", "-n", "20", "-t", "1"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+    assert (result.returncode, result.stderr) == (141, "")
 
 
 def test_run_without_a_prompt_or_i_is_one_error_line(model_f16):

@@ -7,6 +7,7 @@ its arguments and sets ``handler`` to a function ``(args) -> int``, and list it 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -42,6 +43,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except BrokenPipeError:
+        # The reader of stdout went away (`| head`): end quietly with the code of a tool that
+        # SIGPIPE ended (128 + 13). stdout now leads to /dev/null, so the interpreter's final
+        # flush cannot fail again. SIGPIPE itself stays ignored, as Python sets it: a server
+        # must survive a client closing its socket.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (GptjError, OSError, ValueError) as error:
         # GptjError covers bad models and checkpoints; OSError a missing file; ValueError a
         # bad argument value. Each is one line for the user, not a traceback.
