@@ -47,6 +47,14 @@ def model_f16(tiny_model_path) -> Path:
     return tiny_model_path("f16")
 
 
+def test_version_prints_the_program_and_package_version():
+    import gptj_ggml
+
+    result = _run_cli("--version")
+
+    assert (result.returncode, result.stdout) == (0, f"gptj-ggml {gptj_ggml.__version__}\n")
+
+
 @pytest.mark.parametrize("command", ["convert", "quantize", "run", "info", "bench", "perplexity"])
 def test_each_command_has_help(command):
     result = _run_cli(command, "--help")

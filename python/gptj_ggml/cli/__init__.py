@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .. import __version__
 from ..errors import GptjError
 from .bench import add_bench
 from .convert import add_convert
@@ -32,6 +33,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command registered."""
     parser = argparse.ArgumentParser(prog="gptj-ggml", description="Local GPT-J inference on the CPU with ggml.")
+    parser.add_argument("--version", action="version", version=f"gptj-ggml {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_subcommand in _SUBCOMMANDS:
         add_subcommand(subparsers)
