@@ -147,6 +147,8 @@ def write_atomically(
         bar = tqdm(total=n_tensors, unit="tensor", desc=f"writing {out.name}")
     try:
         write(Path(temp_name), None if bar is None else lambda tensor: bar.update(1))
+        # mkstemp makes the file 0600; the finished file gets the mode of any file the user creates.
+        os.chmod(temp_name, 0o666 & ~_umask())
         os.replace(temp_name, out)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
@@ -154,6 +156,21 @@ def write_atomically(
     finally:
         if bar is not None:
             bar.close()
+
+
+def _umask() -> int:
+    """The process's umask: Linux shows it in /proc/self/status; elsewhere it is set and put back."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    # A file another thread creates in between gets 0o077: private rather than open to all.
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _encoded_blocks(tensor: OutputTensor) -> Iterator[np.ndarray]:
