@@ -200,6 +200,24 @@ def test_interactive_turns_continue_the_transcript_and_evaluate_only_what_is_new
     assert result.stdout == shown + ("\n" if not shown.endswith("\n") else "")
 
 
+def test_interactive_turn_statistics_start_on_a_line_of_their_own(model_f16):
+    # stdout and stderr on one pipe, as on a terminal.
+    result = subprocess.run(
+        [sys.executable, "-m", "gptj_ggml", "run", "-m", str(model_f16), "-p", "A chat.", "-i", "-n", "5",
+         "--temp", "0", "--ignore-eos", "-t", "1"],
+        input="Hello there\nBye\n",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.count("[turn ") == 2
+    assert result.stdout.count("\n[turn ") == 2, result.stdout
+
+
 def test_info_describes_hparams_tensor_groups_tokenizer_and_metadata(model_f16):
     result = _run_cli("info", str(model_f16))
 

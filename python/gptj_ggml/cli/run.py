@@ -153,12 +153,9 @@ def _converse(session: Session, prompt: str, options: dict[str, Any]) -> int:
     # A fixed seed would repeat the same random choices each turn; one seed per turn, derived
     # from the given one, keeps a run reproducible.
     seed = options.pop("seed")
-    text_so_far, turn = prompt, 0
+    separator, turn = _line_break_after(prompt), 0
+    _write(separator)
     while True:
-        # Each line the user types starts on a line of its own, in the output and in the
-        # transcript alike: what is shown is what the model reads.
-        separator = "\n" if text_so_far and not text_so_far.endswith("\n") else ""
-        _write(separator)
         if ask:
             print("> ", end="", file=sys.stderr, flush=True)
         line = sys.stdin.readline()
@@ -180,10 +177,20 @@ def _converse(session: Session, prompt: str, options: dict[str, Any]) -> int:
             # A stop string cut the last token: the transcript keeps the text that was shown.
             reply[-1:] = tokenizer.encode(tokens[-1].text)
         transcript = ids + reply
-        text_so_far = separator + line + "".join(token.text for token in tokens)
+        # The line break before the next user line goes out now, so that the turn's statistics
+        # on stderr (the same terminal) start on a line of their own; the transcript gets it
+        # with that line, once.
+        separator = _line_break_after(line + "".join(token.text for token in tokens))
+        _write(separator)
         _report_turn(turn, generation)
         if generation.finish_reason == "context":
             raise ContextFullError(_context_full_message(session.n_ctx))
+
+
+def _line_break_after(text_so_far: str) -> str:
+    """What goes before the next user line so that it starts on a line of its own, in the output
+    and in the transcript alike: what is shown is what the model reads."""
+    return "\n" if text_so_far and not text_so_far.endswith("\n") else ""
 
 
 def _write(text: str) -> None:
