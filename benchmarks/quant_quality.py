@@ -2,7 +2,7 @@
 
 Writes one f16 GGUF of a random GPT-J (fresh normal weights, spread like tests/checkpoints.py:
 matrices and biases N(0, 0.05), norms 1 + N(0, 0.1)), quantizes it to every type with
-``gptj_ggml.quantize`` and prints a markdown table: file size, bits per weight (whole file,
+``gptj_ggml.convert.quantize`` and prints a markdown table: file size, bits per weight (whole file,
 over all parameters; at this size the two 50400-row matrices are most of the model, where
 in GPT-J-6B they are 7%), the bits per weight of the layers' matrices, mean KL(f16 || type) and top-1 agreement with f16 over random token
 ids, evaluated in chunks from an empty context (``gptj_ggml.perplexity.kl_divergence``).
@@ -25,10 +25,10 @@ from gptj_ggml import Model
 from gptj_ggml.convert.gguf_output import OutputTensor, write_gguf
 from gptj_ggml.convert.hparams import GptjHparams
 from gptj_ggml.convert.quant_types import OUTTYPES, bits_per_weight, choose_type
+from gptj_ggml.convert.quantize import quantize
 from gptj_ggml.convert.tensor_names import expected_tensors
 from gptj_ggml.convert.tokenizer_data import read_tokenizer
 from gptj_ggml.perplexity import kl_divergence
-from gptj_ggml.quantize import quantize
 
 TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "gptj-tokenizer"
 TYPES = ["bf16", "q8_0", "q6_K", "q5_K", "q5_1", "q5_0", "q4_K", "q4_1", "q4_0", "iq4_nl", "q3_K", "q2_K"]

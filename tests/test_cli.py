@@ -6,6 +6,7 @@ The engine commands run the installed package (they need the compiled extension)
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -46,6 +47,14 @@ def model_f16(tiny_model_path) -> Path:
     return tiny_model_path("f16")
 
 
+def test_version_prints_the_program_and_package_version():
+    import gptj_ggml
+
+    result = _run_cli("--version")
+
+    assert (result.returncode, result.stdout) == (0, f"gptj-ggml {gptj_ggml.__version__}\n")
+
+
 @pytest.mark.parametrize("command", ["convert", "quantize", "run", "info", "bench", "perplexity"])
 def test_each_command_has_help(command):
     result = _run_cli(command, "--help")
@@ -82,8 +91,70 @@ def test_run_streams_text_then_timings_and_peak_memory(model_f16):
     )
 
 
+def test_run_into_a_closed_pipe_ends_quietly_with_the_sigpipe_code_141(model_f16):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `| head -c 10` does once it has read enough
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "gptj_ggml", "run", "-m", str(model_f16), "-p", "Hello", "-n", "20", "-t", "1"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+    assert (result.returncode, result.stderr) == (141, "")
+
+
 def test_run_without_a_prompt_or_i_is_one_error_line(model_f16):
     _assert_one_error_line(_run_cli("run", "-m", str(model_f16)), "-p")
+
+
+def _run_past_the_context(model: Path, *flags: str) -> subprocess.CompletedProcess:
+    # 2 prompt tokens and up to 60 new ones in a context of 32.
+    return _run_cli("run", "-m", str(model), "-p", "Hi there", "--ctx", "32", "-n", "60", "--temp", "0",
+                    "--ignore-eos", "-t", "1", *flags)  # fmt: skip
+
+
+def test_run_into_a_full_context_is_one_error_line_naming_the_context_full_flag(model_f16):
+    result = _run_past_the_context(model_f16)
+
+    _assert_one_error_line(result, "the context is full (32 tokens)", "--context-full shift", "--ctx")
+    assert result.stdout.startswith("Hi there") and result.stdout.endswith("\n")
+
+
+def test_run_context_full_stop_ends_the_completion_at_the_context(model_f16):
+    result = _run_past_the_context(model_f16, "--context-full", "stop")
+
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^finish: +context,", result.stderr, re.MULTILINE)
+
+
+def test_run_context_full_shift_keep_generates_what_the_python_api_does(model_f16):
+    from gptj_ggml import Model
+
+    expected = Model(model_f16, n_ctx=32, n_threads=1).complete(
+        "Hi there", max_tokens=60, temperature=0, ignore_eos=True, on_context_full="shift", n_keep=1
+    )
+
+    result = _run_past_the_context(model_f16, "--context-full", "shift", "--keep", "1")
+
+    assert result.returncode == 0, result.stderr
+    assert expected.finish_reason == "length" and len(expected.tokens) == 60
+    assert result.stdout == "Hi there" + expected.text + "\n"
+
+
+def test_run_keep_beyond_the_context_is_one_error_line(model_f16):
+    _assert_one_error_line(_run_past_the_context(model_f16, "--context-full", "shift", "--keep", "31"), "--keep")
+
+
+def test_run_context_full_with_i_is_one_error_line(model_f16):
+    result = _run_cli("run", "-m", str(model_f16), "-i", "--context-full", "shift", stdin="Hello\n")
+
+    _assert_one_error_line(result, "--context-full", "-i")
 
 
 def test_interactive_turns_continue_the_transcript_and_evaluate_only_what_is_new(tiny_model_path, hf_model):
@@ -127,6 +198,24 @@ def test_interactive_turns_continue_the_transcript_and_evaluate_only_what_is_new
         text_so_far = separator + turn + reference.decode(reply)
         shown += separator + reference.decode(reply)
     assert result.stdout == shown + ("\n" if not shown.endswith("\n") else "")
+
+
+def test_interactive_turn_statistics_start_on_a_line_of_their_own(model_f16):
+    # stdout and stderr on one pipe, as on a terminal.
+    result = subprocess.run(
+        [sys.executable, "-m", "gptj_ggml", "run", "-m", str(model_f16), "-p", "A chat.", "-i", "-n", "5",
+         "--temp", "0", "--ignore-eos", "-t", "1"],
+        input="Hello there\nBye\n",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.count("[turn ") == 2
+    assert result.stdout.count("\n[turn ") == 2, result.stdout
 
 
 def test_info_describes_hparams_tensor_groups_tokenizer_and_metadata(model_f16):

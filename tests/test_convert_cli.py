@@ -34,3 +34,14 @@ def test_convert_error_is_one_line_and_exit_code_1(tmp_path):
     expected = f"error: {tmp_path / 'config.json'}: missing (a Hugging Face checkpoint folder needs its config.json)"
     assert result.stderr.strip().splitlines() == [expected]
     assert not (tmp_path / "model.gguf").exists()
+
+
+def test_convert_into_a_missing_folder_is_one_error_line_naming_it_before_any_work(tiny_gptj_dir, tmp_path):
+    missing = tmp_path / "missing_dir"
+
+    result = _run_cli("convert", str(tiny_gptj_dir(fmt="safetensors")), "-o", str(missing / "x.gguf"))
+
+    assert result.returncode == 1
+    # One line and no progress bar: the folder is checked before the checkpoint is read.
+    expected = f"error: {missing}: no such folder, for the output {missing / 'x.gguf'}"
+    assert result.stderr.strip().splitlines() == [expected]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import gguf
 import numpy as np
 import pytest
 
-from gptj_ggml.convert import expected_tensors, read_hparams
+from gptj_ggml.convert import convert_checkpoint, expected_tensors, read_hparams
 
 from checkpoints import FORMATS
 
@@ -68,3 +71,13 @@ def test_rotary_dim_null_and_explicit_n_inner(tiny_gptj_reference, tiny_gptj_ggu
     np.testing.assert_array_equal(
         tensors["blk.0.ffn_down.weight"].data, reference["transformer.h.0.mlp.fc_out.weight"].numpy()
     )
+
+
+def test_the_written_file_has_the_mode_the_umask_gives(tiny_gptj_dir, tmp_path):
+    previous = os.umask(0o027)
+    try:
+        out = convert_checkpoint(tiny_gptj_dir(fmt="safetensors"), tmp_path / "model.gguf")
+    finally:
+        os.umask(previous)
+
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~0o027  # not the temporary file's 0o600

@@ -42,6 +42,30 @@ def test_missing_file_raises_file_not_found(tmp_path):
         Model(tmp_path / "nothing-here.gguf")
 
 
+def test_a_checkpoint_folder_raises_file_not_found_with_the_convert_command(tiny_gptj_dir, tmp_path, monkeypatch):
+    shutil.copytree(tiny_gptj_dir(), tmp_path / "models" / "tiny")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^models/tiny: a Hugging Face checkpoint folder") as raised:
+        Model("models/tiny")
+    assert str(raised.value).endswith("convert it first: gptj-ggml convert models/tiny -o models/tiny.gguf")
+
+
+def test_a_folder_that_is_no_checkpoint_raises_file_not_found_naming_its_gguf_files(tmp_path):
+    (tmp_path / "model.gguf").touch()
+    with pytest.raises(FileNotFoundError, match=r"a folder, not a GGUF model file; .* \(it holds model\.gguf\)"):
+        Model(tmp_path)
+
+
+def test_a_hub_id_raises_file_not_found_saying_nothing_is_downloaded(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as raised:
+        Model("EleutherAI/gpt-j-6b")
+    message = str(raised.value)
+    assert message.startswith("EleutherAI/gpt-j-6b: not a local file, and gptj_ggml does not download models")
+    assert "download the checkpoint" in message
+    assert message.endswith("then convert it: gptj-ggml convert gpt-j-6b -o gpt-j-6b.gguf")
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

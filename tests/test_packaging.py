@@ -58,3 +58,15 @@ def test_extension_runpath_points_at_libggml_beside_it():
 
 def test_public_names():
     assert {"Model", "Token", "GptjError", "ModelFormatError", "ConversionError"} <= set(gptj_ggml.__all__)
+
+
+def test_dir_lists_the_public_names_and_not_the_imports():
+    names = dir(gptj_ggml)
+
+    assert set(gptj_ggml.__all__) | {"__version__"} == set(names)
+    for helper in ("Any", "TYPE_CHECKING", "annotations"):
+        assert not hasattr(gptj_ggml, helper), helper
+
+
+def test_version_is_the_one_in_pyproject():
+    assert gptj_ggml.__version__ == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

@@ -95,3 +95,28 @@ def test_cli_quantize_writes_a_file_and_reports_errors_in_one_line(tiny_model_pa
     result = _run_cli("quantize", str(out), str(tmp_path / "again.gguf"), "q4_0")
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def _assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_cli_perplexity_of_a_missing_file_is_one_error_line_naming_it(tiny_model_path, tmp_path):
+    missing = tmp_path / "missing.txt"
+
+    result = _run_cli("perplexity", str(tiny_model_path("f16")), "-f", str(missing))
+
+    _assert_one_error_line(result, f"{missing}: cannot read the text for -f (No such file or directory)")
+
+
+def test_cli_perplexity_of_a_file_that_is_not_utf8_is_one_error_line_naming_it(tiny_model_path, tmp_path):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(bytes(range(256)))
+
+    result = _run_cli("perplexity", str(tiny_model_path("f16")), "-f", str(binary))
+
+    _assert_one_error_line(result, f"{binary}: not UTF-8 text")

@@ -3,6 +3,9 @@ quantizing an f16 GGUF equals converting straight to the type, bit for bit."""
 
 from __future__ import annotations
 
+import os
+import stat
+
 import gguf
 import numpy as np
 import pytest
@@ -10,9 +13,9 @@ import pytest
 from gptj_ggml import Model
 from gptj_ggml.convert.gguf_input import read_gguf_header
 from gptj_ggml.convert.gguf_output import FALLBACKS_KEY
+from gptj_ggml.convert.quantize import quantize
 from gptj_ggml.errors import ConversionError
 from gptj_ggml.perplexity import log_softmax
-from gptj_ggml.quantize import quantize
 
 from quant_fixtures import PROMPT, QUANT_CHECKPOINT, tensor_bytes, tensor_types
 
@@ -80,6 +83,16 @@ def test_quantize_f16_gguf_equals_convert_to_q4_0_bit_for_bit(quant_model_path, 
     requantized = quantize(quant_model_path("f16"), tmp_path / "q4_0.gguf", "q4_0")
     assert tensor_bytes(requantized) == tensor_bytes(quant_model_path("q4_0"))
     assert Model(requantized).metadata == Model(quant_model_path("q4_0")).metadata
+
+
+def test_the_quantized_file_has_the_mode_the_umask_gives(quant_model_path, tmp_path):
+    previous = os.umask(0o027)
+    try:
+        out = quantize(quant_model_path("f16"), tmp_path / "q8_0.gguf", "q8_0")
+    finally:
+        os.umask(previous)
+
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~0o027  # not the temporary file's 0o600
 
 
 def test_metadata_records_the_file_type(quant_model_path):

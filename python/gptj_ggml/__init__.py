@@ -8,9 +8,7 @@
 >>> chat.complete("Q: What is GPT-J?\nA:", temperature=0, stop=["\nQ:"]).text
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import (
     ContextFullError,
@@ -26,6 +24,8 @@ if TYPE_CHECKING:
     from .model import Model
     from .sampling import GREEDY, SamplingParams, probabilities
     from .session import Session
+# Imported for the type checker only: the module's namespace holds the public names alone.
+del TYPE_CHECKING
 
 __all__ = [
     "GREEDY",
@@ -60,7 +60,7 @@ _LAZY = {
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     # The engine is loaded on first use of Model, so that `gptj_ggml.convert` (pure Python)
     # imports without the native libraries.
     if name in _LAZY:
@@ -68,3 +68,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'gptj_ggml' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # dir() and tab completion list the public names, the lazy ones included, not imports or helpers.
+    return sorted([*__all__, "__version__"])

@@ -6,9 +6,12 @@ import functools
 import inspect
 import operator
 import os
+import re
+import shlex
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +21,36 @@ from .chat import ChatTemplate, resolve_template
 from .generation import Completion, Generation, Token  # noqa: F401 - Token: re-exported
 from .session import Session
 from .tokenizer import Tokenizer
+
+# "owner/name" as the Hugging Face Hub spells a model id (EleutherAI/gpt-j-6b).
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _check_model_path(path: str | os.PathLike[str]) -> None:
+    """Raise FileNotFoundError with advice for the paths new users pass instead of a GGUF file.
+
+    The engine only says "not a regular file" or "cannot open"; a checkpoint folder needs
+    converting, and a Hub id needs downloading first, which gptj_ggml does not do.
+    """
+    text, file = os.fspath(path), Path(path)
+    if file.is_dir():
+        if (file / "config.json").is_file():
+            name = file.name or file.resolve().name  # "." has no name of its own
+            command = shlex.join(["gptj-ggml", "convert", str(file), "-o", str(file.parent / f"{name}.gguf")])
+            raise FileNotFoundError(
+                f"{text}: a Hugging Face checkpoint folder, not a GGUF file; convert it first: {command}"
+            )
+        ggufs = sorted(child.name for child in file.glob("*.gguf"))
+        holds = f" (it holds {', '.join(ggufs[:3])}{', ...' if len(ggufs) > 3 else ''})" if ggufs else ""
+        raise FileNotFoundError(f"{text}: a folder, not a GGUF model file; pass the .gguf file itself{holds}")
+    looks_like_hub_id = _HUB_ID.fullmatch(text) is not None and not text.endswith((".gguf", ".bin"))
+    if not file.exists() and looks_like_hub_id and not file.parent.exists():
+        name = file.name
+        raise FileNotFoundError(
+            f"{text}: not a local file, and gptj_ggml does not download models; to get a GGUF, download the "
+            f"checkpoint (hf download {text} --local-dir {name}), then convert it: "
+            f"gptj-ggml convert {name} -o {name}.gguf"
+        )
 
 
 class Model:
@@ -64,6 +97,7 @@ class Model:
         repack: bool = True,
         mmap: bool = True,
     ) -> None:
+        _check_model_path(path)
         self.path = os.fspath(path)
         started = time.perf_counter()
         self._model = core.Model(self.path, repack, n_threads or 0, mmap)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from ..errors import ConversionError
 from .checkpoint import read_checkpoint
-from .gguf_output import OutputTensor, write_atomically, write_gguf
+from .gguf_output import OutputTensor, check_output_folder, write_atomically, write_gguf
 from .hparams import GptjHparams, read_hparams
 from .legacy_ggml import convert_legacy_ggml, is_legacy_ggml
 from .quant_types import OUTTYPES, choose_type
-from .tensor_names import TensorSpec, expected_tensors, is_skipped
+from .tensor_names import match_tensors
 from .tensor_record import FLOAT_DTYPES, TensorRecord
 from .tokenizer_data import read_tokenizer
 
@@ -40,6 +40,7 @@ def convert_checkpoint(
     src, out = Path(src), Path(out)
     if outtype is not None and outtype not in OUTTYPES:
         raise ConversionError(f"unknown outtype {outtype!r}, expected one of {', '.join(OUTTYPES)}")
+    check_output_folder(out)
     if src.is_file() and is_legacy_ggml(src):
         return convert_legacy_ggml(src, out, outtype=outtype, pure=pure, progress=progress)
     if not src.is_dir():
@@ -47,7 +48,7 @@ def convert_checkpoint(
     outtype = outtype or "f16"
     hparams = read_hparams(src)
     tokenizer = read_tokenizer(src, hparams.vocab_size)
-    tensors = plan_tensors(read_checkpoint(src), hparams, outtype, pure=pure)
+    tensors = plan_tensors(src, read_checkpoint(src), hparams, outtype, pure=pure)
     write_atomically(
         out,
         lambda path, on_tensor_written: write_gguf(
@@ -60,29 +61,15 @@ def convert_checkpoint(
 
 
 def plan_tensors(
-    records: dict[str, TensorRecord], hparams: GptjHparams, outtype: str, *, pure: bool = False
+    source: Path, records: dict[str, TensorRecord], hparams: GptjHparams, outtype: str, *, pure: bool = False
 ) -> list[OutputTensor]:
     """Match the checkpoint's tensors to the GGUF layout, checking names, shapes and dtypes."""
-    specs = expected_tensors(hparams)
-    expected_names = {spec.hf_name for spec in specs}
-    unexpected = sorted(name for name in records if name not in expected_names and not is_skipped(name))
-    if unexpected:
-        raise ConversionError(f"unexpected tensor {unexpected[0]} in the checkpoint (not part of GPT-J)")
     tensors = []
-    for spec in specs:
+    for spec, record in match_tensors(source, records, hparams, skip_buffers=True):
+        if record.dtype not in FLOAT_DTYPES:
+            raise ConversionError(
+                f"{record.path}: tensor {spec.hf_name} has dtype {record.dtype}, expected F32/F16/BF16"
+            )
         choice = choose_type(spec.gguf_name, spec.shape, outtype, pure=pure)
-        tensors.append(OutputTensor(spec, _checked_record(records, spec), choice.type, fallback=choice.fallback))
+        tensors.append(OutputTensor(spec, record, choice.type, fallback=choice.fallback))
     return tensors
-
-
-def _checked_record(records: dict[str, TensorRecord], spec: TensorSpec) -> TensorRecord:
-    record = records.get(spec.hf_name)
-    if record is None:
-        raise ConversionError(f"tensor {spec.hf_name} is missing from the checkpoint")
-    if record.shape != spec.shape:
-        raise ConversionError(
-            f"{record.path}: tensor {spec.hf_name} has shape {list(record.shape)}, expected {list(spec.shape)}"
-        )
-    if record.dtype not in FLOAT_DTYPES:
-        raise ConversionError(f"{record.path}: tensor {spec.hf_name} has dtype {record.dtype}, expected F32/F16/BF16")
-    return record

@@ -118,6 +118,12 @@ def write_gguf_file(
         writer.close()
 
 
+def check_output_folder(out: Path) -> None:
+    """Raise FileNotFoundError naming the folder of ``out`` when there is none, before any work is done."""
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"{out.parent}: no such folder, for the output {out}")
+
+
 def write_atomically(
     out: Path,
     write: Callable[[Path, Callable[[OutputTensor], None] | None], None],
@@ -128,15 +134,21 @@ def write_atomically(
 
     On any error or interrupt the temporary file is removed: nothing is left at ``out``.
     """
+    try:
+        fd, temp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    except OSError as error:
+        # Python's message would name the temporary file, which the user never asked for.
+        raise type(error)(f"{out.parent}: cannot write the output {out.name} there ({error.strerror})") from None
+    os.close(fd)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=n_tensors, unit="tensor", desc=f"writing {out.name}")
-    fd, temp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
-    os.close(fd)
     try:
         write(Path(temp_name), None if bar is None else lambda tensor: bar.update(1))
+        # mkstemp makes the file 0600; the finished file gets the mode of any file the user creates.
+        os.chmod(temp_name, 0o666 & ~_umask())
         os.replace(temp_name, out)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
@@ -144,6 +156,21 @@ def write_atomically(
     finally:
         if bar is not None:
             bar.close()
+
+
+def _umask() -> int:
+    """The process's umask: Linux shows it in /proc/self/status; elsewhere it is set and put back."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    # A file another thread creates in between gets 0o077: private rather than open to all.
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _encoded_blocks(tensor: OutputTensor) -> Iterator[np.ndarray]:

@@ -28,10 +28,10 @@ from typing import BinaryIO
 import gguf
 
 from ..errors import ConversionError
-from .gguf_output import OutputTensor, write_atomically, write_gguf
+from .gguf_output import OutputTensor, check_output_folder, write_atomically, write_gguf
 from .hparams import GptjHparams
 from .quant_types import OUTTYPES, choose_type, tensor_nbytes, type_name
-from .tensor_names import expected_tensors
+from .tensor_names import TensorSpec, match_tensors
 from .tensor_record import TensorRecord, contiguous_strides
 from .tokenizer_data import ENDOFTEXT, TokenizerData, TokenType
 
@@ -137,24 +137,14 @@ def convert_legacy_ggml(
     never quantized again (that would compound two errors): it must already have the type
     asked for.
     """
-    legacy = read_legacy_ggml(src)
     out = Path(out)
+    check_output_folder(out)
+    legacy = read_legacy_ggml(src)
     hparams = _gptj_hparams(legacy)
-    specs = expected_tensors(hparams)
-    by_name = {spec.hf_name: spec for spec in specs}
-    for name in legacy.tensors:
-        if name not in by_name:
-            raise ConversionError(f"{legacy.path}: unexpected tensor {name} (not part of GPT-J)")
-    tensors = []
-    for spec in specs:
-        tensor = legacy.tensors.get(spec.hf_name)
-        if tensor is None:
-            raise ConversionError(f"{legacy.path}: tensor {spec.hf_name} is missing")
-        if tensor.shape != spec.shape:
-            raise ConversionError(
-                f"{legacy.path}: tensor {spec.hf_name} has shape {list(tensor.shape)}, expected {list(spec.shape)}"
-            )
-        tensors.append(_output_tensor(legacy.path, spec, tensor, outtype, pure))
+    tensors = [
+        _output_tensor(legacy.path, spec, tensor, outtype, pure)
+        for spec, tensor in match_tensors(legacy.path, legacy.tensors, hparams)
+    ]
     file_type = OUTTYPES[outtype or FTYPES[legacy.hparams.ftype]].file_type
     tokenizer = legacy_tokenizer(legacy)
     write_atomically(
@@ -307,7 +297,7 @@ def _gptj_hparams(legacy: LegacyGgmlFile) -> GptjHparams:
     )
 
 
-def _output_tensor(path: Path, spec, tensor: LegacyTensor, outtype: str | None, pure: bool) -> OutputTensor:
+def _output_tensor(path: Path, spec: TensorSpec, tensor: LegacyTensor, outtype: str | None, pure: bool) -> OutputTensor:
     is_float = tensor.type in (T.F32, T.F16)
     if len(spec.shape) == 1 or outtype is None:
         wanted, fallback = (T.F32 if len(spec.shape) == 1 else tensor.type), ""

@@ -7,8 +7,12 @@ is (n_inner, n_embd); the gguf package reverses them into ggml order when writin
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar
 
+from ..errors import ConversionError
 from .hparams import GptjHparams
 
 # Buffers, not weights: the causal mask and its fill value. The original GPT-J-6B
@@ -55,3 +59,43 @@ def expected_tensors(hparams: GptjHparams) -> list[TensorSpec]:
         TensorSpec("lm_head.bias", "output.bias", (n_vocab,)),
     ]
     return specs
+
+
+class SourceTensor(Protocol):
+    """A tensor found in a source file, as matching sees it: its shape in numpy order."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+
+FoundTensor = TypeVar("FoundTensor", bound=SourceTensor)
+
+
+def match_tensors(
+    source: Path, found: Mapping[str, FoundTensor], hparams: GptjHparams, *, skip_buffers: bool = False
+) -> list[tuple[TensorSpec, FoundTensor]]:
+    """Pair every tensor of the GGUF file, in the order it is written, with the tensor of ``found``
+    (by Hugging Face name) it comes from.
+
+    ``skip_buffers`` lets the causal-mask buffers that checkpoints saved pass (see :func:`is_skipped`).
+    Raises :class:`ConversionError` naming ``source`` and the tensor: one that is not part of
+    GPT-J, one that is missing, or one whose shape is not the one ``hparams`` give.
+    """
+    specs = expected_tensors(hparams)
+    expected_names = {spec.hf_name for spec in specs}
+    unexpected = sorted(
+        name for name in found if name not in expected_names and not (skip_buffers and is_skipped(name))
+    )
+    if unexpected:
+        raise ConversionError(f"{source}: unexpected tensor {unexpected[0]} (not part of GPT-J)")
+    pairs = []
+    for spec in specs:
+        tensor = found.get(spec.hf_name)
+        if tensor is None:
+            raise ConversionError(f"{source}: tensor {spec.hf_name} is missing")
+        if tensor.shape != spec.shape:
+            raise ConversionError(
+                f"{source}: tensor {spec.hf_name} has shape {list(tensor.shape)}, expected {list(spec.shape)}"
+            )
+        pairs.append((spec, tensor))
+    return pairs

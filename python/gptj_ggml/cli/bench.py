@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .cli_format import format_bytes, format_count
+from .formatting import format_bytes, format_count
 
 
 def _int_list(text: str) -> list[int]:
@@ -59,9 +59,9 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    from . import info
-    from .bench import run_bench
-    from .model import Model
+    from .. import info
+    from ..bench import run_bench
+    from ..model import Model
 
     if args.reps < 1:
         raise ValueError(f"--reps must be >= 1, got {args.reps}")

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import gguf
 
-from .convert.gguf_input import GgufHeader, GgufTensor, read_gguf_header
-from .convert.gguf_output import FALLBACKS_KEY, OutputTensor, write_atomically, write_gguf_file
-from .convert.legacy_ggml import convert_legacy_ggml, is_legacy_ggml
-from .convert.quant_types import OUTTYPES, choose_type, type_name
-from .convert.tensor_names import TensorSpec
-from .convert.tensor_record import TensorRecord, contiguous_strides
-from .errors import ConversionError
+from ..errors import ConversionError
+from .gguf_input import GgufHeader, GgufTensor, read_gguf_header
+from .gguf_output import FALLBACKS_KEY, OutputTensor, check_output_folder, write_atomically, write_gguf_file
+from .legacy_ggml import convert_legacy_ggml, is_legacy_ggml
+from .quant_types import OUTTYPES, choose_type, type_name
+from .tensor_names import TensorSpec
+from .tensor_record import TensorRecord, contiguous_strides
 
 #: Keys that describe the old encoding, rewritten for the new one.
 _REWRITTEN_KEYS = {"general.architecture", "general.file_type", "general.quantization_version", FALLBACKS_KEY}
@@ -51,6 +51,7 @@ def quantize(
         raise ConversionError(f"unknown type {outtype!r}, expected one of {', '.join(OUTTYPES)}")
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file")
+    check_output_folder(out)
     if out.resolve() == src.resolve():
         raise ConversionError(f"{out}: the output would overwrite the input")
     if is_legacy_ggml(src):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from .cli_format import format_bytes, format_count
+from .formatting import format_bytes, format_count
 
 if TYPE_CHECKING:
-    from .info import ModelInfo, SystemInfo
+    from ..info import ModelInfo, SystemInfo
 
 # Metadata strings longer than this (a licence, a description) are cut in the listing.
 _MAX_VALUE_CHARS = 100
@@ -30,7 +30,7 @@ def add_info(subparsers: argparse._SubParsersAction) -> None:
 def run_info(args: argparse.Namespace) -> int:
     if args.model is None and not args.system:
         args.parser.error("give a MODEL file, --system, or both")
-    from . import info
+    from .. import info
 
     sections = []
     if args.system:

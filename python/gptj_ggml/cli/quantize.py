@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .convert.quant_types import OUTTYPES
+from ..convert.quant_types import OUTTYPES
 
 
 def add_quantize(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def add_quantize(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from .quantize import quantize
+    from ..convert.quantize import quantize
 
     out = quantize(args.input, args.output, args.type, pure=args.pure, progress=True)
     print(f"wrote {out}")

@@ -24,12 +24,12 @@ def add_perplexity(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_perplexity(args: argparse.Namespace) -> int:
-    from .model import Model
-    from .perplexity import kl_divergence, perplexity
+    from ..model import Model
+    from ..perplexity import kl_divergence, perplexity
 
     if args.ctx < 2:
         raise ValueError(f"--ctx must be at least 2, got {args.ctx}")
-    text = Path(args.file).read_text(encoding="utf-8")
+    text = _read_text(Path(args.file))
     model = Model(args.model, n_ctx=args.ctx, n_threads=args.threads)
     ids = model.tokenize(text)
 
@@ -48,3 +48,13 @@ def run_perplexity(args: argparse.Namespace) -> int:
     print(f"KL divergence from the base: mean {kl.mean_kl:.6f}, 99th percentile {kl.kl_p99:.6f}")
     print(f"top-1 agreement with the base: {100 * kl.top1_agreement:.2f}%")
     return 0
+
+
+def _read_text(path: Path) -> str:
+    """The text to score; errors name the file (Python's own name the errno or the codec)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text (perplexity -f needs a UTF-8 text file)") from None
+    except OSError as error:
+        raise type(error)(f"{path}: cannot read the text for -f ({error.strerror or error})") from None

@@ -13,15 +13,16 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .cli_format import format_bytes, peak_rss_bytes
-from .errors import ContextFullError
-from .sampling import SamplingParams
+from ..errors import ContextFullError
+from ..sampling import SamplingParams
+from .formatting import format_bytes, peak_rss_bytes
 
 if TYPE_CHECKING:
-    from .generation import Generation
-    from .session import Session
+    from ..generation import Generation
+    from ..session import Session
 
 _DEFAULT = SamplingParams()
+_CONTEXT_POLICIES = ("error", "stop", "shift")
 
 
 def add_run(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +44,17 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-n", "--max-tokens", type=int, default=128, help="the most tokens to generate (128)")
     parser.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     parser.add_argument("--ctx", type=int, default=None, help="context size in tokens (default: the model's)")
+    parser.add_argument(
+        "--context-full",
+        choices=_CONTEXT_POLICIES,
+        default=None,
+        help="when the completion fills the context: error (the default) stops with an error, stop ends it there, "
+        "shift drops the oldest half of the tokens after the first --keep and goes on (not with -i, where a "
+        "conversation ends when it fills the context)",
+    )
+    parser.add_argument(
+        "--keep", type=int, default=0, metavar="N", help="with --context-full shift: keep the first N tokens (0)"
+    )
     parser.add_argument(
         "--no-mmap",
         action="store_true",
@@ -66,17 +78,26 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .model import Model
+    from ..model import Model
 
     if args.prompt is None and not args.interactive:
         raise ValueError("run needs a prompt (-p TEXT), or -i to read turns from stdin")
+    if args.interactive and args.context_full is not None:
+        raise ValueError(
+            "--context-full is for a single completion; with -i a conversation ends when it fills the context"
+        )
     model = Model(args.model, n_ctx=args.ctx, n_threads=args.threads, mmap=not args.no_mmap)
     session = model.session()
+    if not 0 <= args.keep <= session.n_ctx - 2:
+        raise ValueError(
+            f"--keep must be from 0 to {session.n_ctx - 2} (the context, {session.n_ctx}, minus 2), got {args.keep}"
+        )
     options = _generate_options(args)
     if args.interactive:
         status = _converse(session, args.prompt or "", options)
     else:
-        status = _complete(session, args.prompt, options)
+        context = {"on_context_full": args.context_full or "error", "n_keep": args.keep}
+        status = _complete(session, args.prompt, {**options, **context})
     print(
         f"memory:     peak RSS {format_bytes(peak_rss_bytes())} (model file {format_bytes(os.path.getsize(model.path))}, "
         f"KV cache {format_bytes(session.kv_cache_bytes)})",
@@ -106,8 +127,16 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
 def _complete(session: Session, prompt: str, options: dict[str, Any]) -> int:
     generation = session.generate(prompt, **options)
     _write(prompt)
-    for token in generation:
-        _write(token.text)
+    try:
+        for token in generation:
+            _write(token.text)
+    except ContextFullError:
+        # generation.py's advice names the Python argument (on_context_full); here it is a flag.
+        _write("\n")
+        raise ContextFullError(
+            f"the context is full ({session.n_ctx} tokens); pass --context-full shift to drop old tokens and go on, "
+            "--context-full stop to end there, or a larger --ctx"
+        ) from None
     _write("\n")
     print(generation.timings, file=sys.stderr)
     print(
@@ -124,12 +153,9 @@ def _converse(session: Session, prompt: str, options: dict[str, Any]) -> int:
     # A fixed seed would repeat the same random choices each turn; one seed per turn, derived
     # from the given one, keeps a run reproducible.
     seed = options.pop("seed")
-    text_so_far, turn = prompt, 0
+    separator, turn = _line_break_after(prompt), 0
+    _write(separator)
     while True:
-        # Each line the user types starts on a line of its own, in the output and in the
-        # transcript alike: what is shown is what the model reads.
-        separator = "\n" if text_so_far and not text_so_far.endswith("\n") else ""
-        _write(separator)
         if ask:
             print("> ", end="", file=sys.stderr, flush=True)
         line = sys.stdin.readline()
@@ -151,10 +177,20 @@ def _converse(session: Session, prompt: str, options: dict[str, Any]) -> int:
             # A stop string cut the last token: the transcript keeps the text that was shown.
             reply[-1:] = tokenizer.encode(tokens[-1].text)
         transcript = ids + reply
-        text_so_far = separator + line + "".join(token.text for token in tokens)
+        # The line break before the next user line goes out now, so that the turn's statistics
+        # on stderr (the same terminal) start on a line of their own; the transcript gets it
+        # with that line, once.
+        separator = _line_break_after(line + "".join(token.text for token in tokens))
+        _write(separator)
         _report_turn(turn, generation)
         if generation.finish_reason == "context":
             raise ContextFullError(_context_full_message(session.n_ctx))
+
+
+def _line_break_after(text_so_far: str) -> str:
+    """What goes before the next user line so that it starts on a line of its own, in the output
+    and in the transcript alike: what is shown is what the model reads."""
+    return "\n" if text_so_far and not text_so_far.endswith("\n") else ""
 
 
 def _write(text: str) -> None:
