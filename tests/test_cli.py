@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from gptj_ggml import SamplingParams
+
 from checkpoints import TOKENIZER_DIR
 from model_fixtures import reference_greedy
 
@@ -321,3 +323,23 @@ def test_bench_rejects_a_malformed_list():
 
     assert result.returncode == 2
     assert "expected comma-separated integers" in result.stderr
+
+
+def test_run_has_a_flag_per_sampling_setting_with_its_default():
+    from gptj_ggml.cli import build_parser
+    from gptj_ggml.sampling import SETTINGS
+
+    defaults = build_parser().parse_args(["run", "-m", "m.gguf", "-p", "hi"])
+    assert {s.name: getattr(defaults, s.name) for s in SETTINGS} == SamplingParams().settings()
+    flags = [arg for s in SETTINGS for arg in (f"--{s.name.replace('_', '-')}", str(s.type(s.default + 1)))]
+    given = build_parser().parse_args(["run", "-m", "m.gguf", "-p", "hi", *flags])
+    assert {s.name: getattr(given, s.name) for s in SETTINGS} == {s.name: s.type(s.default + 1) for s in SETTINGS}
+
+
+def test_a_sampling_flag_out_of_range_is_one_error_line_naming_it(model_f16):
+    _assert_one_error_line(_run_cli("run", "-m", str(model_f16), "-p", "hi", "--top-p", "2"), "top_p must be in (0, 1]")
+
+
+def test_run_reports_the_adaptive_thread_count(model_f16):
+    result = _run_cli("run", "-m", str(model_f16), "-p", "hi", "-n", "2")
+    assert result.returncode == 0 and "(adaptive; the last step used" in result.stderr

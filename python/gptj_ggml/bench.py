@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._native import core
 from .model import Model
 from .session import Session
 
@@ -105,7 +106,8 @@ def run_bench(
         return rng.integers(0, model.n_vocab, size=n).tolist()
 
     for n_threads in threads:
-        session = model.session(n_ctx=n_ctx, n_threads=n_threads or None)
+        # A fixed count, also for 0 (all physical cores): figures are for that many threads.
+        session = model.session(n_ctx=n_ctx, n_threads=n_threads or core.physical_core_count())
         if n_prompt:
             time_prompt(session, random_ids(min(n_prompt)))
         if n_gen:

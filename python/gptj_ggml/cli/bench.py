@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .formatting import format_bytes, format_count
+from .formatting import busy_cores_warning, format_bytes, format_count
 
 
 def _int_list(text: str) -> list[int]:
@@ -60,6 +60,7 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
 
 def run_bench_command(args: argparse.Namespace) -> int:
     from .. import info
+    from .._native import core
     from ..bench import run_bench
     from ..model import Model
 
@@ -67,6 +68,12 @@ def run_bench_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--reps must be >= 1, got {args.reps}")
     model = Model(args.model)
     description = info.describe_model(args.model)
+    n_cores = core.physical_core_count()
+    for n_threads in sorted(set(args.threads)):
+        warning = busy_cores_warning(n_threads or n_cores, n_cores)
+        if warning:
+            print(warning, file=sys.stderr)
+            break
     results = run_bench(
         model, n_prompt=args.n_prompt, n_gen=args.n_gen, threads=args.threads, repetitions=args.reps, seed=args.seed
     )

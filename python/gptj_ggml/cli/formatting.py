@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 
@@ -21,6 +22,23 @@ def format_count(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f} {suffix}"
     return f"{n:.0f}"
+
+
+def busy_cores_warning(n_threads: int, n_cores: int) -> str | None:
+    """A warning when other processes keep the cores busy and ``n_threads`` fixed threads would
+    wait for each other (ggml's threads spin at a barrier after every step: on 2 cores with one
+    busy process, a tiny model's 2 threads were 20-40x slower than 1), else None."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    if n_threads <= 1 or load <= max(n_cores - n_threads, 0) + 0.5:
+        return None
+    return (
+        f"warning: the cores are busy (load average {load:.1f} on {n_cores} cores); {n_threads} threads will "
+        "wait for each other and the figures will be low and noisy (fewer threads with -t, or leave -t out "
+        "to let the count adapt)"
+    )
 
 
 def peak_rss_bytes() -> int:

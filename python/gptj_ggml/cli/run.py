@@ -14,14 +14,13 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ContextFullError
-from ..sampling import SamplingParams
-from .formatting import format_bytes, peak_rss_bytes
+from .formatting import busy_cores_warning, format_bytes, peak_rss_bytes
+from .sampling_flags import add_sampling_flags, sampling_from_args
 
 if TYPE_CHECKING:
     from ..generation import Generation
     from ..session import Session
 
-_DEFAULT = SamplingParams()
 _CONTEXT_POLICIES = ("error", "stop", "shift")
 
 
@@ -42,7 +41,13 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
         help="read turns from stdin, one per line, reusing the session between them",
     )
     parser.add_argument("-n", "--max-tokens", type=int, default=128, help="the most tokens to generate (128)")
-    parser.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+    parser.add_argument(
+        "-t",
+        "--threads",
+        type=int,
+        default=None,
+        help="threads (default: up to the physical cores, fewer while other processes keep them busy)",
+    )
     parser.add_argument("--ctx", type=int, default=None, help="context size in tokens (default: the model's)")
     parser.add_argument(
         "--context-full",
@@ -61,16 +66,7 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
         help="copy the weights into memory (huge pages) instead of mapping the file: slower load; faster tokens "
         "when the page cache holds the file in small pages",
     )
-    sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--temp", type=float, default=_DEFAULT.temperature, help="temperature; 0 is greedy (%(default)s)")
-    sampling.add_argument("--top-k", type=int, default=_DEFAULT.top_k, help="0: off (%(default)s)")
-    sampling.add_argument("--top-p", type=float, default=_DEFAULT.top_p, help="1: off (%(default)s)")
-    sampling.add_argument("--min-p", type=float, default=_DEFAULT.min_p, help="0: off (%(default)s)")
-    sampling.add_argument("--typical-p", type=float, default=_DEFAULT.typical_p, help="1: off (%(default)s)")
-    sampling.add_argument("--repeat-penalty", type=float, default=_DEFAULT.repeat_penalty, help="1: off (%(default)s)")
-    sampling.add_argument("--repeat-last-n", type=int, default=_DEFAULT.repeat_last_n, help="-1: whole context (%(default)s)")
-    sampling.add_argument("--presence-penalty", type=float, default=_DEFAULT.presence_penalty, help="(%(default)s)")
-    sampling.add_argument("--frequency-penalty", type=float, default=_DEFAULT.frequency_penalty, help="(%(default)s)")
+    sampling = add_sampling_flags(parser)
     sampling.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one, printed)")
     parser.add_argument("--stop", action="append", default=[], help="stop at this text (repeatable)")
     parser.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-text")
@@ -78,6 +74,7 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._native import core
     from ..model import Model
 
     if args.prompt is None and not args.interactive:
@@ -87,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
             "--context-full is for a single completion; with -i a conversation ends when it fills the context"
         )
     model = Model(args.model, n_ctx=args.ctx, n_threads=args.threads, mmap=not args.no_mmap)
+    if args.threads is not None:
+        warning = busy_cores_warning(args.threads, core.physical_core_count())
+        if warning:
+            print(warning, file=sys.stderr)
     session = model.session()
     if not 0 <= args.keep <= session.n_ctx - 2:
         raise ValueError(
@@ -109,15 +110,7 @@ def run(args: argparse.Namespace) -> int:
 def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "max_tokens": args.max_tokens,
-        "temperature": args.temp,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "min_p": args.min_p,
-        "typical_p": args.typical_p,
-        "repeat_penalty": args.repeat_penalty,
-        "repeat_last_n": args.repeat_last_n,
-        "presence_penalty": args.presence_penalty,
-        "frequency_penalty": args.frequency_penalty,
+        "sampling": sampling_from_args(args),
         "seed": args.seed,
         "stop": args.stop,
         "ignore_eos": args.ignore_eos,
@@ -140,7 +133,7 @@ def _complete(session: Session, prompt: str, options: dict[str, Any]) -> int:
     _write("\n")
     print(generation.timings, file=sys.stderr)
     print(
-        f"finish:     {generation.finish_reason}, seed {generation.seed}, {session.n_threads} threads", file=sys.stderr
+        f"finish:     {generation.finish_reason}, seed {generation.seed}, {_threads_text(session)}", file=sys.stderr
     )
     return 0
 
@@ -191,6 +184,12 @@ def _line_break_after(text_so_far: str) -> str:
     """What goes before the next user line so that it starts on a line of its own, in the output
     and in the transcript alike: what is shown is what the model reads."""
     return "\n" if text_so_far and not text_so_far.endswith("\n") else ""
+
+
+def _threads_text(session: Session) -> str:
+    if not session.adaptive_threads:
+        return f"{session.n_threads} threads"
+    return f"up to {session.n_threads} threads (adaptive; the last step used {session.n_threads_last_used})"
 
 
 def _write(text: str) -> None:
