@@ -128,6 +128,7 @@ class _Options:
     on_context_full: ContextPolicy
     n_keep: int
     seed: int
+    is_cancelled: Callable[[], bool] | None = None
 
 
 class Generation(Iterator[Token]):
@@ -297,6 +298,8 @@ class _Stream:
                             "to drop old tokens, 'stop' to end there, or use a larger n_ctx"
                         )
                     self.shift()
+                if options.is_cancelled is not None and options.is_cancelled():
+                    return  # what is held is dropped: whoever cancelled no longer reads (end(): "cancelled")
                 token_id, logprob, eval_ms, sample_ms = session.evaluate_and_sample(pending, self.sampler, options.logprobs)
                 if self.generated == 0:
                     self.prompt_ms += eval_ms + sample_ms
