@@ -1,4 +1,4 @@
-#include "gptj/unicode.h"
+#include "gptj/tokenizer/unicode.h"
 
 #include <algorithm>
 #include <array>
@@ -12,7 +12,7 @@ struct CodePointRange {
     uint32_t last;
 };
 
-#include "gptj/unicode_tables.inc"
+#include "gptj/tokenizer/unicode_tables.inc"
 
 constexpr uint32_t kCodePointCount = 0x110000;
 constexpr uint32_t kBlockSize = 256;
