@@ -5,7 +5,7 @@
 #include <string>
 
 #include "gptj/error.h"
-#include "gptj/quantize.h"
+#include "gptj/kernels/quantize.h"
 
 namespace py = pybind11;
 

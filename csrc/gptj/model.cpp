@@ -6,9 +6,9 @@
 
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
-#include "gptj/batch_matmul.h"
 #include "gptj/error.h"
 #include "gptj/huge_pages.h"
+#include "gptj/kernels/matmul.h"
 #include "gptj/repack.h"
 #include "gptj/threads.h"
 

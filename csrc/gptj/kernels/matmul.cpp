@@ -1,10 +1,10 @@
-#include "gptj/batch_matmul.h"
+#include "gptj/kernels/matmul.h"
 
 #include "ggml-backend.h"
-#include "gptj/amx_matmul.h"
-#include "gptj/dequantize.h"
 #include "gptj/gguf_file.h"
-#include "gptj/matvec.h"
+#include "gptj/kernels/dequantize.h"
+#include "gptj/kernels/gemm_amx.h"
+#include "gptj/kernels/matvec.h"
 
 #include <algorithm>
 #include <atomic>
@@ -242,7 +242,7 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
     const int64_t k = w->ne[0], m = w->ne[1];
     const bool amx = g_amx_enabled && weights->type != GGML_TYPE_F32 && n_tokens >= kAmxMinTokens && k % 32 == 0 &&
                      m % 32 == 0 && amx_available();
-    // f16 weights: hi + lo bf16 halves of both operands, for f32-like accuracy (amx_matmul.h).
+    // f16 weights: hi + lo bf16 halves of both operands, for f32-like accuracy (gemm_amx.h).
     const bool split = weights->type == GGML_TYPE_F16;
     // The packed input serves one precision; a product wanting the other (a mixed-type
     // model) takes the f32 kernel.
