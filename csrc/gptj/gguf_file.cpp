@@ -13,6 +13,7 @@
 #include "gguf.h"
 #include "gptj/error.h"
 #include "gptj/ggml_log.h"
+#include "gptj/memory.h"
 
 namespace gptj {
 namespace {
@@ -77,14 +78,7 @@ GgufFile::GgufFile(const std::string & path) : path_(path) {
         throw Error(Error::Kind::file_not_found, path + ": cannot map: " + std::strerror(errno));
     }
     mapping_ = static_cast<uint8_t *>(mapping);
-#ifdef MADV_HUGEPAGE
-    // Pages of the file read through this mapping then enter the page cache as 2 MiB folios
-    // where the file system supports large folios (ext4, xfs, btrfs on Linux 6.x), and the
-    // mapping uses PMD entries for them: far fewer TLB misses when every weight is streamed
-    // once per token (4-layer GPT-J-6B-shaped f16: 161 -> 142 ms per full read of the file).
-    // Pages already cached as small folios stay small; advice only, harmless where unsupported.
-    ::madvise(mapping_, file_size_, MADV_HUGEPAGE);
-#endif
+    advise_huge_pages(mapping_, file_size_);
 
     // Parse the metadata from the mapping (no second read of the file). With ctx == nullptr
     // ggml creates no tensors: we create our own after checking them against the hparams.
@@ -129,13 +123,6 @@ GgufFile::~GgufFile() {
     if (mapping_ != nullptr) {
         ::munmap(mapping_, file_size_);
     }
-}
-
-void release_mapped_pages(const char * begin, const char * end) {
-    static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-    const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;  // whole pages only
-    const uintptr_t last = reinterpret_cast<uintptr_t>(end) / page * page;
-    if (last > first) ::madvise(reinterpret_cast<void *>(first), last - first, MADV_DONTNEED);
 }
 
 void GgufFile::release_pages(size_t offset, size_t n_bytes) const {

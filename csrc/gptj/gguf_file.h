@@ -27,10 +27,6 @@ struct GgufTensorInfo {
 // A scalar metadata value, for display (Model.metadata in Python).
 using GgufScalar = std::variant<int64_t, uint64_t, double, bool, std::string>;
 
-// Drops this process's mapping of the whole pages inside [begin, end) of a read-only file
-// mapping: the page cache keeps them, the next access maps them again.
-void release_mapped_pages(const char * begin, const char * end);
-
 class GgufFile {
 public:
     // Throws Error(file_not_found) when the path cannot be opened and Error(invalid_file)

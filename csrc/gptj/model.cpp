@@ -7,8 +7,8 @@
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "gptj/error.h"
-#include "gptj/huge_pages.h"
 #include "gptj/kernels/matmul.h"
+#include "gptj/memory.h"
 #include "gptj/repack.h"
 #include "gptj/threads.h"
 

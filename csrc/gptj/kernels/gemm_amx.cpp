@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "gptj/kernels/weight_loads.h"
+#include "gptj/memory.h"
 
 #define GPTJ_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bf16,f16c")))
 

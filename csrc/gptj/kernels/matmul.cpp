@@ -1,10 +1,10 @@
 #include "gptj/kernels/matmul.h"
 
 #include "ggml-backend.h"
-#include "gptj/gguf_file.h"
 #include "gptj/kernels/dequantize.h"
 #include "gptj/kernels/gemm_amx.h"
 #include "gptj/kernels/matvec.h"
+#include "gptj/memory.h"
 
 #include <algorithm>
 #include <atomic>

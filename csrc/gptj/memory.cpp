@@ -1,6 +1,7 @@
-#include "gptj/huge_pages.h"
+#include "gptj/memory.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstdint>
 
@@ -19,6 +20,22 @@ void advise_huge_pages(ggml_backend_buffer_t buffer) {
 #else
     (void) buffer;
 #endif
+}
+
+void advise_huge_pages(void * mapping, size_t n_bytes) {
+#ifdef MADV_HUGEPAGE
+    ::madvise(mapping, n_bytes, MADV_HUGEPAGE);
+#else
+    (void) mapping;
+    (void) n_bytes;
+#endif
+}
+
+void release_mapped_pages(const char * begin, const char * end) {
+    static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;  // whole pages only
+    const uintptr_t last = reinterpret_cast<uintptr_t>(end) / page * page;
+    if (last > first) ::madvise(reinterpret_cast<void *>(first), last - first, MADV_DONTNEED);
 }
 
 }  // namespace gptj
