@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ggml-cpp.h"
+#include "gptj/memory.h"
 
 namespace gptj {
 
@@ -32,12 +33,11 @@ public:
     // Throws Error(file_not_found) when the path cannot be opened and Error(invalid_file)
     // when it is not a well-formed GGUF file whose tensors all lie inside it.
     explicit GgufFile(const std::string & path);
-    ~GgufFile();
     GgufFile(const GgufFile &) = delete;
     GgufFile & operator=(const GgufFile &) = delete;
 
     const std::string & path() const { return path_; }
-    size_t file_size() const { return file_size_; }
+    size_t file_size() const { return mapping_.size(); }
 
     bool has_key(const std::string & key) const;
     // Integer-valued keys accept any GGUF integer type, converted with a range check.
@@ -56,7 +56,7 @@ public:
     const GgufTensorInfo * find_tensor(const std::string & name) const;
 
     // The mapped file: tensor data lives at mapping() + info.file_offset.
-    uint8_t * mapping() const { return mapping_; }
+    uint8_t * mapping() const { return mapping_.data(); }
     // Tells the kernel this process no longer needs the mapped pages of a byte range (they
     // stay in the page cache but leave our resident set); the range stays readable.
     void release_pages(size_t offset, size_t n_bytes) const;
@@ -66,8 +66,7 @@ private:
     [[noreturn]] void fail(const std::string & what) const;
 
     std::string path_;
-    size_t file_size_ = 0;
-    uint8_t * mapping_ = nullptr;
+    FileMapping mapping_;  // before gguf_, so it outlives the metadata parsed from it
     gguf_context_ptr gguf_;
     std::vector<GgufTensorInfo> tensors_;
 };

@@ -3,9 +3,38 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <cstdint>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "gptj/error.h"
 
 namespace gptj {
+
+FileMapping::FileMapping(const std::string & path, int fd, size_t n_bytes) {
+    void * address = ::mmap(nullptr, n_bytes, PROT_READ, MAP_SHARED, fd, 0);
+    if (address == MAP_FAILED) {
+        throw Error(Error::Kind::file_not_found, path + ": cannot map: " + std::strerror(errno));
+    }
+    data_ = static_cast<uint8_t *>(address);
+    size_ = n_bytes;
+}
+
+FileMapping::~FileMapping() {
+    if (data_ != nullptr) ::munmap(data_, size_);
+}
+
+FileMapping::FileMapping(FileMapping && other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+
+FileMapping & FileMapping::operator=(FileMapping && other) noexcept {
+    if (this != &other) {
+        if (data_ != nullptr) ::munmap(data_, size_);
+        data_ = std::exchange(other.data_, nullptr);
+        size_ = std::exchange(other.size_, 0);
+    }
+    return *this;
+}
 
 void advise_huge_pages(ggml_backend_buffer_t buffer) {
 #ifdef MADV_HUGEPAGE
@@ -22,12 +51,11 @@ void advise_huge_pages(ggml_backend_buffer_t buffer) {
 #endif
 }
 
-void advise_huge_pages(void * mapping, size_t n_bytes) {
+void advise_huge_pages(const FileMapping & mapping) {
 #ifdef MADV_HUGEPAGE
-    ::madvise(mapping, n_bytes, MADV_HUGEPAGE);
+    ::madvise(mapping.data(), mapping.size(), MADV_HUGEPAGE);
 #else
     (void) mapping;
-    (void) n_bytes;
 #endif
 }
 
