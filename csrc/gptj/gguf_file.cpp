@@ -180,11 +180,6 @@ std::optional<float> GgufFile::find_float(const std::string & key) const {
     fail("metadata '" + key + "' should be a float, it is " + gguf_type_name(type));
 }
 
-float GgufFile::get_float(const std::string & key) const {
-    if (auto v = find_float(key)) return *v;
-    fail("missing metadata '" + key + "'");
-}
-
 std::optional<std::string> GgufFile::find_string(const std::string & key) const {
     const int64_t id = key_id(key);
     if (id < 0) return std::nullopt;
@@ -193,11 +188,6 @@ std::optional<std::string> GgufFile::find_string(const std::string & key) const 
         fail("metadata '" + key + "' should be a string, it is " + gguf_type_name(type));
     }
     return std::string(gguf_get_val_str(gguf_.get(), id));
-}
-
-std::string GgufFile::get_string(const std::string & key) const {
-    if (auto v = find_string(key)) return *v;
-    fail("missing metadata '" + key + "'");
 }
 
 std::vector<std::string> GgufFile::get_string_array(const std::string & key) const {

@@ -43,9 +43,7 @@ public:
     // Integer-valued keys accept any GGUF integer type, converted with a range check.
     int64_t get_int(const std::string & key) const;
     std::optional<int64_t> find_int(const std::string & key) const;
-    float get_float(const std::string & key) const;
     std::optional<float> find_float(const std::string & key) const;
-    std::string get_string(const std::string & key) const;
     std::optional<std::string> find_string(const std::string & key) const;
     std::vector<std::string> get_string_array(const std::string & key) const;
     std::vector<int32_t> get_int_array(const std::string & key) const;
