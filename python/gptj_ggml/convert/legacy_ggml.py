@@ -13,7 +13,7 @@ little-endian int32):
 
 Quantized tensors are stored with ggml's block layouts, which GGUF shares, so they are copied
 byte for byte. The tokenizer's merge ranks are derived from the token ids when the model is
-loaded (see csrc/gptj/vocab.cpp).
+loaded (see csrc/gptj/tokenizer/vocab.cpp).
 """
 
 from __future__ import annotations
