@@ -20,6 +20,10 @@ int32_t argmax(const float * logits, int32_t n_vocab);
 // log softmax(logits)[id]: the model's own log-probability of a token, before any sampler.
 float log_probability(const float * logits, int32_t n_vocab, int32_t id);
 
+// The n most likely tokens under the model (log softmax of the raw logits), most likely first
+// (equal logits by id): the alternatives OpenAI's top_logprobs reports.
+std::vector<std::pair<int32_t, float>> top_log_probabilities(const float * logits, int32_t n_vocab, int32_t n);
+
 // The sampler's settings: the numeric ones come from GPTJ_SAMPLING_SETTINGS (their defaults
 // included); a step's neutral value disables it (top_k 0, top_p 1, min_p 0, typical_p 1,
 // penalties 1/0).
