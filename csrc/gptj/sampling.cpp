@@ -138,6 +138,27 @@ void add_logit_bias(Candidates & c, const std::vector<std::pair<int32_t, float>>
     for (const auto & [id, value] : bias) c.items[static_cast<size_t>(id)].logit += value;
 }
 
+void keep_top_n_sigma(Candidates & c, float n_sigma) {
+    if (n_sigma <= 0.0f) return;
+    double max_logit = -std::numeric_limits<double>::infinity(), sum = 0.0, sum_squares = 0.0;
+    size_t n_finite = 0;
+    for (const Candidate & item : c.items) {
+        if (!std::isfinite(item.logit)) continue;  // banned tokens (-inf) are no part of the spread
+        max_logit = std::max(max_logit, static_cast<double>(item.logit));
+        sum += item.logit;
+        sum_squares += static_cast<double>(item.logit) * item.logit;
+        ++n_finite;
+    }
+    if (n_finite == 0) return;
+    const double mean = sum / static_cast<double>(n_finite);
+    const double sigma = std::sqrt(std::max(0.0, sum_squares / static_cast<double>(n_finite) - mean * mean));
+    const double threshold = max_logit - static_cast<double>(n_sigma) * sigma;
+    // Order is kept (the most likely token always passes), so `sorted` stays as it was.
+    c.items.erase(std::remove_if(c.items.begin(), c.items.end(),
+                                 [threshold](const Candidate & item) { return item.logit < threshold; }),
+                  c.items.end());
+}
+
 void keep_top_k(Candidates & c, int32_t k) {
     if (k <= 0 || static_cast<size_t>(k) >= c.items.size()) return;
     std::partial_sort(c.items.begin(), c.items.begin() + k, c.items.end(), more_likely);

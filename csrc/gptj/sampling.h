@@ -75,6 +75,9 @@ void fill_candidates(Candidates & c, const float * logits, int32_t n_vocab);
 // Needs the candidates in id order, the whole vocabulary (the first step).
 void penalize_repetition(Candidates & c, const std::vector<int32_t> & history, const SamplingParams & params);
 void add_logit_bias(Candidates & c, const std::vector<std::pair<int32_t, float>> & bias);
+// Keeps the tokens whose logit is at least max - n_sigma * (standard deviation of the finite
+// logits): a cut that does not move with the temperature.
+void keep_top_n_sigma(Candidates & c, float n_sigma);
 void keep_top_k(Candidates & c, int32_t k);
 void keep_typical(Candidates & c, float typical_p);
 void keep_top_p(Candidates & c, float top_p);
