@@ -91,6 +91,19 @@ def test_logprobs_are_the_log_softmax_of_the_model(model):
         assert logprob == pytest.approx(expected, abs=1e-4)
 
 
+def test_top_logprobs_are_the_most_likely_tokens_of_the_model(model):
+    prompt = model.tokenize("Probability")
+    tokens = list(model.generate(prompt, max_tokens=3, top_logprobs=5, temperature=1.0, seed=4))
+    logits = model.logits(prompt + [t.id for t in tokens]).astype("float64")
+    for i, token in enumerate(tokens):
+        row = logits[len(prompt) - 1 + i]
+        log_softmax = row - row.max() - math.log(math.fsum(math.exp(x - row.max()) for x in row))
+        expected_ids = sorted(range(len(row)), key=lambda j: (-row[j], j))[:5]
+        assert [id_ for id_, _ in token.top_logprobs] == expected_ids
+        assert [lp for _, lp in token.top_logprobs] == pytest.approx([log_softmax[j] for j in expected_ids], abs=1e-4)
+        assert token.logprob == pytest.approx(log_softmax[token.id], abs=1e-4)  # top_logprobs implies logprobs
+
+
 def test_generation_stops_at_end_of_text(eos_model_path):
     generation = Model(eos_model_path).generate("Hello", max_tokens=10)
     assert list(generation) == []
