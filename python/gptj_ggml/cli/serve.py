@@ -77,6 +77,15 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
         metavar="BYTES",
         help=f"largest request body; larger is 413 (default {DEFAULT_MAX_BODY_BYTES})",
     )
+    parser.add_argument(
+        "-n",
+        "--max-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="max_tokens of a request that gives none (default: the context size: until end-of-text, a stop "
+        "string or a full context)",
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_sampling_flags(parser).description = "defaults for requests that do not set them"
     parser.set_defaults(handler=serve)
@@ -92,7 +101,7 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     from ..model import Model
 
-    for name in ("slots", "ctx", "threads", "max_body"):
+    for name in ("slots", "ctx", "threads", "max_body", "max_tokens"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -112,6 +121,7 @@ def serve(args: argparse.Namespace) -> int:
         sampling=sampling,
         cors_origins=args.cors_origin,
         max_body_bytes=args.max_body,
+        max_tokens=args.max_tokens,
     )
     served = app.state.served
     if not _is_loopback(args.host) and not api_key:

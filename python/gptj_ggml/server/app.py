@@ -1,18 +1,20 @@
 """The HTTP app: OpenAI's completions and chat completions (streamed as server-sent events), the
 model list, the server's properties, health, metrics, and the chat page.
 
-Routes (every one but ``/health``, ``/`` and ``/static/*`` needs the API key when one is set):
+Routes, as ``docs/server-contract.md`` fixes them (every one but ``/health``, ``/`` and
+``/static/*`` needs the API key when one is set):
 
-==========================  ============================================================================
+=============================  =========================================================================
 ``POST /v1/completions``       continue ``prompt`` (text or token ids)
 ``POST /v1/chat/completions``  reply to ``messages`` through the chat template
 ``GET /v1/models``             the one model served (``/v1/models/{id}``: it alone)
-``GET /props``                 context size, slots, chat templates, the sampler settings with their
-                               defaults and ranges (what the page builds its controls from)
-``GET /health``                ``{"status": "ok", ...}`` with slot and queue counts
+``GET /props``                 context size, slots, chat templates, the default generation settings
+``GET /slots``                 each slot's state and how full its cache is
+``POST /tokenize``             text -> token ids; ``POST /detokenize``: ids -> text
+``GET /health``                ``{"status": "ok"}`` with slot and queue counts
 ``GET /metrics``               Prometheus text
 ``GET /``                      the chat page (``static/index.html``; 404 while it is absent)
-==========================  ============================================================================
+=============================  =========================================================================
 
 A generation runs on a slot's worker thread (see :mod:`.scheduler`); its events reach the event loop
 through ``loop.call_soon_threadsafe``. A streamed response waits for the first event before it sends
@@ -26,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -41,14 +42,14 @@ from starlette.staticfiles import StaticFiles
 from ..chat import ChatTemplate, resolve_template
 from ..chat_templates import TEMPLATES
 from ..errors import ContextFullError
-from ..sampling import SETTINGS, SamplingParams
+from ..sampling import SamplingParams
 from . import schemas
 from .errors import ApiError, install_handlers, logger
 from .limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, RETRY_AFTER_SECONDS
 from .metrics import CONTENT_TYPE_LATEST, RequestMetricsMiddleware, ServerMetrics
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from .request_options import PreparedRequest, RequestPreparer, unknown_model
-from .responses import ChatFormat, CompletionFormat, ResponseFormat
+from .responses import ChatFormat, CompletionFormat, Ending, ResponseFormat
 from .scheduler import (
     Event,
     FailedEvent,
@@ -83,6 +84,7 @@ def create_app(
     sampling: SamplingParams | None = None,
     cors_origins: Iterable[str] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_tokens: int | None = None,
     model_id: str | None = None,
 ) -> FastAPI:
     """The server for ``model`` as a FastAPI app (run it with uvicorn, or ``gptj-ggml serve``).
@@ -100,6 +102,8 @@ def create_app(
         sampling: the sampler settings of a request that gives none (default: ``SamplingParams()``).
         cors_origins: origins allowed to call from a browser (default: none, CORS off).
         max_body_bytes: the largest request body; larger is a 413.
+        max_tokens: ``max_tokens`` of a request that gives none (default: the context size, so a
+            reply goes on until end-of-text, a stop string or the end of the context).
         model_id: the name in ``/v1/models`` and responses (default: the file's name without ``.gguf``).
 
     The slots' sessions are made here; their threads stop when the app's lifespan ends.
@@ -119,7 +123,7 @@ def create_app(
         model_id=model_id or Path(model.path).name.removesuffix(".gguf"),
         scheduler=scheduler,
         metrics=ServerMetrics(scheduler),
-        preparer=RequestPreparer(model, scheduler.n_ctx, sampling or SamplingParams(), template),
+        preparer=RequestPreparer(model, scheduler.n_ctx, sampling or SamplingParams(), template, max_tokens),
         api_key_required=bool(api_key),
         max_body_bytes=max_body_bytes,
     )
@@ -202,13 +206,7 @@ class _Served:
             metrics.tokens_per_second.observe(steps / timings.generation_ms * 1e3)
 
     def model_card(self) -> dict[str, Any]:
-        return {
-            "id": self.model_id,
-            "object": "model",
-            "created": self.created,
-            "owned_by": "gptj_ggml",
-            "meta": {"n_ctx": self.scheduler.n_ctx, "n_vocab": self.model.n_vocab, "n_layer": self.model.n_layer},
-        }
+        return {"id": self.model_id, "object": "model", "owned_by": "gptj_ggml", "created": self.created}
 
     def check_model(self, name: str | None) -> None:
         # A request may leave the model out, or name it by id or by file name.
@@ -217,20 +215,27 @@ class _Served:
 
 
 class _JobEvents:
-    """One job's events on the event loop: the worker's sink puts, the route gets."""
+    """One job's events on the event loop: the worker's sink puts, the route gets.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_first_token: Callable[[], None]) -> None:
+    ``ttft_ms``: from ``arrived`` to the first token (or to the end, for a reply of no tokens),
+    when the route read it; ``on_first`` is called then (the metrics' histogram).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, arrived: float, on_first: Callable[[float], None]) -> None:
         self._loop = loop
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        self._on_first_token: Callable[[], None] | None = on_first_token
+        self._arrived = arrived
+        self._on_first = on_first
+        self.ttft_ms: float | None = None
 
     def sink(self, event: Event) -> None:  # in the worker thread
         self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
 
     def _seen(self, event: Event) -> Event:
-        if self._on_first_token is not None and not isinstance(event, FailedEvent):
-            self._on_first_token()
-            self._on_first_token = None
+        if self.ttft_ms is None and not isinstance(event, FailedEvent):
+            seconds = time.perf_counter() - self._arrived
+            self.ttft_ms = seconds * 1e3
+            self._on_first(seconds)
         return event
 
     async def get(self) -> Event:
@@ -242,6 +247,9 @@ class _JobEvents:
         while not self._queue.empty():
             events.append(self._seen(self._queue.get_nowait()))
         return events
+
+    def ending(self, event: FinishedEvent, prompt_tokens: int) -> Ending:
+        return Ending(event.finish_reason, event.timings, prompt_tokens, self.ttft_ms)
 
 
 async def _client_gone(request: Request) -> None:
@@ -295,12 +303,7 @@ def _add_routes(app: FastAPI, served: _Served) -> None:
         response_format: ResponseFormat,
         arrived: float,
     ) -> Response:
-        loop = asyncio.get_running_loop()
-
-        def first_token() -> None:
-            served.metrics.time_to_first_token.observe(time.perf_counter() - arrived)
-
-        events = _JobEvents(loop, first_token)
+        events = _JobEvents(asyncio.get_running_loop(), arrived, served.metrics.time_to_first_token.observe)
         job = Job(prepared.prompt, prepared.options, events.sink)
         try:
             scheduler.submit(job)
@@ -337,7 +340,7 @@ def _add_routes(app: FastAPI, served: _Served) -> None:
             if isinstance(last, FailedEvent):
                 raise _failure(last)
             assert isinstance(last, FinishedEvent)
-            body = response_format.response(tokens, last.finish_reason, last.timings, prompt_tokens)
+            body = response_format.response(tokens, events.ending(last, prompt_tokens))
             return Response(body, media_type="application/json")
         except BaseException:
             scheduler.cancel(job)  # a failure here, or the server stopping: the slot must not keep generating
@@ -379,18 +382,52 @@ def _add_routes(app: FastAPI, served: _Served) -> None:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
+        busy = scheduler.slots_busy
         return {
             "status": "ok",
-            "slots": len(scheduler.slots),
-            "slots_busy": scheduler.slots_busy,
-            "queue_depth": scheduler.queue_depth,
-            "queue_max": scheduler.max_queue,
-            "api_key_required": served.api_key_required,
+            "slots_idle": len(scheduler.slots) - busy,
+            "slots_processing": busy,
+            "queued": scheduler.queue_depth,
         }
+
+    @app.get("/slots")
+    async def slots() -> list[dict[str, Any]]:
+        return [
+            {
+                "id": slot.index,
+                "state": "idle" if slot.job is None else "processing",
+                "n_past": slot.n_past,
+                "n_ctx": scheduler.n_ctx,
+            }
+            for slot in scheduler.slots
+        ]
 
     @app.get("/props")
     async def props() -> dict[str, Any]:
-        return _props(served)
+        preparer = served.preparer
+        return {
+            "model": served.model_id,
+            "n_ctx": scheduler.n_ctx,
+            "n_slots": len(scheduler.slots),
+            "chat_template": preparer.chat_template.name,
+            "chat_templates": list(TEMPLATES),
+            "default_generation_settings": {**preparer.sampling.settings(), "max_tokens": preparer.max_tokens},
+            "api_key_required": served.api_key_required,
+        }
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request) -> dict[str, Any]:
+        parsed = schemas.TokenizeRequest.model_validate_json(await request.body() or b"null")
+        ids = await run_in_threadpool(served.preparer.tokenize, parsed.content, "content")
+        if parsed.add_special:
+            ids = [served.model.tokenizer.bos_id, *ids]
+        return {"tokens": ids}
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request) -> dict[str, Any]:
+        parsed = schemas.DetokenizeRequest.model_validate_json(await request.body() or b"null")
+        ids = served.preparer.checked_ids(parsed.tokens, "tokens")
+        return {"content": await run_in_threadpool(served.model.detokenize, ids)}
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -432,8 +469,7 @@ async def _stream(
             chunks += [_sse(chunk) for chunk in response_format.tokens(tokens, text_offset)]
             if isinstance(event, FinishedEvent):
                 chunks += [
-                    _sse(c)
-                    for c in response_format.end(event.finish_reason, event.timings, prompt_tokens, include_usage)
+                    _sse(chunk) for chunk in response_format.end(events.ending(event, prompt_tokens), include_usage)
                 ]
             else:
                 assert isinstance(event, FailedEvent)
@@ -446,40 +482,3 @@ async def _stream(
         yield "".join(chunks)
         chunks = []
         pending = [await events.get(), *events.ready()]
-
-
-def _props(served: _Served) -> dict[str, Any]:
-    """The server's settings, for the page and for clients that adapt to them."""
-    template = served.preparer.chat_template
-    defaults = served.preparer.sampling
-
-    def bound(value: float) -> float | None:
-        return None if math.isinf(value) else value  # JSON has no infinity: null means unbounded
-
-    return {
-        "model": served.model_id,
-        "n_ctx": served.scheduler.n_ctx,
-        "n_vocab": served.model.n_vocab,
-        "slots": len(served.scheduler.slots),
-        "queue_max": served.scheduler.max_queue,
-        "max_body_bytes": served.max_body_bytes,
-        "max_stop_strings": schemas.MAX_STOP_STRINGS,
-        "chat_template": {"name": template.name, "stop": list(template.stop)},
-        "chat_templates": [
-            {"name": name, "description": named.description, "stop": list(named.stop)}
-            for name, named in TEMPLATES.items()
-        ],
-        "sampling": [
-            {
-                "name": setting.name,
-                "type": setting.type.__name__,
-                "default": getattr(defaults, setting.name),
-                "low": bound(setting.low),
-                "high": bound(setting.high),
-                "low_inclusive": setting.low_inclusive,
-                "high_inclusive": setting.high_inclusive,
-                "help": setting.help,
-            }
-            for setting in SETTINGS
-        ],
-    }

@@ -5,10 +5,11 @@ Everything that can be wrong with a request is found here, before it takes a slo
 outside the vocabulary, an unknown chat template, messages the template refuses, a prompt that
 leaves no room in the context.
 
-``max_tokens``: capped by the context (``n_ctx`` minus the prompt's tokens); when a request gives
-none, the whole rest of the context (as llama.cpp's server's ``n_predict: -1``; OpenAI's chat
-default is also "up to the model's limit"). A reply then ends by end-of-text, a stop string, or the
-context, and a client that wants less says so (``max_tokens``) or goes away (it is cancelled).
+``max_tokens``: capped by the context (``n_ctx`` minus the prompt's tokens). When a request gives
+none, the server's default (``gptj-ggml serve --max-tokens``), which is ``n_ctx`` unless set: the
+whole rest of the context, as llama.cpp's server's ``n_predict: -1`` and OpenAI's chat default ("up
+to the model's limit"). A reply then ends by end-of-text, a stop string or the context, and a client
+that wants less says so (``max_tokens``) or goes away (it is cancelled at once).
 """
 
 from __future__ import annotations
@@ -48,19 +49,30 @@ class RequestPreparer:
         n_ctx: the slots' context size.
         sampling: the server's default sampler settings; a request's fields replace single ones.
         chat_template: the server's template, used unless a request names another.
+        max_tokens: the default of ``max_tokens`` (None: ``n_ctx``, the rest of the context).
     """
 
-    def __init__(self, model: Model, n_ctx: int, sampling: SamplingParams, chat_template: ChatTemplate) -> None:
+    def __init__(
+        self,
+        model: Model,
+        n_ctx: int,
+        sampling: SamplingParams,
+        chat_template: ChatTemplate,
+        max_tokens: int | None = None,
+    ) -> None:
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         self.model = model
         self.n_ctx = n_ctx
         self.sampling = sampling
         self.chat_template = chat_template
+        self.max_tokens = n_ctx if max_tokens is None else max_tokens
 
     def completion(self, request: CompletionRequest) -> PreparedRequest:
         if isinstance(request.prompt, str):
-            prompt = self._tokenize(request.prompt, "prompt")
+            prompt = self.tokenize(request.prompt, "prompt")
         else:
-            prompt = self._checked_ids(request.prompt)
+            prompt = self.checked_ids(request.prompt, "prompt")
         top = request.logprobs
         return self._prepare(request, prompt, "prompt", request.max_tokens, stop=request.stop, top_logprobs=top)
 
@@ -76,7 +88,7 @@ class RequestPreparer:
             text = template.render(messages, **(request.chat_template_kwargs or {}))
         except ChatTemplateError as error:
             raise bad_request(str(error), "messages") from None
-        prompt = self._tokenize(text, "messages")
+        prompt = self.tokenize(text, "messages")
         if request.top_logprobs and not request.logprobs:
             raise bad_request("top_logprobs needs logprobs: true", "top_logprobs")
         top = (request.top_logprobs or 0) if request.logprobs else None
@@ -95,6 +107,7 @@ class RequestPreparer:
         stop: list[str],
         top_logprobs: int | None,
     ) -> PreparedRequest:
+        prompt = prompt or [self.model.tokenizer.bos_id]  # as Session.generate starts an empty prompt
         room = self.n_ctx - len(prompt)
         if room < 1:
             raise bad_request(
@@ -105,11 +118,12 @@ class RequestPreparer:
             )
         options = {
             "sampling": self._sampling(request),
-            "max_tokens": room if max_tokens is None else min(max_tokens, room),
+            "max_tokens": min(self.max_tokens if max_tokens is None else max_tokens, room),
             "seed": request.seed,
             "stop": stop,
             "ignore_eos": request.ignore_eos,
             "logprobs": top_logprobs is not None,
+            "top_logprobs": top_logprobs or 0,
             # max_tokens already fits; this only guards the count above against an engine change.
             "on_context_full": "stop",
         }
@@ -133,21 +147,23 @@ class RequestPreparer:
             named = next((s.name for s in SETTINGS if s.name in str(error)), None)
             raise bad_request(str(error), named) from None
 
-    def _tokenize(self, text: str, field: str) -> list[int]:
+    def tokenize(self, text: str, field: str) -> list[int]:
+        """Token ids of ``text``, as the prompts are tokenized (added tokens' text is plain text, so a
+        message cannot end the context with ``<|endoftext|>``)."""
         try:
-            ids = self.model.tokenize(text)
+            return self.model.tokenize(text)
         except UnicodeEncodeError:
             raise bad_request(f"{field} holds text that is not valid Unicode (a lone surrogate)", field) from None
-        return ids or [self.model.tokenizer.bos_id]  # as Session.generate starts an empty prompt
 
-    def _checked_ids(self, ids: list[int]) -> list[int]:
+    def checked_ids(self, ids: list[int], field: str) -> list[int]:
+        """``ids``, each checked to be in the vocabulary (400 naming ``field`` otherwise)."""
         n_vocab = self.model.n_vocab
         for index, token_id in enumerate(ids):
             if not 0 <= token_id < n_vocab:
                 raise bad_request(
-                    f"prompt[{index}]: token id {token_id} is not in the vocabulary (0 to {n_vocab - 1})", "prompt"
+                    f"{field}[{index}]: token id {token_id} is not in the vocabulary (0 to {n_vocab - 1})", field
                 )
-        return list(ids) or [self.model.tokenizer.bos_id]
+        return list(ids)
 
 
 def unknown_model(name: str, served: str) -> ApiError:

@@ -1,15 +1,16 @@
 """Engine results -> OpenAI response bodies and stream chunks.
 
 :class:`CompletionFormat` (``/v1/completions``) and :class:`ChatFormat` (``/v1/chat/completions``)
-turn the tokens of one job and how it ended into the whole response, or into the chunks of a
-stream: ``start()`` (chat's role chunk), ``tokens(...)`` per token, ``end(...)`` (the finish reason
-and timings, then ``usage`` in a chunk of its own when the client asked with
-``stream_options.include_usage``). Finish reasons: end-of-text and stop strings are "stop", the
-token limit and a full context are "length".
+turn the tokens of one job and its :class:`Ending` into the whole response, or into the chunks of a
+stream: ``start()`` (chat's role chunk), ``tokens(...)`` (a chunk per token), ``end(...)`` (the
+finish reason and ``timings``, then ``usage`` in a chunk of its own with empty ``choices`` when the
+client asked with ``stream_options.include_usage``). Finish reasons: end-of-text and stop strings
+are "stop", the token limit and a full context are "length".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections.abc import Sequence
@@ -22,48 +23,62 @@ if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
 
 
-def openai_finish_reason(reason: FinishReason) -> schemas.FinishReason:
-    return "length" if reason in ("length", "context") else "stop"
+@dataclasses.dataclass(frozen=True)
+class Ending:
+    """How a job ended, and what its response reports about it.
 
+    Attributes:
+        finish_reason: the engine's (``Generation.finish_reason``).
+        timings: the engine's.
+        prompt_tokens: the whole prompt, reused tokens included (``usage.prompt_tokens``).
+        ttft_ms: from the request's arrival to its first token, as the server saw it.
+    """
 
-def usage(prompt_tokens: int, timings: Timings) -> schemas.Usage:
-    return schemas.Usage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=timings.generated_tokens,
-        total_tokens=prompt_tokens + timings.generated_tokens,
-    )
+    finish_reason: FinishReason
+    timings: Timings
+    prompt_tokens: int
+    ttft_ms: float | None
 
+    @property
+    def openai_finish_reason(self) -> schemas.FinishReason:
+        return "length" if self.finish_reason in ("length", "context") else "stop"
 
-def timings_body(timings: Timings) -> schemas.Timings:
-    steps = max(timings.generated_tokens - 1, 0)
+    def usage(self) -> schemas.Usage:
+        # Every token generated counts, the end-of-text or stop string that ended it included.
+        generated = self.timings.generated_tokens
+        return schemas.Usage(
+            prompt_tokens=self.prompt_tokens, completion_tokens=generated, total_tokens=self.prompt_tokens + generated
+        )
 
-    def rate(n: int, ms: float) -> float | None:
-        return n / ms * 1e3 if ms > 0 and n > 0 else None
-
-    return schemas.Timings(
-        cached_n=timings.reused_tokens,
-        prompt_n=timings.prompt_tokens,
-        prompt_ms=timings.prompt_ms,
-        prompt_per_second=rate(timings.prompt_tokens, timings.prompt_ms),
-        predicted_n=timings.generated_tokens,
-        predicted_ms=timings.generation_ms,
-        predicted_per_token_ms=timings.generation_ms / steps if steps else None,
-        predicted_per_second=rate(steps, timings.generation_ms),
-    )
+    def timings_body(self) -> schemas.Timings:
+        timings = self.timings
+        steps = timings.generated_tokens - 1
+        return schemas.Timings(
+            prompt_n=timings.prompt_tokens,
+            prompt_ms=timings.prompt_ms,
+            cached_n=timings.reused_tokens,
+            predicted_n=timings.generated_tokens,
+            predicted_ms=timings.generation_ms,
+            predicted_per_second=steps / timings.generation_ms * 1e3
+            if steps > 0 and timings.generation_ms > 0
+            else None,
+            ttft_ms=self.ttft_ms,
+        )
 
 
 def alternatives(token: Token, n: int) -> list[tuple[int, float]]:
-    """The ``n`` most likely tokens at this position with their logprobs, most likely first.
+    """The ``n`` most likely tokens at this position with their logprobs, most likely first
+    (the engine's ``Token.top_logprobs``, asked for with ``top_logprobs=n``)."""
+    return [(int(token_id), float(logprob)) for token_id, logprob in (token.top_logprobs or ())[:n]]
 
-    The engine gives them as ``Token.top_logprobs`` when asked (``top_logprobs=n``); where it gives
-    none, the chosen token stands alone.
-    """
-    if n <= 0:
-        return []
-    top = getattr(token, "top_logprobs", None)
-    if top is None:
-        return [(token.id, token.logprob if token.logprob is not None else 0.0)]
-    return [(int(token_id), float(logprob)) for token_id, logprob in top[:n]]
+
+def _offsets(tokens: Sequence[Token]) -> list[int]:
+    """Each token's character offset from the start of the first of ``tokens``."""
+    offsets, offset = [], 0
+    for token in tokens:
+        offsets.append(offset)
+        offset += len(token.text)
+    return offsets
 
 
 class _Format:
@@ -72,6 +87,7 @@ class _Format:
         self.created = int(time.time())
         self.model_id = model_id
         self.tokenizer = tokenizer
+        #: Alternatives per token to report; None: no logprobs at all.
         self.top_logprobs = top_logprobs
 
     def _token_text(self, token_id: int) -> tuple[str, list[int]]:
@@ -89,62 +105,45 @@ class CompletionFormat(_Format):
     def logprobs(self, tokens: Sequence[Token], text_offset: int = 0) -> schemas.CompletionLogprobs | None:
         if self.top_logprobs is None:
             return None
+        n = self.top_logprobs
         return schemas.CompletionLogprobs(
             tokens=[token.text for token in tokens],  # joined, they are the text
             token_logprobs=[token.logprob or 0.0 for token in tokens],
-            top_logprobs=[
-                {self._token_text(i)[0]: lp for i, lp in alternatives(token, self.top_logprobs)} for token in tokens
-            ],
+            top_logprobs=[{self._token_text(i)[0]: lp for i, lp in alternatives(token, n)} for token in tokens],
             text_offset=[text_offset + offset for offset in _offsets(tokens)],
         )
 
-    def _body(self, choice: schemas.CompletionChoice, **extra: object) -> schemas.Completion:
-        return schemas.Completion(id=self.id, created=self.created, model=self.model_id, choices=[choice], **extra)
+    def _body(self, choices: list[schemas.CompletionChoice], **extra: object) -> str:
+        return schemas.Completion(
+            id=self.id, created=self.created, model=self.model_id, choices=choices, **extra
+        ).model_dump_json()
 
-    def response(self, tokens: Sequence[Token], reason: FinishReason, timings: Timings, prompt_tokens: int) -> str:
+    def response(self, tokens: Sequence[Token], ending: Ending) -> str:
         choice = schemas.CompletionChoice(
             text="".join(token.text for token in tokens),
             logprobs=self.logprobs(tokens),
-            finish_reason=openai_finish_reason(reason),
+            finish_reason=ending.openai_finish_reason,
         )
-        return self._body(choice, usage=usage(prompt_tokens, timings), timings=timings_body(timings)).model_dump_json()
+        return self._body([choice], usage=ending.usage(), timings=ending.timings_body())
 
     def start(self) -> list[str]:
         return []
 
     def tokens(self, tokens: Sequence[Token], text_offset: int) -> list[str]:
+        """A chunk per token; ``text_offset``: characters of text sent before them."""
         return [
             self._body(
-                schemas.CompletionChoice(text=token.text, logprobs=self.logprobs([token], text_offset + offset))
-            ).model_dump_json()
+                [schemas.CompletionChoice(text=token.text, logprobs=self.logprobs([token], text_offset + offset))]
+            )
             for offset, token in zip(_offsets(tokens), tokens)
         ]
 
-    def end(self, reason: FinishReason, timings: Timings, prompt_tokens: int, include_usage: bool) -> list[str]:
-        final = self._body(
-            schemas.CompletionChoice(text="", finish_reason=openai_finish_reason(reason)), timings=timings_body(timings)
-        )
-        chunks = [final.model_dump_json()]
+    def end(self, ending: Ending, include_usage: bool) -> list[str]:
+        final = schemas.CompletionChoice(text="", finish_reason=ending.openai_finish_reason)
+        chunks = [self._body([final], timings=ending.timings_body())]
         if include_usage:
-            chunks.append(
-                schemas.Completion(
-                    id=self.id,
-                    created=self.created,
-                    model=self.model_id,
-                    choices=[],
-                    usage=usage(prompt_tokens, timings),
-                ).model_dump_json()
-            )
+            chunks.append(self._body([], usage=ending.usage()))
         return chunks
-
-
-def _offsets(tokens: Sequence[Token]) -> list[int]:
-    """Each token's character offset from the first of ``tokens``."""
-    offsets, offset = [], 0
-    for token in tokens:
-        offsets.append(offset)
-        offset += len(token.text)
-    return offsets
 
 
 class ChatFormat(_Format):
@@ -166,19 +165,19 @@ class ChatFormat(_Format):
             content.append(schemas.TokenLogprob(token=text, logprob=token.logprob or 0.0, bytes=raw, top_logprobs=top))
         return schemas.ChatLogprobs(content=content)
 
-    def response(self, tokens: Sequence[Token], reason: FinishReason, timings: Timings, prompt_tokens: int) -> str:
+    def response(self, tokens: Sequence[Token], ending: Ending) -> str:
         choice = schemas.ChatChoice(
             message=schemas.AssistantMessage(content="".join(token.text for token in tokens)),
             logprobs=self.logprobs(tokens),
-            finish_reason=openai_finish_reason(reason),
+            finish_reason=ending.openai_finish_reason,
         )
         return schemas.ChatCompletion(
             id=self.id,
             created=self.created,
             model=self.model_id,
             choices=[choice],
-            usage=usage(prompt_tokens, timings),
-            timings=timings_body(timings),
+            usage=ending.usage(),
+            timings=ending.timings_body(),
         ).model_dump_json()
 
     def _chunk(self, choices: list[schemas.ChatChunkChoice], **extra: object) -> str:
@@ -195,11 +194,11 @@ class ChatFormat(_Format):
             for token in tokens
         ]
 
-    def end(self, reason: FinishReason, timings: Timings, prompt_tokens: int, include_usage: bool) -> list[str]:
-        final = schemas.ChatChunkChoice(delta={}, finish_reason=openai_finish_reason(reason))
-        chunks = [self._chunk([final], timings=timings_body(timings))]
+    def end(self, ending: Ending, include_usage: bool) -> list[str]:
+        final = schemas.ChatChunkChoice(delta={}, finish_reason=ending.openai_finish_reason)
+        chunks = [self._chunk([final], timings=ending.timings_body())]
         if include_usage:
-            chunks.append(self._chunk([], usage=usage(prompt_tokens, timings)))
+            chunks.append(self._chunk([], usage=ending.usage()))
         return chunks
 
 

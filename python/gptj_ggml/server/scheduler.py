@@ -144,6 +144,12 @@ class Slot:
     wake: threading.Condition = dataclasses.field(default_factory=threading.Condition)
     thread: threading.Thread | None = None
 
+    @property
+    def n_past(self) -> int:
+        """Tokens in the cache: as of the running job's latest step, or of the last job."""
+        job = self.job
+        return job._n_past_at_last_step if job is not None else len(self.history)
+
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0

@@ -197,6 +197,19 @@ class ChatCompletionRequest(_GenerationRequest):
         return variables
 
 
+class TokenizeRequest(_Request):
+    """``POST /tokenize``: text -> token ids, as prompts are tokenized (special tokens' text is plain text)."""
+
+    content: str
+    add_special: bool = Field(False, description="put the beginning-of-text token first")
+
+
+class DetokenizeRequest(_Request):
+    """``POST /detokenize``: token ids -> text."""
+
+    tokens: list[int]
+
+
 # -- responses ----------------------------------------------------------------------------------
 
 
@@ -210,18 +223,19 @@ class Usage(BaseModel):
 
 
 class Timings(BaseModel):
-    """Where the time went, in llama.cpp's server's names (``cached_n``: prompt tokens reused from
-    the slot's cache, not evaluated; ``prompt_n``: prompt tokens evaluated; ``prompt_ms`` includes
-    sampling the first token; ``predicted_ms`` is every later step, ``predicted_n - 1`` of them)."""
+    """Where the time went, in llama.cpp's server's names: ``cached_n`` prompt tokens reused from the
+    slot's cache (not evaluated), ``prompt_n`` prompt tokens evaluated in ``prompt_ms`` (which
+    includes sampling the first token), ``predicted_n`` tokens generated, ``predicted_ms`` the steps
+    after the first (``predicted_n - 1`` of them, so ``predicted_per_second`` is their rate), and
+    ``ttft_ms`` from the request's arrival to its first token (queueing included)."""
 
-    cached_n: int
     prompt_n: int
     prompt_ms: float
-    prompt_per_second: float | None
+    cached_n: int
     predicted_n: int
     predicted_ms: float
-    predicted_per_token_ms: float | None
     predicted_per_second: float | None
+    ttft_ms: float | None
 
 
 class TopLogprob(BaseModel):
