@@ -3,12 +3,19 @@ sandbox, where a template comes from, and Model.chat on top of generate."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import gguf
 import pytest
 
-from gptj_ggml import Model
+from gptj_ggml import ConversionError, Model
 from gptj_ggml.chat import ChatTemplate, ChatTemplateError, named_template, resolve_template
 from gptj_ggml.chat_templates import TEMPLATES
+from gptj_ggml.convert import convert_checkpoint
 
 from gguf_edit import rewrite_gguf
 
@@ -137,3 +144,74 @@ def test_chat_text_cannot_inject_end_of_text(tiny_model_path):
     generation = model.chat(messages, max_tokens=2, temperature=0)
     list(generation)
     assert model._session.history[: len(prompt_ids)] == prompt_ids
+
+
+def _checkpoint_with_config(tiny_gptj_dir, folder, **config) -> Path:
+    shutil.copytree(tiny_gptj_dir(), folder)
+    path = folder / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), **config}), encoding="utf-8")
+    return folder
+
+
+def test_convert_copies_the_checkpoints_chat_template(tiny_gptj_dir, tmp_path):
+    source = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+    src = _checkpoint_with_config(tiny_gptj_dir, tmp_path / "ckpt", chat_template=source)
+    model = Model(convert_checkpoint(src, tmp_path / "m.gguf"))
+    assert model.metadata["tokenizer.chat_template"] == source
+    assert model.chat_template.render(CONVERSATION[1:2]) == "[user] Hi\n"
+
+
+def test_convert_takes_the_default_of_several_named_templates(tiny_gptj_dir, tmp_path):
+    templates = [{"name": "tool_use", "template": "tools"}, {"name": "default", "template": "{{ 'plain' }}"}]
+    src = _checkpoint_with_config(tiny_gptj_dir, tmp_path / "ckpt", chat_template=templates)
+    assert Model(convert_checkpoint(src, tmp_path / "m.gguf")).metadata["tokenizer.chat_template"] == "{{ 'plain' }}"
+
+
+def test_convert_chat_template_flag_overrides_the_checkpoints(tiny_gptj_dir, tmp_path):
+    src = _checkpoint_with_config(tiny_gptj_dir, tmp_path / "ckpt", chat_template="{{ 'theirs' }}")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gptj_ggml",
+            "convert",
+            str(src),
+            "-o",
+            str(tmp_path / "m.gguf"),
+            "--chat-template",
+            "dolly-v1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert Model(tmp_path / "m.gguf").chat_template == named_template("dolly-v1")  # its stop strings too
+
+
+def test_convert_refuses_an_unknown_chat_template_before_writing(tiny_gptj_dir, tmp_path):
+    with pytest.raises(ConversionError, match="neither a named template"):
+        convert_checkpoint(tiny_gptj_dir(), tmp_path / "m.gguf", chat_template="no-such")
+    assert not (tmp_path / "m.gguf").exists()
+
+
+def test_run_chat_replies_to_each_line_through_the_template(tiny_model_path):
+    path = tiny_model_path("f32")
+    args = ["run", "-m", str(path), "--chat", "--chat-template", "alpaca", "-p", "Be brief.", "-n", "6", "--temp", "0"]
+    result = subprocess.run(
+        [sys.executable, "-m", "gptj_ggml", *args],
+        input="Hi\nWhat is GPT-J?\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    model = Model(path)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    first = model.chat(messages, template="alpaca", max_tokens=6, temperature=0).result().text
+    messages += [{"role": "assistant", "content": first.strip()}, {"role": "user", "content": "What is GPT-J?"}]
+    second = model.chat(messages, template="alpaca", max_tokens=6, temperature=0).result().text
+    assert result.stdout == f"{first}\n{second}\n"
+    assert "[turn 2:" in result.stderr and " 0 reused" not in result.stderr.split("[turn 2:")[1]

@@ -57,7 +57,7 @@ def test_version_prints_the_program_and_package_version():
     assert (result.returncode, result.stdout) == (0, f"gptj-ggml {gptj_ggml.__version__}\n")
 
 
-@pytest.mark.parametrize("command", ["convert", "quantize", "run", "info", "bench", "perplexity"])
+@pytest.mark.parametrize("command", ["convert", "quantize", "run", "info", "bench", "perplexity", "serve"])
 def test_each_command_has_help(command):
     result = _run_cli(command, "--help")
 
@@ -67,8 +67,13 @@ def test_each_command_has_help(command):
 
 @pytest.mark.parametrize(
     "args",
-    [["run", "-m", "{missing}", "-p", "Hello"], ["info", "{missing}"], ["bench", "{missing}", "-p", "8", "-n", "4"]],
-    ids=["run", "info", "bench"],
+    [
+        ["run", "-m", "{missing}", "-p", "Hello"],
+        ["info", "{missing}"],
+        ["bench", "{missing}", "-p", "8", "-n", "4"],
+        ["serve", "{missing}"],
+    ],
+    ids=["run", "info", "bench", "serve"],
 )
 def test_a_missing_model_is_one_error_line_and_exit_code_1(args, tmp_path):
     missing = str(tmp_path / "missing.gguf")

@@ -91,6 +91,19 @@ def test_logprobs_are_the_log_softmax_of_the_model(model):
         assert logprob == pytest.approx(expected, abs=1e-4)
 
 
+def test_top_logprobs_are_the_most_likely_tokens_of_the_model(model):
+    prompt = model.tokenize("Probability")
+    tokens = list(model.generate(prompt, max_tokens=3, top_logprobs=5, temperature=1.0, seed=4))
+    logits = model.logits(prompt + [t.id for t in tokens]).astype("float64")
+    for i, token in enumerate(tokens):
+        row = logits[len(prompt) - 1 + i]
+        log_softmax = row - row.max() - math.log(math.fsum(math.exp(x - row.max()) for x in row))
+        expected_ids = sorted(range(len(row)), key=lambda j: (-row[j], j))[:5]
+        assert [id_ for id_, _ in token.top_logprobs] == expected_ids
+        assert [lp for _, lp in token.top_logprobs] == pytest.approx([log_softmax[j] for j in expected_ids], abs=1e-4)
+        assert token.logprob == pytest.approx(log_softmax[token.id], abs=1e-4)  # top_logprobs implies logprobs
+
+
 def test_generation_stops_at_end_of_text(eos_model_path):
     generation = Model(eos_model_path).generate("Hello", max_tokens=10)
     assert list(generation) == []
@@ -139,7 +152,9 @@ def test_continuing_a_generation_reuses_the_context_and_matches_a_fresh_model(ti
 
 
 def test_empty_prompt_starts_from_end_of_text(model):
-    assert [t.id for t in model.generate("", max_tokens=4, seed=3)] == [t.id for t in model.generate([EOS], max_tokens=4, seed=3)]
+    assert [t.id for t in model.generate("", max_tokens=4, seed=3)] == [
+        t.id for t in model.generate([EOS], max_tokens=4, seed=3)
+    ]
 
 
 def test_bad_arguments_raise_value_error(model):
@@ -190,3 +205,27 @@ def test_opening_a_model_makes_no_session_until_one_is_needed(tiny_model_path):
 def test_bad_session_sizes_fail_at_load(tiny_model_path, argument):
     with pytest.raises(ValueError, match=next(iter(argument))):
         Model(tiny_model_path("f32"), **argument)
+
+
+def test_is_cancelled_is_asked_before_every_engine_step(model):
+    calls = []
+    # A stop string starting with "e" holds back every token that ends in "e" for another step,
+    # so some next() calls run two or more engine steps: each is asked about.
+    generation = model.generate(
+        "Once upon a time", max_tokens=24, stop=["eqqqq"], is_cancelled=lambda: bool(calls.append(1))
+    )
+    generation.result()
+    assert len(calls) == generation.timings.generated_tokens
+
+
+def test_is_cancelled_stops_before_the_next_step_and_the_cache_keeps_what_was_evaluated(model):
+    session = model.session()
+    prompt = model.tokenize("Once upon a time")
+    flag = {"set": False}
+    generation = session.generate(prompt, max_tokens=20, ignore_eos=True, seed=0, is_cancelled=lambda: flag["set"])
+    tokens = [next(generation) for _ in range(3)]
+    flag["set"] = True  # as another thread would set it
+    assert list(generation) == []
+    assert generation.finish_reason == "cancelled" and generation.timings.generated_tokens == 3
+    # The third sampled token was never evaluated: the cache holds the prompt and the first two.
+    assert session.history == prompt + [t.id for t in tokens[:2]]

@@ -66,6 +66,24 @@ def test_top_k_keeps_the_k_largest(logits, k):
     np.testing.assert_allclose(probabilities(logits, plain(top_k=k)), restricted_softmax(logits, keep), rtol=1e-9, atol=1e-15)
 
 
+@pytest.mark.parametrize("n_sigma", [0.5, 1.0, 2.5])
+def test_top_n_sigma_keeps_logits_within_n_standard_deviations_of_the_largest(logits, n_sigma):
+    x = logits.astype(np.float64)
+    keep = np.flatnonzero(x >= x.max() - n_sigma * x.std())
+    expected = restricted_softmax(logits, keep)
+    np.testing.assert_allclose(probabilities(logits, plain(top_n_sigma=n_sigma)), expected, rtol=1e-9, atol=1e-15)
+
+
+def test_top_n_sigma_ignores_banned_tokens_and_does_not_move_with_temperature(logits):
+    banned = {int(i): -math.inf for i in by_probability(logits)[-100:]}
+    x = logits.astype(np.float64)
+    finite = np.setdiff1d(np.arange(N_VOCAB), list(banned))
+    keep = finite[x[finite] >= x[finite].max() - 1.0 * x[finite].std()]
+    for temperature in (0.5, 2.0):
+        ours = probabilities(logits, plain(top_n_sigma=1.0, temperature=temperature, logit_bias=banned))
+        assert set(np.flatnonzero(ours)) == set(keep.tolist())
+
+
 @pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.99])
 def test_top_p_keeps_the_smallest_set_reaching_p(logits, top_p):
     order = by_probability(logits)

@@ -7,8 +7,8 @@
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
-#include "gptj/amx_matmul.h"
-#include "gptj/batch_matmul.h"
+#include "gptj/kernels/gemm_amx.h"
+#include "gptj/kernels/matmul.h"
 
 
 namespace {

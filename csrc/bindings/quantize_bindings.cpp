@@ -5,7 +5,7 @@
 
 #include "bindings/bindings.h"
 #include "gptj/error.h"
-#include "gptj/quantize.h"
+#include "gptj/kernels/quantize.h"
 
 namespace {
 

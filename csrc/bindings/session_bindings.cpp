@@ -75,16 +75,17 @@ py::array_t<float> evaluate(PySession & self, const py::handle & tokens, bool al
 }
 
 // Evaluates tokens and draws the next one, without handing the logits to Python.
-py::tuple evaluate_and_sample(PySession & self, const py::handle & tokens, gptj::Sampler & sampler, bool logprob) {
+py::tuple evaluate_and_sample(PySession & self, const py::handle & tokens, gptj::Sampler & sampler, bool logprob,
+                              int32_t top_logprobs) {
     const std::vector<int32_t> ids = to_ids(tokens);
     check_vocab(self, sampler);
     gptj::Step step;
     {
         PySession::Use use(self.busy());
         py::gil_scoped_release release;
-        step = gptj::evaluate_and_sample(self.session(), ids, sampler, logprob, self.logits());
+        step = gptj::evaluate_and_sample(self.session(), ids, sampler, logprob, self.logits(), top_logprobs);
     }
-    return py::make_tuple(step.token, step.logprob, step.eval_ms, step.sample_ms);
+    return py::make_tuple(step.token, step.logprob, step.eval_ms, step.sample_ms, step.top_logprobs);
 }
 
 py::tuple generate_loop(PySession & self, const py::handle & prompt, int n_tokens, gptj::Sampler & sampler) {
@@ -119,7 +120,8 @@ void bind_session(py::module_ & m) {
              }),
              py::arg("model"), py::arg("n_ctx") = 0, py::arg("n_threads") = 0, py::arg("n_batch") = 512)
         .def("evaluate", &evaluate, py::arg("tokens"), py::arg("all_logits") = false)
-        .def("evaluate_and_sample", &evaluate_and_sample, py::arg("tokens"), py::arg("sampler"), py::arg("logprob") = false)
+        .def("evaluate_and_sample", &evaluate_and_sample, py::arg("tokens"), py::arg("sampler"), py::arg("logprob") = false,
+             py::arg("top_logprobs") = 0)
         .def("generate_loop", &generate_loop, py::arg("prompt"), py::arg("n_tokens"), py::arg("sampler"))
         .def("truncate", [](PySession & s, int n_keep) {
             PySession::Use use(s.busy());

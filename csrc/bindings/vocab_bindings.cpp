@@ -7,8 +7,8 @@
 #include <string_view>
 #include <vector>
 
-#include "gptj/pretokenizer.h"
-#include "gptj/vocab.h"
+#include "gptj/tokenizer/pretokenizer.h"
+#include "gptj/tokenizer/vocab.h"
 
 
 namespace {

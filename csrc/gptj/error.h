@@ -25,4 +25,9 @@ private:
     Kind kind_;
 };
 
+// The error for a model file that is malformed or not GPT-J: "<path>: <what>".
+inline Error invalid_file_error(const std::string & path, const std::string & what) {
+    return Error(Error::Kind::invalid_file, path + ": " + what);
+}
+
 }  // namespace gptj

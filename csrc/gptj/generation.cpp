@@ -16,7 +16,7 @@ double ms_since(Clock::time_point start) {
 }  // namespace
 
 Step evaluate_and_sample(Session & session, const std::vector<int32_t> & tokens, Sampler & sampler,
-                         bool want_logprob, std::vector<float> & logits) {
+                         bool want_logprob, std::vector<float> & logits, int32_t n_top_logprobs) {
     Step step{};
     const Clock::time_point start = Clock::now();
     session.evaluate(tokens, /*all_logits=*/false, logits);
@@ -26,6 +26,7 @@ Step evaluate_and_sample(Session & session, const std::vector<int32_t> & tokens,
     step.token = sampler.sample(logits.data(), session.history());
     step.logprob = want_logprob ? log_probability(logits.data(), sampler.n_vocab(), step.token)
                                 : std::numeric_limits<float>::quiet_NaN();
+    if (n_top_logprobs > 0) step.top_logprobs = top_log_probabilities(logits.data(), sampler.n_vocab(), n_top_logprobs);
     step.sample_ms = ms_since(sampled);
     return step;
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "gptj/sampling.h"
@@ -14,13 +15,14 @@ struct Step {
     int32_t token;
     float logprob;     // the model's log-probability of token (NaN unless asked for)
     double eval_ms;    // evaluating the tokens
-    double sample_ms;  // sampling (and the log-probability)
+    double sample_ms;  // sampling (and the log-probabilities)
+    std::vector<std::pair<int32_t, float>> top_logprobs;  // the most likely tokens, when asked for
 };
 
 // Appends tokens to the session (evaluating them) and samples the token that follows, with
 // the session's history as the penalties' window. logits is scratch space, reused per call.
 Step evaluate_and_sample(Session & session, const std::vector<int32_t> & tokens, Sampler & sampler,
-                         bool want_logprob, std::vector<float> & logits);
+                         bool want_logprob, std::vector<float> & logits, int32_t n_top_logprobs = 0);
 
 struct LoopResult {
     std::vector<int32_t> tokens;  // n_tokens sampled tokens (the last one is not evaluated)

@@ -1,7 +1,6 @@
 #include "gptj/gguf_file.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,10 +8,12 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include "gguf.h"
 #include "gptj/error.h"
 #include "gptj/ggml_log.h"
+#include "gptj/memory.h"
 
 namespace gptj {
 namespace {
@@ -39,62 +40,71 @@ bool is_integer(gguf_type type) {
     }
 }
 
-}  // namespace
+// An open file descriptor, closed when destroyed; move-only.
+class FileDescriptor {
+public:
+    explicit FileDescriptor(int fd) : fd_(fd) {}
+    ~FileDescriptor() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    FileDescriptor(FileDescriptor && other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    FileDescriptor & operator=(FileDescriptor && other) noexcept {
+        if (this != &other) {
+            if (fd_ >= 0) ::close(fd_);
+            fd_ = std::exchange(other.fd_, -1);
+        }
+        return *this;
+    }
+    FileDescriptor(const FileDescriptor &) = delete;
+    FileDescriptor & operator=(const FileDescriptor &) = delete;
 
-[[noreturn]] void GgufFile::fail(const std::string & what) const {
-    throw Error(Error::Kind::invalid_file, path_ + ": " + what);
-}
+    int get() const { return fd_; }
+    bool is_open() const { return fd_ >= 0; }
 
-GgufFile::GgufFile(const std::string & path) : path_(path) {
-    install_ggml_log();
+private:
+    int fd_;
+};
 
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+// Opens `path`, checks that it is a regular file that starts with GGUF's magic, and maps it
+// whole. The descriptor is closed on return: the mapping does not need it.
+FileMapping map_gguf_file(const std::string & path) {
+    const FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.is_open()) {
         throw Error(Error::Kind::file_not_found, path + ": cannot open: " + std::strerror(errno));
     }
     struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        ::close(fd);
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
         throw Error(Error::Kind::file_not_found, path + ": not a regular file");
     }
-    file_size_ = static_cast<size_t>(st.st_size);
+    const auto file_size = static_cast<size_t>(st.st_size);
 
     char magic[4] = {0, 0, 0, 0};
-    if (file_size_ < 4 || ::pread(fd, magic, 4, 0) != 4) {
-        ::close(fd);
-        fail("file too short to be a GGUF file (" + std::to_string(file_size_) + " bytes)");
+    if (file_size < 4 || ::pread(fd.get(), magic, 4, 0) != 4) {
+        throw invalid_file_error(path, "file too short to be a GGUF file (" + std::to_string(file_size) + " bytes)");
     }
     if (const std::string problem = describe_magic(magic); !problem.empty()) {
-        ::close(fd);
-        fail(problem);
+        throw invalid_file_error(path, problem);
     }
+    return FileMapping(path, fd.get(), file_size);
+}
 
-    // MAP_SHARED + PROT_READ: the page cache is the only copy of the weights, so a second
-    // open of the same file (or a second process) costs no memory and almost no time.
-    void * mapping = ::mmap(nullptr, file_size_, PROT_READ, MAP_SHARED, fd, 0);
-    ::close(fd);
-    if (mapping == MAP_FAILED) {
-        throw Error(Error::Kind::file_not_found, path + ": cannot map: " + std::strerror(errno));
-    }
-    mapping_ = static_cast<uint8_t *>(mapping);
-#ifdef MADV_HUGEPAGE
-    // Pages of the file read through this mapping then enter the page cache as 2 MiB folios
-    // where the file system supports large folios (ext4, xfs, btrfs on Linux 6.x), and the
-    // mapping uses PMD entries for them: far fewer TLB misses when every weight is streamed
-    // once per token (4-layer GPT-J-6B-shaped f16: 161 -> 142 ms per full read of the file).
-    // Pages already cached as small folios stay small; advice only, harmless where unsupported.
-    ::madvise(mapping_, file_size_, MADV_HUGEPAGE);
-#endif
+}  // namespace
+
+[[noreturn]] void GgufFile::fail(const std::string & what) const { throw invalid_file_error(path_, what); }
+
+GgufFile::GgufFile(const std::string & path) : path_(path) {
+    install_ggml_log();
+    mapping_ = map_gguf_file(path);
+    advise_huge_pages(mapping_);
+    const size_t file_size = mapping_.size();
 
     // Parse the metadata from the mapping (no second read of the file). With ctx == nullptr
     // ggml creates no tensors: we create our own after checking them against the hparams.
     clear_last_ggml_error();
     gguf_init_params params{/*no_alloc=*/true, /*ctx=*/nullptr};
-    gguf_.reset(gguf_init_from_buffer(mapping_, file_size_, params));
+    gguf_.reset(gguf_init_from_buffer(mapping_.data(), file_size, params));
     if (!gguf_) {
         const std::string reason = last_ggml_error();
-        ::munmap(mapping_, file_size_);
-        mapping_ = nullptr;
         fail("malformed GGUF file" + (reason.empty() ? std::string() : " (" + reason + ")"));
     }
 
@@ -113,33 +123,17 @@ GgufFile::GgufFile(const std::string & path) : path_(path) {
         }
         info.file_offset = data_offset + gguf_get_tensor_offset(gguf_.get(), i);
         info.n_bytes = gguf_get_tensor_size(gguf_.get(), i);
-        if (info.file_offset > file_size_ || info.n_bytes > file_size_ - info.file_offset) {
-            const std::string name = info.name;
-            ::munmap(mapping_, file_size_);
-            mapping_ = nullptr;
-            fail("tensor '" + name + "' lies outside the file (truncated file? it needs " +
+        if (info.file_offset > file_size || info.n_bytes > file_size - info.file_offset) {
+            fail("tensor '" + info.name + "' lies outside the file (truncated file? it needs " +
                  std::to_string(info.file_offset + info.n_bytes) + " bytes, the file has " +
-                 std::to_string(file_size_) + ")");
+                 std::to_string(file_size) + ")");
         }
         tensors_.push_back(std::move(info));
     }
 }
 
-GgufFile::~GgufFile() {
-    if (mapping_ != nullptr) {
-        ::munmap(mapping_, file_size_);
-    }
-}
-
-void release_mapped_pages(const char * begin, const char * end) {
-    static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-    const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;  // whole pages only
-    const uintptr_t last = reinterpret_cast<uintptr_t>(end) / page * page;
-    if (last > first) ::madvise(reinterpret_cast<void *>(first), last - first, MADV_DONTNEED);
-}
-
 void GgufFile::release_pages(size_t offset, size_t n_bytes) const {
-    const auto * begin = reinterpret_cast<const char *>(mapping_ + offset);
+    const auto * begin = reinterpret_cast<const char *>(mapping_.data() + offset);
     release_mapped_pages(begin, begin + n_bytes);
 }
 
@@ -186,11 +180,6 @@ std::optional<float> GgufFile::find_float(const std::string & key) const {
     fail("metadata '" + key + "' should be a float, it is " + gguf_type_name(type));
 }
 
-float GgufFile::get_float(const std::string & key) const {
-    if (auto v = find_float(key)) return *v;
-    fail("missing metadata '" + key + "'");
-}
-
 std::optional<std::string> GgufFile::find_string(const std::string & key) const {
     const int64_t id = key_id(key);
     if (id < 0) return std::nullopt;
@@ -199,11 +188,6 @@ std::optional<std::string> GgufFile::find_string(const std::string & key) const 
         fail("metadata '" + key + "' should be a string, it is " + gguf_type_name(type));
     }
     return std::string(gguf_get_val_str(gguf_.get(), id));
-}
-
-std::string GgufFile::get_string(const std::string & key) const {
-    if (auto v = find_string(key)) return *v;
-    fail("missing metadata '" + key + "'");
 }
 
 std::vector<std::string> GgufFile::get_string_array(const std::string & key) const {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ggml-cpp.h"
+#include "gptj/memory.h"
 
 namespace gptj {
 
@@ -27,29 +28,22 @@ struct GgufTensorInfo {
 // A scalar metadata value, for display (Model.metadata in Python).
 using GgufScalar = std::variant<int64_t, uint64_t, double, bool, std::string>;
 
-// Drops this process's mapping of the whole pages inside [begin, end) of a read-only file
-// mapping: the page cache keeps them, the next access maps them again.
-void release_mapped_pages(const char * begin, const char * end);
-
 class GgufFile {
 public:
     // Throws Error(file_not_found) when the path cannot be opened and Error(invalid_file)
     // when it is not a well-formed GGUF file whose tensors all lie inside it.
     explicit GgufFile(const std::string & path);
-    ~GgufFile();
     GgufFile(const GgufFile &) = delete;
     GgufFile & operator=(const GgufFile &) = delete;
 
     const std::string & path() const { return path_; }
-    size_t file_size() const { return file_size_; }
+    size_t file_size() const { return mapping_.size(); }
 
     bool has_key(const std::string & key) const;
     // Integer-valued keys accept any GGUF integer type, converted with a range check.
     int64_t get_int(const std::string & key) const;
     std::optional<int64_t> find_int(const std::string & key) const;
-    float get_float(const std::string & key) const;
     std::optional<float> find_float(const std::string & key) const;
-    std::string get_string(const std::string & key) const;
     std::optional<std::string> find_string(const std::string & key) const;
     std::vector<std::string> get_string_array(const std::string & key) const;
     std::vector<int32_t> get_int_array(const std::string & key) const;
@@ -60,7 +54,7 @@ public:
     const GgufTensorInfo * find_tensor(const std::string & name) const;
 
     // The mapped file: tensor data lives at mapping() + info.file_offset.
-    uint8_t * mapping() const { return mapping_; }
+    uint8_t * mapping() const { return mapping_.data(); }
     // Tells the kernel this process no longer needs the mapped pages of a byte range (they
     // stay in the page cache but leave our resident set); the range stays readable.
     void release_pages(size_t offset, size_t n_bytes) const;
@@ -70,8 +64,7 @@ private:
     [[noreturn]] void fail(const std::string & what) const;
 
     std::string path_;
-    size_t file_size_ = 0;
-    uint8_t * mapping_ = nullptr;
+    FileMapping mapping_;  // before gguf_, so it outlives the metadata parsed from it
     gguf_context_ptr gguf_;
     std::vector<GgufTensorInfo> tensors_;
 };

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "gptj/batch_matmul.h"
+#include "gptj/kernels/matmul.h"
 
 namespace gptj {
 namespace {

@@ -12,8 +12,7 @@ namespace {
 int32_t positive(const GgufFile & file, const std::string & key, int64_t value) {
     // 1 << 24 bounds every dimension far above any GPT-J while keeping products in range.
     if (value <= 0 || value > (int64_t{1} << 24)) {
-        throw Error(Error::Kind::invalid_file,
-                    file.path() + ": metadata '" + key + "' = " + std::to_string(value) + " is out of range");
+        throw invalid_file_error(file.path(), "metadata '" + key + "' = " + std::to_string(value) + " is out of range");
     }
     return static_cast<int32_t>(value);
 }
@@ -35,19 +34,18 @@ HParams HParams::from_gguf(const GgufFile & file, int32_t n_vocab) {
     hp.rotary_dim = read_dim(file, "gptj.rope.dimension_count");
     hp.norm_eps = file.find_float("gptj.attention.layer_norm_epsilon").value_or(1e-5f);
 
-    auto invalid = [&](const std::string & what) {
-        throw Error(Error::Kind::invalid_file, file.path() + ": " + what);
-    };
     if (hp.n_embd % hp.n_head != 0) {
-        invalid("gptj.embedding_length (" + std::to_string(hp.n_embd) +
-                ") is not a multiple of gptj.attention.head_count (" + std::to_string(hp.n_head) + ")");
+        throw invalid_file_error(file.path(), "gptj.embedding_length (" + std::to_string(hp.n_embd) +
+                                                  ") is not a multiple of gptj.attention.head_count (" +
+                                                  std::to_string(hp.n_head) + ")");
     }
     if (hp.rotary_dim > hp.head_dim() || hp.rotary_dim % 2 != 0) {
-        invalid("gptj.rope.dimension_count (" + std::to_string(hp.rotary_dim) +
-                ") must be even and at most the head size (" + std::to_string(hp.head_dim()) + ")");
+        throw invalid_file_error(file.path(), "gptj.rope.dimension_count (" + std::to_string(hp.rotary_dim) +
+                                                  ") must be even and at most the head size (" +
+                                                  std::to_string(hp.head_dim()) + ")");
     }
     if (!(hp.norm_eps > 0.0f && hp.norm_eps < 1.0f)) {
-        invalid("gptj.attention.layer_norm_epsilon is out of range");
+        throw invalid_file_error(file.path(), "gptj.attention.layer_norm_epsilon is out of range");
     }
     return hp;
 }

@@ -6,9 +6,9 @@
 
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
-#include "gptj/batch_matmul.h"
 #include "gptj/error.h"
-#include "gptj/huge_pages.h"
+#include "gptj/kernels/matmul.h"
+#include "gptj/memory.h"
 #include "gptj/repack.h"
 #include "gptj/threads.h"
 
@@ -45,16 +45,17 @@ std::shared_ptr<const Model> Model::load(const std::string & path, const ModelPa
 }
 
 Model::Model(const std::string & path, const ModelParams & params) : file_(path) {
-    auto invalid = [&](const std::string & what) { throw Error(Error::Kind::invalid_file, path + ": " + what); };
-
     const auto architecture = file_.find_string("general.architecture");
-    if (!architecture) invalid("missing metadata 'general.architecture': not a model file written for gptj_ggml");
+    if (!architecture) {
+        throw invalid_file_error(path, "missing metadata 'general.architecture': not a model file written for gptj_ggml");
+    }
     if (*architecture != kArchitecture) {
-        invalid("the model's architecture is '" + *architecture + "'; gptj_ggml runs only 'gptj' (GPT-J)");
+        throw invalid_file_error(path, "the model's architecture is '" + *architecture +
+                                           "'; gptj_ggml runs only 'gptj' (GPT-J)");
     }
 
     const GgufTensorInfo * embd = file_.find_tensor("token_embd.weight");
-    if (embd == nullptr) invalid("missing tensor 'token_embd.weight'");
+    if (embd == nullptr) throw invalid_file_error(path, "missing tensor 'token_embd.weight'");
     hparams_ = HParams::from_gguf(file_, static_cast<int32_t>(std::min<int64_t>(embd->ne[1], INT32_MAX)));
     const int64_t n_embd = hparams_.n_embd, n_vocab = hparams_.n_vocab, n_ff = hparams_.n_ff;
 
@@ -90,7 +91,9 @@ Model::Model(const std::string & path, const ModelParams & params) : file_(path)
         expected.insert(ggml_get_name(t));
     }
     for (const auto & info : file_.tensors()) {
-        if (expected.count(info.name) == 0) invalid("unexpected tensor '" + info.name + "' for a GPT-J model");
+        if (expected.count(info.name) == 0) {
+            throw invalid_file_error(path, "unexpected tensor '" + info.name + "' for a GPT-J model");
+        }
     }
 
     place_weights(params);
@@ -143,7 +146,7 @@ void Model::place_weights(const ModelParams & params) {
     for (ggml_tensor * t = ggml_get_first_tensor(ctx_.get()); t != nullptr; t = ggml_get_next_tensor(ctx_.get(), t)) {
         if (t->buffer != nullptr) continue;
         if (ggml_backend_tensor_alloc(buffer_.get(), t, const_cast<uint8_t *>(mapped(t))) != GGML_STATUS_SUCCESS) {
-            throw Error(Error::Kind::invalid_file, file_.path() + ": cannot place tensor '" + ggml_get_name(t) + "' in memory");
+            throw invalid_file_error(file_.path(), std::string("cannot place tensor '") + ggml_get_name(t) + "' in memory");
         }
     }
 }
@@ -174,28 +177,26 @@ ggml_tensor * Model::file_layout(const ggml_tensor * matrix) const {
 
 ggml_tensor * Model::add_tensor(const std::string & name, std::vector<int64_t> shape, bool is_matrix) {
     auto invalid = [&](const std::string & what) {
-        throw Error(Error::Kind::invalid_file, file_.path() + ": tensor '" + name + "' " + what);
+        return invalid_file_error(file_.path(), "tensor '" + name + "' " + what);
     };
     const GgufTensorInfo * info = file_.find_tensor(name);
-    if (info == nullptr) {
-        throw Error(Error::Kind::invalid_file, file_.path() + ": missing tensor '" + name + "'");
-    }
+    if (info == nullptr) throw invalid_file_error(file_.path(), "missing tensor '" + name + "'");
     const int n_dims = static_cast<int>(shape.size());
     bool same_shape = info->n_dims <= n_dims;
     for (int d = 0; d < GGML_MAX_DIMS; ++d) {
         same_shape = same_shape && info->ne[d] == (d < n_dims ? shape[static_cast<size_t>(d)] : 1);
     }
     if (!same_shape) {
-        invalid("has shape " + shape_string(info->ne, info->n_dims) + ", expected " +
-                shape_string(shape.data(), n_dims) + " from the hyper-parameters");
+        throw invalid("has shape " + shape_string(info->ne, info->n_dims) + ", expected " +
+                      shape_string(shape.data(), n_dims) + " from the hyper-parameters");
     }
     if (is_matrix ? !is_supported_matrix_type(info->type) : info->type != GGML_TYPE_F32) {
-        invalid(std::string("has type ") + ggml_type_name(info->type) + ", expected " +
-                (is_matrix ? "f32, f16, bf16 or a ggml quantized type" : "f32"));
+        throw invalid(std::string("has type ") + ggml_type_name(info->type) + ", expected " +
+                      (is_matrix ? "f32, f16, bf16 or a ggml quantized type" : "f32"));
     }
     const int64_t n_rows = n_dims == 1 ? 1 : shape[1];
     if (info->n_bytes != ggml_row_size(info->type, shape[0]) * static_cast<size_t>(n_rows)) {
-        invalid("has an inconsistent size");
+        throw invalid("has an inconsistent size");
     }
     ggml_tensor * t = n_dims == 1 ? ggml_new_tensor_1d(ctx_.get(), info->type, shape[0])
                                   : ggml_new_tensor_2d(ctx_.get(), info->type, shape[0], shape[1]);
@@ -206,15 +207,14 @@ ggml_tensor * Model::add_tensor(const std::string & name, std::vector<int64_t> s
 void Model::load_vocab() {
     const std::string model = file_.find_string("tokenizer.ggml.model").value_or("");
     if (model != "gpt2") {
-        throw Error(Error::Kind::invalid_file,
-                    file_.path() + ": metadata 'tokenizer.ggml.model' is '" + model + "', expected 'gpt2'");
+        throw invalid_file_error(file_.path(), "metadata 'tokenizer.ggml.model' is '" + model + "', expected 'gpt2'");
     }
     VocabData data;
     data.tokens = file_.get_string_array("tokenizer.ggml.tokens");
     if (data.tokens.size() != static_cast<size_t>(hparams_.n_vocab)) {
-        throw Error(Error::Kind::invalid_file,
-                    file_.path() + ": 'tokenizer.ggml.tokens' has " + std::to_string(data.tokens.size()) +
-                        " tokens but token_embd has " + std::to_string(hparams_.n_vocab) + " rows");
+        throw invalid_file_error(file_.path(), "'tokenizer.ggml.tokens' has " + std::to_string(data.tokens.size()) +
+                                                   " tokens but token_embd has " + std::to_string(hparams_.n_vocab) +
+                                                   " rows");
     }
     if (file_.has_key("tokenizer.ggml.token_type")) {
         data.token_types = file_.get_int_array("tokenizer.ggml.token_type");

@@ -11,7 +11,7 @@
 #include "ggml-cpp.h"
 #include "gptj/gguf_file.h"
 #include "gptj/hparams.h"
-#include "gptj/vocab.h"
+#include "gptj/tokenizer/vocab.h"
 
 namespace gptj {
 

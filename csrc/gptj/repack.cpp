@@ -8,7 +8,7 @@
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "gptj/error.h"
-#include "gptj/huge_pages.h"
+#include "gptj/memory.h"
 
 namespace gptj {
 namespace {

@@ -93,6 +93,26 @@ float log_probability(const float * logits, int32_t n_vocab, int32_t id) {
     return static_cast<float>(static_cast<double>(logits[id]) - max_logit - std::log(sum));
 }
 
+std::vector<std::pair<int32_t, float>> top_log_probabilities(const float * logits, int32_t n_vocab, int32_t n) {
+    n = std::max(0, std::min(n, n_vocab));
+    std::vector<int32_t> ids(static_cast<size_t>(n_vocab));
+    for (int32_t i = 0; i < n_vocab; ++i) ids[static_cast<size_t>(i)] = i;
+    std::partial_sort(ids.begin(), ids.begin() + n, ids.end(),
+                      [logits](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+    double sum = 0.0;
+    const double max_logit = n > 0 ? logits[ids[0]] : 0.0;
+    if (n > 0) {
+        for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - max_logit);
+    }
+    std::vector<std::pair<int32_t, float>> out;
+    out.reserve(static_cast<size_t>(n));
+    for (int32_t k = 0; k < n; ++k) {
+        const int32_t id = ids[static_cast<size_t>(k)];
+        out.emplace_back(id, static_cast<float>(static_cast<double>(logits[id]) - max_logit - std::log(sum)));
+    }
+    return out;
+}
+
 void fill_candidates(Candidates & c, const float * logits, int32_t n_vocab) {
     c.items.resize(static_cast<size_t>(n_vocab));
     for (int32_t i = 0; i < n_vocab; ++i) c.items[static_cast<size_t>(i)] = Candidate{i, logits[i], 0.0};
@@ -116,6 +136,27 @@ void penalize_repetition(Candidates & c, const std::vector<int32_t> & history, c
 
 void add_logit_bias(Candidates & c, const std::vector<std::pair<int32_t, float>> & bias) {
     for (const auto & [id, value] : bias) c.items[static_cast<size_t>(id)].logit += value;
+}
+
+void keep_top_n_sigma(Candidates & c, float n_sigma) {
+    if (n_sigma <= 0.0f) return;
+    double max_logit = -std::numeric_limits<double>::infinity(), sum = 0.0, sum_squares = 0.0;
+    size_t n_finite = 0;
+    for (const Candidate & item : c.items) {
+        if (!std::isfinite(item.logit)) continue;  // banned tokens (-inf) are no part of the spread
+        max_logit = std::max(max_logit, static_cast<double>(item.logit));
+        sum += item.logit;
+        sum_squares += static_cast<double>(item.logit) * item.logit;
+        ++n_finite;
+    }
+    if (n_finite == 0) return;
+    const double mean = sum / static_cast<double>(n_finite);
+    const double sigma = std::sqrt(std::max(0.0, sum_squares / static_cast<double>(n_finite) - mean * mean));
+    const double threshold = max_logit - static_cast<double>(n_sigma) * sigma;
+    // Order is kept (the most likely token always passes), so `sorted` stays as it was.
+    c.items.erase(std::remove_if(c.items.begin(), c.items.end(),
+                                 [threshold](const Candidate & item) { return item.logit < threshold; }),
+                  c.items.end());
 }
 
 void keep_top_k(Candidates & c, int32_t k) {
@@ -227,6 +268,7 @@ void Sampler::run_chain(const float * logits, const std::vector<int32_t> & histo
     penalize_repetition(c, history, params_);
     add_logit_bias(c, params_.logit_bias);
     if (params_.temperature <= 0.0f) return;
+    keep_top_n_sigma(c, params_.top_n_sigma);
     keep_top_k(c, params_.top_k);
     keep_typical(c, params_.typical_p);
     keep_top_p(c, params_.top_p);

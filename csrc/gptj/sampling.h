@@ -20,6 +20,10 @@ int32_t argmax(const float * logits, int32_t n_vocab);
 // log softmax(logits)[id]: the model's own log-probability of a token, before any sampler.
 float log_probability(const float * logits, int32_t n_vocab, int32_t id);
 
+// The n most likely tokens under the model (log softmax of the raw logits), most likely first
+// (equal logits by id): the alternatives OpenAI's top_logprobs reports.
+std::vector<std::pair<int32_t, float>> top_log_probabilities(const float * logits, int32_t n_vocab, int32_t n);
+
 // The sampler's settings: the numeric ones come from GPTJ_SAMPLING_SETTINGS (their defaults
 // included); a step's neutral value disables it (top_k 0, top_p 1, min_p 0, typical_p 1,
 // penalties 1/0).
@@ -71,6 +75,9 @@ void fill_candidates(Candidates & c, const float * logits, int32_t n_vocab);
 // Needs the candidates in id order, the whole vocabulary (the first step).
 void penalize_repetition(Candidates & c, const std::vector<int32_t> & history, const SamplingParams & params);
 void add_logit_bias(Candidates & c, const std::vector<std::pair<int32_t, float>> & bias);
+// Keeps the tokens whose logit is at least max - n_sigma * (standard deviation of the finite
+// logits): a cut that does not move with the temperature.
+void keep_top_n_sigma(Candidates & c, float n_sigma);
 void keep_top_k(Candidates & c, int32_t k);
 void keep_typical(Candidates & c, float typical_p);
 void keep_top_p(Candidates & c, float top_p);

@@ -22,6 +22,9 @@ constexpr double inf = std::numeric_limits<double>::infinity();
 #define GPTJ_SAMPLING_SETTINGS(X)                                                                                   \
     X(float, temperature, 0.8, 0, inf, "[)",                                                                      \
       "divides the logits before the draw; 0 is greedy (always the most likely token)")                           \
+    X(float, top_n_sigma, 0.0, 0, inf, "[)",                                                                      \
+      "top-n-sigma (Tang et al. 2024): keep tokens whose logit is within top_n_sigma standard deviations of "     \
+      "the largest; 0: off")                                                                                      \
     X(int32_t, top_k, 40, 0, inf, "[)", "keep only the top_k most likely tokens; 0: off")                         \
     X(float, top_p, 0.95, 0, 1, "(]",                                                                             \
       "nucleus sampling: keep the most likely tokens whose probabilities add up to top_p; 1: off")                \

@@ -39,7 +39,6 @@ public:
     void discard(int n_keep, int n_discard);
 
     const Model & model() const { return *model_; }
-    const std::shared_ptr<const Model> & shared_model() const { return model_; }
     const std::vector<int32_t> & history() const { return history_; }
     int n_past() const { return static_cast<int>(history_.size()); }
     int n_ctx() const { return cache_.n_ctx(); }

@@ -88,8 +88,9 @@ class Session:
     def __init__(self, model: Model, n_ctx: int = 0, n_threads: int = 0, n_batch: int = 512) -> None: ...
     def evaluate(self, tokens: Sequence[int], all_logits: bool = False) -> npt.NDArray[np.float32]: ...
     def evaluate_and_sample(
-        self, tokens: Sequence[int], sampler: Sampler, logprob: bool = False
-    ) -> tuple[int, float, float, float]: ...  # token, logprob (nan unless asked), eval_ms, sample_ms
+        self, tokens: Sequence[int], sampler: Sampler, logprob: bool = False, top_logprobs: int = 0
+    ) -> tuple[int, float, float, float, list[tuple[int, float]]]: ...
+    # token, logprob (nan unless asked), eval_ms, sample_ms, the top_logprobs most likely (id, logprob)
     def generate_loop(
         self, prompt: Sequence[int], n_tokens: int, sampler: Sampler
     ) -> tuple[list[int], float, float]: ...  # tokens, prompt_ms, generation_ms

@@ -38,12 +38,15 @@ class Token:
     ``text`` never splits a UTF-8 character (bytes of a character spread over several tokens
     come with the token that completes it) and never holds any part of a stop string, so
     joining every ``text`` gives the completion. ``logprob`` is the model's own
-    log-probability of the token (log-softmax of the raw logits, before any sampler step).
+    log-probability of the token (log-softmax of the raw logits, before any sampler step);
+    ``top_logprobs`` the most likely tokens at that step under the same measure, as
+    ``(id, logprob)`` pairs, most likely first (with ``top_logprobs=N``).
     """
 
     id: int
     text: str
     logprob: float | None = None
+    top_logprobs: tuple[tuple[int, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,14 +123,20 @@ class Completion:
     seed: int
 
 
+#: A sampled token's log-probability and the most likely alternatives, (id, logprob) pairs.
+_Score = tuple[float, list[tuple[int, float]]]
+
+
 @dataclass(frozen=True)
 class _Options:
     max_tokens: int
     stop: StopStrings
     logprobs: bool
+    top_logprobs: int
     on_context_full: ContextPolicy
     n_keep: int
     seed: int
+    is_cancelled: Callable[[], bool] | None = None
 
 
 class Generation(Iterator[Token]):
@@ -262,20 +271,21 @@ class _Stream:
             self.finish_reason = "cancelled"
         self.on_end(self)
 
-    def emit(self, token_id: int, text: str, logprob: float) -> Token:
+    def emit(self, token_id: int, text: str, score: _Score) -> Token:
         self.tokens.append(token_id)
         self.texts.append(text)
         if self.options.logprobs:
+            logprob, top = score
             self.logprobs.append(logprob)
-            return Token(token_id, text, logprob)
+            return Token(token_id, text, logprob, tuple(top) if self.options.top_logprobs else None)
         return Token(token_id, text)
 
     def run(self) -> Iterator[Token]:
         session, options = self.core, self.options
         started = time.perf_counter()
-        # Tokens sampled but not yet yielded: (id, text, logprob). They wait while their text
+        # Tokens sampled but not yet yielded: (id, text, (logprob, top logprobs)). They wait while their text
         # could be the start of a stop string, or while a UTF-8 character is unfinished.
-        held: list[tuple[int, str, float]] = []
+        held: list[tuple[int, str, _Score]] = []
         decoder = self.tokenizer.stream_decoder()
         eos_id = self.tokenizer.eos_id
         try:
@@ -297,7 +307,11 @@ class _Stream:
                             "to drop old tokens, 'stop' to end there, or use a larger n_ctx"
                         )
                     self.shift()
-                token_id, logprob, eval_ms, sample_ms = session.evaluate_and_sample(pending, self.sampler, options.logprobs)
+                if options.is_cancelled is not None and options.is_cancelled():
+                    return  # what is held is dropped: whoever cancelled no longer reads (end(): "cancelled")
+                token_id, logprob, eval_ms, sample_ms, top = session.evaluate_and_sample(
+                    pending, self.sampler, options.logprobs, options.top_logprobs
+                )
                 if self.generated == 0:
                     self.prompt_ms += eval_ms + sample_ms
                 else:
@@ -307,7 +321,7 @@ class _Stream:
                 if token_id == eos_id:
                     self.finish_reason = "eos"
                     break
-                held.append((token_id, decoder.feed(token_id), logprob))
+                held.append((token_id, decoder.feed(token_id), (logprob, top)))
                 yield from self.release_held(held, decoder, final=False)
                 if self.finish_reason == "stop":
                     return
@@ -338,16 +352,16 @@ class _Stream:
         self.core.discard(n_keep, n_discard)
         self.generation_ms += (time.perf_counter() - started) * 1e3
 
-    def release_last(self, held: list[tuple[int, str, float]], decoder: StreamDecoder) -> Iterator[Token]:
+    def release_last(self, held: list[tuple[int, str, _Score]], decoder: StreamDecoder) -> Iterator[Token]:
         """At the end: an unfinished character becomes U+FFFD on the last token, then everything
         held is released (up to a stop string, if the tail completes one)."""
         tail = decoder.flush()
         if tail and held:
-            token_id, text, logprob = held[-1]
-            held[-1] = (token_id, text + tail, logprob)
+            token_id, text, score = held[-1]
+            held[-1] = (token_id, text + tail, score)
         yield from self.release_held(held, decoder, final=True)
 
-    def release_held(self, held: list[tuple[int, str, float]], decoder: StreamDecoder, final: bool) -> Iterator[Token]:
+    def release_held(self, held: list[tuple[int, str, _Score]], decoder: StreamDecoder, final: bool) -> Iterator[Token]:
         """Yield the held tokens whose text is decided, and end at a stop string."""
         text = "".join(t for _, t, _ in held)
         stop = self.options.stop
@@ -361,14 +375,14 @@ class _Stream:
             releasable = stop.safe_length(text) if stop else len(text)
         start = 0
         n_released = 0
-        for token_id, token_text, logprob in held:
+        for token_id, token_text, score in held:
             end = start + len(token_text)
             last_unfinished = not final and n_released == len(held) - 1 and decoder.pending
             if end > releasable or last_unfinished:
                 if cut >= 0 and start < cut:  # the token the stop string starts in: its text before it
-                    yield self.emit(token_id, token_text[: cut - start], logprob)
+                    yield self.emit(token_id, token_text[: cut - start], score)
                 break
-            yield self.emit(token_id, token_text, logprob)
+            yield self.emit(token_id, token_text, score)
             n_released += 1
             start = end
         del held[:n_released]

@@ -60,7 +60,7 @@ class SamplingSetting:
         return f"{'[' if self.low_inclusive else '('}{self.low:g}, {self.high:g}{']' if self.high_inclusive else ')'}"
 
 
-#: Every numeric setting of the sampler, in the order the chain applies them.
+#: Every numeric setting of the sampler, in the order of the record (csrc/gptj/sampling_settings.h).
 SETTINGS: tuple[SamplingSetting, ...] = tuple(
     SamplingSetting(**{**row, "type": int if row["type"] == "int" else float}) for row in core.sampling_settings()
 )

@@ -7,7 +7,7 @@ import os
 import secrets
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -147,8 +147,10 @@ class Session:
         stop: str | Sequence[str] | None = None,
         ignore_eos: bool = False,
         logprobs: bool = False,
+        top_logprobs: int = 0,
         on_context_full: ContextPolicy = "error",
         n_keep: int = 0,
+        is_cancelled: Callable[[], bool] | None = None,
         **sampling_overrides: Any,
     ) -> Generation:
         """Yield the tokens that continue ``prompt``, one at a time, as they are produced.
@@ -168,11 +170,19 @@ class Session:
             ignore_eos: never produce end-of-text (its logit is set to -inf); otherwise it ends
                 the generation (and is not yielded).
             logprobs: also give each token's log-probability (``Token.logprob``).
+            top_logprobs: also give that many of the most likely tokens at each step
+                (``Token.top_logprobs``; implies ``logprobs``).
             on_context_full: when the cache is full: "error" raises :class:`ContextFullError`
                 (after yielding what was generated), "stop" ends the generation, "shift" keeps
                 the first ``n_keep`` tokens, drops the oldest half of the rest and goes on
                 (re-evaluating what is kept, as GPT-J's rotary positions require).
             n_keep: tokens at the start that "shift" never drops.
+            is_cancelled: called before every engine step (in the thread that iterates); when it
+                returns True the generation ends there with ``finish_reason`` "cancelled", at most
+                the step already running after the request. It lets another thread stop a
+                generation (a server whose client went away), which ``close()`` cannot: only
+                the iterating thread may close it. Text held back (a possible stop string)
+                is dropped.
 
         Returns:
             a :class:`Generation`: iterate it for :class:`Token` objects; afterwards its
@@ -200,7 +210,18 @@ class Session:
             params = params.replace(logit_bias={**params.logit_bias, self.model.tokenizer.eos_id: float("-inf")})
         seed = secrets.randbits(64) if seed is None else seed & (2**64 - 1)
         sampler = params.sampler(self.model.n_vocab, seed)
-        options = _Options(max_tokens, StopStrings(stop), logprobs, on_context_full, n_keep, seed)
+        if top_logprobs < 0:
+            raise ValueError(f"top_logprobs must be >= 0, got {top_logprobs}")
+        options = _Options(
+            max_tokens,
+            StopStrings(stop),
+            logprobs or top_logprobs > 0,
+            top_logprobs,
+            on_context_full,
+            n_keep,
+            seed,
+            is_cancelled,
+        )
         with self._lock:
             self._claim()
             stream = _Stream(self._core, sampler, self.model.tokenizer, ids, options, self.model.load_ms, self._release)

@@ -19,6 +19,7 @@ from .info import add_info
 from .perplexity import add_perplexity
 from .quantize import add_quantize
 from .run import add_run
+from .serve import add_serve
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_convert,
@@ -27,6 +28,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_run,
     add_bench,
     add_perplexity,
+    add_serve,
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..chat_templates import TEMPLATES
 from ..convert.quant_types import OUTTYPES
 
 
@@ -26,12 +27,21 @@ def add_convert(subparsers: argparse._SubParsersAction) -> None:
         f"f32 (everything float32) or a quantized type ({', '.join(list(OUTTYPES)[2:])}); norms and biases stay f32",
     )
     parser.add_argument("--pure", action="store_true", help="quantized types: no higher-precision output/token_embd")
+    parser.add_argument(
+        "--chat-template",
+        metavar="NAME|FILE",
+        default=None,
+        help=f"store this chat template in the file (named: {', '.join(TEMPLATES)}; or a file of Jinja source) "
+        "instead of the checkpoint's own (tokenizer_config.json's chat_template, copied when it has one)",
+    )
     parser.set_defaults(handler=run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> int:
     from ..convert import convert_checkpoint
 
-    out = convert_checkpoint(args.src, args.output, outtype=args.outtype, pure=args.pure, progress=True)
+    out = convert_checkpoint(
+        args.src, args.output, outtype=args.outtype, pure=args.pure, progress=True, chat_template=args.chat_template
+    )
     print(f"wrote {out}")
     return 0

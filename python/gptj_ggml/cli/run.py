@@ -40,6 +40,19 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="read turns from stdin, one per line, reusing the session between them",
     )
+    parser.add_argument(
+        "--chat",
+        action="store_true",
+        help="a conversation through the chat template: each line read from stdin is a user message "
+        "(-p is then the system message)",
+    )
+    parser.add_argument(
+        "--chat-template",
+        metavar="NAME|FILE",
+        default=None,
+        help="with --chat: a named template (plain, gpt4all-j, dolly-v1, alpaca, pygmalion) or a file of Jinja "
+        "source (default: the model's own, else plain)",
+    )
     parser.add_argument("-n", "--max-tokens", type=int, default=128, help="the most tokens to generate (128)")
     parser.add_argument(
         "-t",
@@ -75,11 +88,15 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._native import core
+    from ..chat import resolve_template
     from ..model import Model
+    from .run_chat import converse_with_template
 
-    if args.prompt is None and not args.interactive:
-        raise ValueError("run needs a prompt (-p TEXT), or -i to read turns from stdin")
-    if args.interactive and args.context_full is not None:
+    if args.prompt is None and not (args.interactive or args.chat):
+        raise ValueError("run needs a prompt (-p TEXT), or -i / --chat to read turns from stdin")
+    if args.chat_template is not None and not args.chat:
+        raise ValueError("--chat-template needs --chat")
+    if (args.interactive or args.chat) and args.context_full is not None:
         raise ValueError(
             "--context-full is for a single completion; with -i a conversation ends when it fills the context"
         )
@@ -94,7 +111,10 @@ def run(args: argparse.Namespace) -> int:
             f"--keep must be from 0 to {session.n_ctx - 2} (the context, {session.n_ctx}, minus 2), got {args.keep}"
         )
     options = _generate_options(args)
-    if args.interactive:
+    if args.chat:
+        template = resolve_template(args.chat_template) if args.chat_template else model.chat_template
+        status = converse_with_template(session, template, args.prompt, options)
+    elif args.interactive:
         status = _converse(session, args.prompt or "", options)
     else:
         context = {"on_context_full": args.context_full or "error", "n_keep": args.keep}

@@ -23,6 +23,7 @@ def convert_checkpoint(
     outtype: str | None = None,
     pure: bool = False,
     progress: bool = False,
+    chat_template: str | None = None,
 ) -> Path:
     """Convert the GPT-J checkpoint ``src`` to the GGUF file ``out``; return ``out``.
 
@@ -34,20 +35,25 @@ def convert_checkpoint(
     :mod:`gptj_ggml.convert.quant_types` (``pure`` turns its exceptions off). Tensors are
     streamed in row blocks, so memory stays far below the model size. The file appears at
     ``out`` only once it is complete: on any error or interrupt nothing is left there.
-    ``progress`` shows a tqdm bar of tensors written. Raises :class:`ConversionError` naming
-    the file, tensor or field at fault.
+    ``progress`` shows a tqdm bar of tensors written. ``chat_template`` (a named template or a
+    file of Jinja source, see :mod:`gptj_ggml.chat`) is stored as ``tokenizer.chat_template``
+    instead of the checkpoint's own (``tokenizer_config.json``'s, copied when there is one).
+    Raises :class:`ConversionError` naming the file, tensor or field at fault.
     """
     src, out = Path(src), Path(out)
     if outtype is not None and outtype not in OUTTYPES:
         raise ConversionError(f"unknown outtype {outtype!r}, expected one of {', '.join(OUTTYPES)}")
     check_output_folder(out)
+    template_source = _template_source(chat_template)
     if src.is_file() and is_legacy_ggml(src):
-        return convert_legacy_ggml(src, out, outtype=outtype, pure=pure, progress=progress)
+        return convert_legacy_ggml(src, out, outtype=outtype, pure=pure, progress=progress, chat_template=template_source)
     if not src.is_dir():
         raise ConversionError(f"{src}: not a checkpoint folder (nor a legacy GGML file)")
     outtype = outtype or "f16"
     hparams = read_hparams(src)
     tokenizer = read_tokenizer(src, hparams.vocab_size)
+    if template_source is not None:
+        tokenizer.chat_template = template_source
     tensors = plan_tensors(src, read_checkpoint(src), hparams, outtype, pure=pure)
     write_atomically(
         out,
@@ -58,6 +64,17 @@ def convert_checkpoint(
         progress,
     )
     return out
+
+
+def _template_source(spec: str | None) -> str | None:
+    if spec is None:
+        return None
+    from ..chat import ChatTemplateError, resolve_template
+
+    try:
+        return resolve_template(spec).source
+    except ChatTemplateError as error:
+        raise ConversionError(str(error)) from None
 
 
 def plan_tensors(

@@ -211,3 +211,5 @@ def _add_metadata(
     writer.add_token_merges(tokenizer.merges)
     writer.add_bos_token_id(tokenizer.bos_id)
     writer.add_eos_token_id(tokenizer.eos_id)
+    if tokenizer.chat_template:
+        writer.add_chat_template(tokenizer.chat_template)

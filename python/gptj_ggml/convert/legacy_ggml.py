@@ -13,7 +13,7 @@ little-endian int32):
 
 Quantized tensors are stored with ggml's block layouts, which GGUF shares, so they are copied
 byte for byte. The tokenizer's merge ranks are derived from the token ids when the model is
-loaded (see csrc/gptj/vocab.cpp).
+loaded (see csrc/gptj/tokenizer/vocab.cpp).
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ def convert_legacy_ggml(
     outtype: str | None = None,
     pure: bool = False,
     progress: bool = False,
+    chat_template: str | None = None,
 ) -> Path:
     """Convert the legacy GGML file ``src`` to the GGUF file ``out``; return ``out``.
 
@@ -147,6 +148,7 @@ def convert_legacy_ggml(
     ]
     file_type = OUTTYPES[outtype or FTYPES[legacy.hparams.ftype]].file_type
     tokenizer = legacy_tokenizer(legacy)
+    tokenizer.chat_template = chat_template  # Jinja source: legacy files have none of their own
     write_atomically(
         out,
         lambda path, on_tensor_written: write_gguf(path, hparams, tokenizer, file_type, tensors, on_tensor_written),

@@ -34,7 +34,8 @@ class TokenizerData:
 
     ``tokens[i]`` is token ``i`` in GPT-2's byte-to-unicode form (as in vocab.json),
     padded with ``[PAD{i}]`` entries of type UNUSED up to the model's vocab_size;
-    ``merges`` are "a b" strings in rank order.
+    ``merges`` are "a b" strings in rank order; ``chat_template`` is the checkpoint's Jinja
+    chat template (``tokenizer_config.json``), if it has one.
     """
 
     tokens: list[str]
@@ -42,6 +43,7 @@ class TokenizerData:
     merges: list[str]
     bos_id: int
     eos_id: int
+    chat_template: str | None = None
 
 
 def read_tokenizer(folder: Path, n_vocab: int) -> TokenizerData:
@@ -79,7 +81,22 @@ def read_tokenizer(folder: Path, n_vocab: int) -> TokenizerData:
         merges=merges,
         bos_id=_token_id(ids, bos_token, "bos", folder),
         eos_id=_token_id(ids, eos_token, "eos", folder),
+        chat_template=_chat_template(folder),
     )
+
+
+def _chat_template(folder: Path) -> str | None:
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return None
+    template = _read_json(path).get("chat_template")
+    if isinstance(template, list):
+        # Newer checkpoints keep several, by name ({"name", "template"}): the default one is the chat template.
+        by_name = {entry.get("name"): entry.get("template") for entry in template if isinstance(entry, dict)}
+        template = by_name.get("default")
+    if template is not None and not isinstance(template, str):
+        raise ConversionError(f"{path}: chat_template must be a string (Jinja source), got {type(template).__name__}")
+    return template or None
 
 
 def _from_tokenizer_json(path: Path) -> tuple[dict[str, int], list[str], dict[str, int], set[str]]:

@@ -1,4 +1,4 @@
-#include "gptj/unicode.h"
+#include "gptj/tokenizer/unicode.h"
 
 #include <algorithm>
 #include <array>
@@ -12,7 +12,7 @@ struct CodePointRange {
     uint32_t last;
 };
 
-#include "gptj/unicode_tables.inc"
+#include "gptj/tokenizer/unicode_tables.inc"
 
 constexpr uint32_t kCodePointCount = 0x110000;
 constexpr uint32_t kBlockSize = 256;
@@ -97,24 +97,6 @@ Utf8Char decode_utf8(std::string_view text, size_t pos) {
         return {c, 4};
     }
     return invalid;
-}
-
-void append_utf8(std::string & out, uint32_t c) {
-    if (c < 0x80) {
-        out += static_cast<char>(c);
-    } else if (c < 0x800) {
-        out += static_cast<char>(0xC0 | (c >> 6));
-        out += static_cast<char>(0x80 | (c & 0x3F));
-    } else if (c < 0x10000) {
-        out += static_cast<char>(0xE0 | (c >> 12));
-        out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (c & 0x3F));
-    } else {
-        out += static_cast<char>(0xF0 | (c >> 18));
-        out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
-        out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (c & 0x3F));
-    }
 }
 
 namespace {

@@ -1,5 +1,6 @@
-// Weight x activation products for batches of tokens (prompt processing), by our own
-// AVX-512 kernel where it applies and by ggml_mul_mat everywhere else.
+// Which kernel computes each weight x activation product of the forward graph: our
+// matrix-vector kernel for a few tokens (matvec.h), for prompt batches our AMX kernel
+// (gemm_amx.h) or our AVX-512 f32 GEMM (gemm_avx512.h), and ggml_mul_mat everywhere else.
 //
 // Why: for f16 weights ggml's CPU backend rounds the activations to f16 and computes every
 // output as a separate f16 dot product (ggml_vec_dot_f16, 96% of a 128-token prompt's time
@@ -23,6 +24,9 @@ struct MatmulInput {
 // extension is built for any x86-64 and uses AVX-512 only where the CPU has it): f32, f16,
 // bf16, and quantized types in their file layout (not the matrices ggml repacked).
 bool batch_matmul_supported(const ggml_tensor * weights);
+// Whether our matrix-vector kernel runs products with these weights on this CPU: weights in
+// plain host memory (not repacked by ggml), of a type it converts with vector code.
+bool matvec_supported(const ggml_tensor * weights);
 
 // Our kernel is on by default where the CPU can run it; off, every product is ggml_mul_mat's
 // (for side-by-side measurements and tests). Applies to graphs built afterwards.
@@ -35,8 +39,9 @@ const char * batch_matmul_kernel();
 void set_amx_enabled(bool enabled);
 constexpr int kAmxMinTokens = 16;
 
-// Batches shorter than this go to ggml_mul_mat (a matrix-vector product is memory-bound and
-// ggml's is as fast as ours there).
+// Batches shorter than this do not take the GEMMs: up to kMatvecMaxTokens (matvec.h) they take
+// the matrix-vector kernel where it applies, ggml_mul_mat otherwise (a product of a few tokens
+// is memory-bound).
 constexpr int kBatchMatmulMinTokens = 8;
 
 

@@ -1,8 +1,8 @@
-#include "gptj/pretokenizer.h"
+#include "gptj/tokenizer/pretokenizer.h"
 
 #include <cstddef>
 
-#include "gptj/unicode.h"
+#include "gptj/tokenizer/unicode.h"
 
 namespace gptj {
 namespace {

@@ -1,6 +1,6 @@
-// Weights as f32, a stretch of one row at a time, for our matrix kernels (batch_matmul.cpp,
-// matvec.cpp). Vectorized with AVX-512 for f32, f16, bf16, q8_0, q4_0 and q4_K; other quantized
-// types go through ggml's own (scalar) dequantizers.
+// Weights as f32, a stretch of one row at a time, for our matrix kernels (gemm_avx512.cpp,
+// matvec.cpp, gemm_amx.cpp). Vectorized with AVX-512 for f32, f16, bf16, q8_0, q4_0 and q4_K;
+// other quantized types go through ggml's own (scalar) dequantizers.
 #pragma once
 
 #include <cstdint>

@@ -18,9 +18,7 @@ void amx_pack_task(ggml_tensor * dst, int ith, int nth, void * userdata);
 
 // ggml custom op: dst = Yt F32 [n_pad, m] = src[0] (weights [k, m], k and m multiples of 32,
 // any type row_to_f32 reads) times src[1] (amx_pack_task's output). userdata, if not null, is
-// a ReleasePages called with each thread's rows of src[0] when it is done with them.
+// a ReleasePages (memory.h) called with each thread's rows of src[0] when it is done with them.
 void amx_matmul_task(ggml_tensor * dst, int ith, int nth, void * userdata);
-
-using ReleasePages = void (*)(const char * begin, const char * end);
 
 }  // namespace gptj

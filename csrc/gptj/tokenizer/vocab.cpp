@@ -1,4 +1,4 @@
-#include "gptj/vocab.h"
+#include "gptj/tokenizer/vocab.h"
 
 #include <algorithm>
 #include <array>
@@ -6,10 +6,10 @@
 #include <shared_mutex>
 #include <unordered_map>
 
-#include "gptj/bpe.h"
 #include "gptj/error.h"
-#include "gptj/pretokenizer.h"
-#include "gptj/unicode.h"
+#include "gptj/tokenizer/bpe.h"
+#include "gptj/tokenizer/pretokenizer.h"
+#include "gptj/tokenizer/unicode.h"
 
 namespace gptj {
 namespace {

@@ -1,4 +1,4 @@
-#include "gptj/bpe.h"
+#include "gptj/tokenizer/bpe.h"
 
 #include <algorithm>
 

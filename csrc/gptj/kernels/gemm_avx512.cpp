@@ -1,33 +1,17 @@
-#include "gptj/batch_matmul.h"
-
-#include "ggml-backend.h"
-#include "gptj/amx_matmul.h"
-#include "gptj/dequantize.h"
-#include "gptj/gguf_file.h"
-#include "gptj/matvec.h"
+#include "gptj/kernels/gemm_avx512.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
+#include "gptj/kernels/dequantize.h"
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define GPTJ_HAVE_AVX512_KERNEL 1
 #include <immintrin.h>
-#endif
+
+#include "gptj/memory.h"
 
 namespace gptj {
-namespace {
-std::atomic<bool> g_enabled{true};
-std::atomic<bool> g_amx_enabled{true};
-}  // namespace
-
-void set_amx_enabled(bool enabled) { g_amx_enabled = enabled; }
-
-void set_batch_matmul_enabled(bool enabled) { g_enabled = enabled; }
-
-#ifdef GPTJ_HAVE_AVX512_KERNEL
 namespace {
 
 // The product Yt[m][n] = sum_k W[m][k] * Xt[k][n], computed as Y transposed so that a
@@ -38,7 +22,7 @@ namespace {
 //     then reused by every token tile);
 //   - k is cut into blocks whose slice of Xt (n_tokens x k_block floats) stays in L2 while
 //     each thread walks its rows, and the tile accumulates in Yt across k blocks;
-//   - Xt and Yt are the transposes of ggml's layouts, made by transpose_task.
+//   - Xt and Yt are the transposes of ggml's layouts, made by transpose_f32.
 constexpr int kRows = 6;
 constexpr int kVectors = 4;
 constexpr int64_t kTileTokens = kLanes * kVectors;
@@ -112,10 +96,9 @@ MicroKernel pick_kernel(int rows, int vectors) {
     }
 }
 
+}  // namespace
 
-// ggml custom op: dst = Yt F32 [n_tokens, m]; src[0] = W [k, m]; src[1] = Xt F32 [n_tokens, k].
-// Thread ith of nth computes a contiguous range of W's rows for every token.
-void batch_matmul_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
+void gemm_avx512_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ggml_tensor * w = dst->src[0];
     const ggml_tensor * xt = dst->src[1];
     const int64_t k = w->ne[0], m = w->ne[1], n_tokens = xt->ne[0];
@@ -158,8 +141,21 @@ void batch_matmul_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
     if (userdata != nullptr) reinterpret_cast<ReleasePages>(userdata)(w_data + first_row * w->nb[1], w_data + end_row * w->nb[1]);
 }
 
+}  // namespace gptj
+
+#else
+
+namespace gptj {
+void gemm_avx512_task(ggml_tensor *, int, int, void *) {}  // never built into a graph without AVX-512
+}  // namespace gptj
+
+#endif
+
+namespace gptj {
+namespace {
+
 // ggml custom op: dst F32 [n1, n0] = src[0] F32 [n0, n1] (rows contiguous) transposed, in 32 x 32
-// blocks (ggml_cont of a transposed view copies element by element: 5% of a prompt's time).
+// blocks.
 void transpose_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
     constexpr int64_t kBlock = 32;
     const ggml_tensor * src = dst->src[0];
@@ -179,93 +175,12 @@ void transpose_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
     }
 }
 
+}  // namespace
+
 ggml_tensor * transpose_f32(ggml_context * ctx, ggml_tensor * a) {
     ggml_tensor * args[] = {a};
     return ggml_custom_4d(ctx, GGML_TYPE_F32, a->ne[1], a->ne[0], 1, 1, args, 1, transpose_task, GGML_N_TASKS_MAX,
                           nullptr);
-}
-
-}  // namespace
-
-// Weights in ordinary host memory, in the file's layout (ggml's CPU_REPACK buffers, holding its
-// interleaved layouts, are not "host" memory).
-bool in_plain_memory(const ggml_tensor * weights) {
-    return weights->buffer == nullptr || ggml_backend_buffer_is_host(weights->buffer);
-}
-
-bool batch_matmul_supported(const ggml_tensor * weights) {
-    if (!cpu_has_avx512f() || !ggml_is_contiguous(weights)) return false;
-    const ggml_type type = weights->type;
-    if (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) return true;
-    // Quantized weights in their file layout (ggml's dequantizer reads them); not the ones
-    // ggml repacked: ggml's kernels for those layouts stay.
-    const ggml_type_traits * traits = ggml_get_type_traits(type);
-    return traits->is_quantized && traits->to_float != nullptr && in_plain_memory(weights) && 256 % traits->blck_size == 0 &&
-           weights->ne[0] % traits->blck_size == 0;
-}
-
-const char * batch_matmul_kernel() { return cpu_has_avx512f() ? "avx512" : ""; }
-
-// Our matrix-vector kernel: weights in plain host memory, of a type it converts with vector code.
-bool matvec_supported(const ggml_tensor * weights) {
-    return cpu_has_avx512f() && ggml_is_contiguous(weights) && in_plain_memory(weights) && matvec_handles(weights->type);
-}
-
-#else  // no AVX-512 kernel for this target: ggml does every product
-
-bool batch_matmul_supported(const ggml_tensor *) { return false; }
-bool matvec_supported(const ggml_tensor *) { return false; }
-const char * batch_matmul_kernel() { return ""; }
-
-#endif
-
-ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & input, ggml_tensor * file_layout) {
-    ggml_tensor * x = input.x;
-    const int64_t n_tokens = x->ne[1];
-    const bool ours = g_enabled && x->type == GGML_TYPE_F32 && ggml_n_dims(x) <= 2 && ggml_is_contiguous(x);
-    const bool batch = ours && n_tokens >= kBatchMatmulMinTokens;
-    if (ours && n_tokens <= kMatvecMaxTokens && matvec_supported(w)) {
-        ggml_tensor * args[] = {w, x};
-        return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], n_tokens, 1, 1, args, 2, matvec_task, GGML_N_TASKS_MAX,
-                              nullptr);
-    }
-    ggml_tensor * weights = nullptr;
-    void * userdata = nullptr;
-    if (batch && batch_matmul_supported(w)) {
-        weights = w;
-    } else if (batch && file_layout != nullptr && batch_matmul_supported(file_layout)) {
-        weights = file_layout;
-        userdata = reinterpret_cast<void *>(&release_mapped_pages);
-    }
-    if (weights == nullptr) return ggml_mul_mat(ctx, w, x);
-#ifdef GPTJ_HAVE_AVX512_KERNEL
-    const int64_t k = w->ne[0], m = w->ne[1];
-    const bool amx = g_amx_enabled && weights->type != GGML_TYPE_F32 && n_tokens >= kAmxMinTokens && k % 32 == 0 &&
-                     m % 32 == 0 && amx_available();
-    // f16 weights: hi + lo bf16 halves of both operands, for f32-like accuracy (amx_matmul.h).
-    const bool split = weights->type == GGML_TYPE_F16;
-    // The packed input serves one precision; a product wanting the other (a mixed-type
-    // model) takes the f32 kernel.
-    if (amx && (input.amx_packed == nullptr || (input.amx_packed->ne[1] == k) == split)) {
-        const int64_t n_pad = (n_tokens + 15) / 16 * 16;
-        if (input.amx_packed == nullptr) {
-            ggml_tensor * pack_args[] = {x};
-            input.amx_packed = ggml_custom_4d(ctx, GGML_TYPE_BF16, 2 * n_pad, split ? k : k / 2, 1, 1, pack_args, 1,
-                                              amx_pack_task, GGML_N_TASKS_MAX, nullptr);
-        }
-        ggml_tensor * args[] = {weights, input.amx_packed};
-        ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_pad, m, 1, 1, args, 2, amx_matmul_task, GGML_N_TASKS_MAX,
-                                          userdata);
-        return transpose_f32(ctx, ggml_view_2d(ctx, yt, n_tokens, m, yt->nb[1], 0));
-    }
-    if (input.xt == nullptr) input.xt = transpose_f32(ctx, x);
-    ggml_tensor * args[] = {weights, input.xt};
-    ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_tokens, w->ne[1], 1, 1, args, 2, batch_matmul_task,
-                                      GGML_N_TASKS_MAX, userdata);
-    return transpose_f32(ctx, yt);
-#else
-    return ggml_mul_mat(ctx, w, x);
-#endif
 }
 
 }  // namespace gptj

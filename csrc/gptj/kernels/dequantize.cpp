@@ -1,4 +1,4 @@
-#include "gptj/dequantize.h"
+#include "gptj/kernels/dequantize.h"
 
 #include <cstring>
 
@@ -17,7 +17,7 @@ void row_to_f32_by_ggml(ggml_type type, const void * src, int64_t k0, int64_t n,
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 }  // namespace gptj
 
-#include "gptj/weight_loads.h"
+#include "gptj/kernels/weight_loads.h"
 
 namespace gptj {
 namespace {

@@ -4,7 +4,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
 #include <string_view>
 
 namespace gptj::unicode {
@@ -24,7 +23,6 @@ struct Utf8Char {
 constexpr uint32_t kInvalidCodePoint = 0x110000;
 
 Utf8Char decode_utf8(std::string_view text, size_t pos);
-void append_utf8(std::string & out, uint32_t code_point);
 
 // GPT-2 spells every byte as a printable code point so that vocab.json and merges.txt are text:
 // printable Latin-1 bytes stand for themselves, the others are moved to U+0100 upwards.

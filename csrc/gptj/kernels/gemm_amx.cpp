@@ -1,11 +1,11 @@
-#include "gptj/amx_matmul.h"
+#include "gptj/kernels/gemm_amx.h"
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
-#include "gptj/dequantize.h"
+#include "gptj/kernels/dequantize.h"
 
 // AMX and AVX512-BF16 intrinsics: GCC 11+, Clang 12+ (older compilers build without this kernel).
 #if defined(__clang__)
@@ -21,7 +21,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "gptj/weight_loads.h"
+#include "gptj/kernels/weight_loads.h"
+#include "gptj/memory.h"
 
 #define GPTJ_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bf16,f16c")))
 

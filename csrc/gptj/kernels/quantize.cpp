@@ -1,4 +1,4 @@
-#include "gptj/quantize.h"
+#include "gptj/kernels/quantize.h"
 
 #include <algorithm>
 #include <exception>

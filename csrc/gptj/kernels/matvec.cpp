@@ -1,12 +1,12 @@
-#include "gptj/matvec.h"
+#include "gptj/kernels/matvec.h"
 
 #include <algorithm>
 #include <cstdint>
 
-#include "gptj/dequantize.h"
+#include "gptj/kernels/dequantize.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include "gptj/weight_loads.h"
+#include "gptj/kernels/weight_loads.h"
 
 namespace gptj {
 namespace {

@@ -1,0 +1,95 @@
+#include "gptj/kernels/matmul.h"
+
+#include <atomic>
+#include <cstdint>
+
+#include "ggml-backend.h"
+#include "gptj/kernels/dequantize.h"
+#include "gptj/kernels/gemm_amx.h"
+#include "gptj/kernels/gemm_avx512.h"
+#include "gptj/kernels/matvec.h"
+#include "gptj/memory.h"
+
+namespace gptj {
+namespace {
+
+std::atomic<bool> g_enabled{true};
+std::atomic<bool> g_amx_enabled{true};
+
+// Weights in ordinary host memory, in the file's layout (ggml's CPU_REPACK buffers, holding its
+// interleaved layouts, are not "host" memory).
+bool in_plain_memory(const ggml_tensor * weights) {
+    return weights->buffer == nullptr || ggml_backend_buffer_is_host(weights->buffer);
+}
+
+}  // namespace
+
+void set_amx_enabled(bool enabled) { g_amx_enabled = enabled; }
+
+void set_batch_matmul_enabled(bool enabled) { g_enabled = enabled; }
+
+// Where the CPU lacks AVX-512 (or the extension was built for another architecture, where
+// cpu_has_avx512f() is false), neither check passes: ggml does every product.
+bool batch_matmul_supported(const ggml_tensor * weights) {
+    if (!cpu_has_avx512f() || !ggml_is_contiguous(weights)) return false;
+    const ggml_type type = weights->type;
+    if (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) return true;
+    // Quantized weights in their file layout (ggml's dequantizer reads them); not the ones
+    // ggml repacked: ggml's kernels for those layouts stay.
+    const ggml_type_traits * traits = ggml_get_type_traits(type);
+    return traits->is_quantized && traits->to_float != nullptr && in_plain_memory(weights) && 256 % traits->blck_size == 0 &&
+           weights->ne[0] % traits->blck_size == 0;
+}
+
+bool matvec_supported(const ggml_tensor * weights) {
+    return cpu_has_avx512f() && ggml_is_contiguous(weights) && in_plain_memory(weights) && matvec_handles(weights->type);
+}
+
+const char * batch_matmul_kernel() { return cpu_has_avx512f() ? "avx512" : ""; }
+
+ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & input, ggml_tensor * file_layout) {
+    ggml_tensor * x = input.x;
+    const int64_t n_tokens = x->ne[1];
+    const bool ours = g_enabled && x->type == GGML_TYPE_F32 && ggml_n_dims(x) <= 2 && ggml_is_contiguous(x);
+    const bool batch = ours && n_tokens >= kBatchMatmulMinTokens;
+    if (ours && n_tokens <= kMatvecMaxTokens && matvec_supported(w)) {
+        ggml_tensor * args[] = {w, x};
+        return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], n_tokens, 1, 1, args, 2, matvec_task, GGML_N_TASKS_MAX,
+                              nullptr);
+    }
+    ggml_tensor * weights = nullptr;
+    void * userdata = nullptr;
+    if (batch && batch_matmul_supported(w)) {
+        weights = w;
+    } else if (batch && file_layout != nullptr && batch_matmul_supported(file_layout)) {
+        weights = file_layout;
+        userdata = reinterpret_cast<void *>(&release_mapped_pages);
+    }
+    if (weights == nullptr) return ggml_mul_mat(ctx, w, x);
+    const int64_t k = w->ne[0], m = w->ne[1];
+    const bool amx = g_amx_enabled && weights->type != GGML_TYPE_F32 && n_tokens >= kAmxMinTokens && k % 32 == 0 &&
+                     m % 32 == 0 && amx_available();
+    // f16 weights: hi + lo bf16 halves of both operands, for f32-like accuracy (gemm_amx.h).
+    const bool split = weights->type == GGML_TYPE_F16;
+    // The packed input serves one precision; a product wanting the other (a mixed-type
+    // model) takes the f32 kernel.
+    if (amx && (input.amx_packed == nullptr || (input.amx_packed->ne[1] == k) == split)) {
+        const int64_t n_pad = (n_tokens + 15) / 16 * 16;
+        if (input.amx_packed == nullptr) {
+            ggml_tensor * pack_args[] = {x};
+            input.amx_packed = ggml_custom_4d(ctx, GGML_TYPE_BF16, 2 * n_pad, split ? k : k / 2, 1, 1, pack_args, 1,
+                                              amx_pack_task, GGML_N_TASKS_MAX, nullptr);
+        }
+        ggml_tensor * args[] = {weights, input.amx_packed};
+        ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_pad, m, 1, 1, args, 2, amx_matmul_task, GGML_N_TASKS_MAX,
+                                          userdata);
+        return transpose_f32(ctx, ggml_view_2d(ctx, yt, n_tokens, m, yt->nb[1], 0));
+    }
+    if (input.xt == nullptr) input.xt = transpose_f32(ctx, x);
+    ggml_tensor * args[] = {weights, input.xt};
+    ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_tokens, w->ne[1], 1, 1, args, 2, gemm_avx512_task,
+                                      GGML_N_TASKS_MAX, userdata);
+    return transpose_f32(ctx, yt);
+}
+
+}  // namespace gptj

@@ -1,0 +1,108 @@
+"""``GET /metrics``: Prometheus counters, gauges and histograms of the server, in its own registry.
+
+The registry belongs to the app (not prometheus_client's global one), so several apps in one process
+-- tests, or a program serving two models -- keep separate figures. Request counts come from an ASGI
+middleware (every response, errors included, by route and status); token counts and rates from the
+scheduler when a job ends; queue depth and busy slots are read from the scheduler when scraped.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from .scheduler import Scheduler
+
+__all__ = ["CONTENT_TYPE_LATEST", "RequestMetricsMiddleware", "ServerMetrics"]
+
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_TOKENS_PER_SECOND = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+
+class ServerMetrics:
+    """Every metric of one app; ``render()`` is the ``/metrics`` body."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "gptj_requests", "HTTP requests answered, by route and status", ["endpoint", "status"], registry=registry
+        )
+        self.prompt_tokens = Counter(
+            "gptj_prompt_tokens",
+            "prompt tokens evaluated (not counting those reused from a slot's cache)",
+            registry=registry,
+        )
+        self.prompt_tokens_reused = Counter(
+            "gptj_prompt_tokens_reused",
+            "prompt tokens a slot's cache already held, not evaluated again",
+            registry=registry,
+        )
+        self.generated_tokens = Counter("gptj_generated_tokens", "tokens generated", registry=registry)
+        self.finished = Counter(
+            "gptj_generations",
+            "generations ended, by reason (cancelled: the client went away)",
+            ["reason"],
+            registry=registry,
+        )
+        self.time_to_first_token = Histogram(
+            "gptj_time_to_first_token_seconds",
+            "from the request's arrival to its first token (queueing and prompt evaluation included)",
+            buckets=_SECONDS,
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "gptj_queue_wait_seconds", "time a request waited for a free slot", buckets=_SECONDS, registry=registry
+        )
+        self.tokens_per_second = Histogram(
+            "gptj_generation_tokens_per_second",
+            "per-request generation rate (tokens after the first, over the time they took)",
+            buckets=_TOKENS_PER_SECOND,
+            registry=registry,
+        )
+        self.evaluated_after_cancel = Histogram(
+            "gptj_tokens_evaluated_after_cancel",
+            "tokens a slot evaluated after its request was cancelled (the step already running)",
+            buckets=(0, 1, 2, 4, 16, 64, 256),
+            registry=registry,
+        )
+        queue_depth = Gauge("gptj_queue_depth", "requests waiting for a slot", registry=registry)
+        queue_depth.set_function(lambda: scheduler.queue_depth)
+        slots_busy = Gauge("gptj_slots_busy", "slots generating", registry=registry)
+        slots_busy.set_function(lambda: scheduler.slots_busy)
+        slots = Gauge("gptj_slots", "slots (sessions with their own KV cache)", registry=registry)
+        slots.set(len(scheduler.slots))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMetricsMiddleware:
+    """Counts every HTTP response by route (the path template, so ids do not multiply labels) and status."""
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
