@@ -412,6 +412,13 @@ function setStatus(kind, text) {
 function renderHealth() {
   const health = state.health;
   if (!health) return;
+  // A streamed reply's response starts with its first token, so a reply with none yet is queued
+  // (or has its prompt evaluated): say which.
+  const waiting = state.reply?.nodes && state.reply.firstTokenAt === null;
+  if (waiting) {
+    const queued = health.slots_idle === 0 && health.queued > 0;
+    state.reply.nodes.meta.textContent = queued ? `waiting for a free slot · ${health.queued} queued` : "";
+  }
   const total = health.slots_idle + health.slots_processing;
   if (health.slots_idle > 0) {
     setStatus("ready", total > 1 ? `ready · ${health.slots_idle} of ${total} slots free` : "ready");
@@ -495,6 +502,7 @@ async function send() {
   render();
   setStreaming(true);
   renderHealth();
+  pollHealthSoon();
 
   let lastSave = performance.now();
   try {
@@ -543,14 +551,19 @@ async function send() {
   }
 }
 
+// A server's message as the start of a sentence of the page's own.
+function clause(message) {
+  return message.replace(/[\s.]+$/, "");
+}
+
 function reportError(error) {
   if (error instanceof ServerError && error.status === 401) {
-    showError(`${error.message}. Enter the server's API key in Settings.`);
+    showError(`${clause(error.message)}. Enter the server's API key in Settings.`);
     showApiKeyField();
     openSettings(view.apiKey);
   } else if (error instanceof ServerError && error.status === 503) {
     const wait = error.retryAfter ? ` Try again in ${error.retryAfter} s.` : "";
-    showError(`Server busy: ${error.message}.${wait}`);
+    showError(`Server busy: ${clause(error.message)}.${wait}`);
     setStatus("busy", "server busy");
   } else if (error instanceof ServerError) {
     showError(`The server said: ${error.message}`);
@@ -572,7 +585,7 @@ async function loadProps() {
   } catch (error) {
     if (error instanceof ServerError && error.status === 401) {
       showApiKeyField();
-      showError(`${error.message}. Enter the server's API key in Settings.`);
+      showError(`${clause(error.message)}. Enter the server's API key in Settings.`);
     }
     return;
   }
