@@ -184,6 +184,7 @@ def text_of(message: WebElement) -> str:
 
 def wait_for_reply(driver: webdriver.Chrome, index: int = 0, state: str = "done") -> WebElement:
     """The index-th reply, once its state is ``state``."""
+
     def ready(d):
         replies = messages(d, "assistant")
         return len(replies) > index and replies[index].get_attribute("data-state") == state and replies[index]
