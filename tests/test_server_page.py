@@ -30,6 +30,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -273,6 +274,36 @@ def test_a_finished_reply_shows_the_servers_time_to_first_token_and_speed(page):
     assert "first token" in meta and "tokens/s" in meta and "≈" not in meta
 
 
+RECORD_REQUESTS = """
+window.chatRequests = [];
+const realFetch = window.fetch;
+window.fetch = (url, init) => {
+  if (String(url).endsWith("v1/chat/completions")) window.chatRequests.push(JSON.parse(init.body));
+  return realFetch(url, init);
+};
+"""
+
+
+def test_the_settings_go_with_the_request_and_the_templates_come_from_the_server(page, server_url):
+    select = page.find_element(By.ID, "setting-chat-template")
+    options = [o.get_attribute("value") for o in select.find_elements(By.TAG_NAME, "option")]
+    props = get_json(server_url, "props")
+    assert options == props["chat_templates"] and select.get_property("value") == props["chat_template"]
+
+    page.execute_script(RECORD_REQUESTS)
+    page.find_element(By.ID, "open-settings").click()
+    Select(page.find_element(By.ID, "setting-chat-template")).select_by_value("alpaca")
+    page.find_element(By.ID, "settings-done").click()
+    change_settings(page, system_prompt="Be brief.", temperature="0.5", top_p="0.9", max_tokens="4")
+    send_message(page, "Hello")
+    wait_for_reply(page)
+    request = page.execute_script("return window.chatRequests[0]")
+    assert request["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    assert request["stream"] is True and request["model"] == props["model"]
+    assert (request["temperature"], request["top_p"], request["max_tokens"]) == (0.5, 0.9, 4)
+    assert request["chat_template"] == "alpaca"
+
+
 def test_enter_sends_and_shift_enter_makes_a_new_line(page):
     change_settings(page, max_tokens="4")
     prompt = page.find_element(By.ID, "prompt")
@@ -378,6 +409,21 @@ def test_a_full_server_says_it_is_busy_and_ready_again(browser, full_server_url)
         assert error.startswith("Server busy:") and "Try again in" in error
         assert browser.find_element(By.ID, "prompt").get_property("value") == "Hello"
     wait(browser).until(lambda d: status.text == "ready")
+
+
+def test_the_controls_are_reached_by_tab_and_each_has_a_name(page):
+    visited = []
+    page.find_element(By.TAG_NAME, "body").click()
+    for _ in range(20):
+        ActionChains(page).send_keys(Keys.TAB).perform()
+        visited.append(page.execute_script("return document.activeElement.id"))
+    assert {"new-chat", "open-settings", "messages", "prompt", "send"} <= set(visited)
+    unnamed = page.execute_script(
+        "return [...document.querySelectorAll('button, textarea, input, select')]"
+        ".filter((e) => !(e.labels?.length || e.getAttribute('aria-label') || e.textContent.trim()))"
+        ".map((e) => e.outerHTML)"
+    )
+    assert unnamed == []
 
 
 def test_at_phone_width_nothing_scrolls_sideways(page):

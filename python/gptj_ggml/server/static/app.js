@@ -63,6 +63,7 @@ const state = {
   apiKey: "",
   reply: null, // the Reply streaming now, if any
   health: null, // the last GET /health
+  propsNeedKey: false, // GET /props answered 401
 };
 // A Message: {role: "user" | "assistant", content, state?: "streaming" | "done" | "stopped" |
 // "error" | "interrupted", finish_reason?, error?, stats?: {ttft_ms, tokens_per_second, tokens, measured}}
@@ -583,7 +584,9 @@ async function loadProps() {
   try {
     state.props = await getJson("props");
   } catch (error) {
-    if (error instanceof ServerError && error.status === 401) {
+    // Without the key it is asked again when the key changes; otherwise with the next /health.
+    state.propsNeedKey = error instanceof ServerError && error.status === 401;
+    if (state.propsNeedKey) {
       showApiKeyField();
       showError(`${clause(error.message)}. Enter the server's API key in Settings.`);
     }
@@ -604,6 +607,7 @@ async function pollHealth() {
     if (!response.ok) throw await serverError(response);
     state.health = await response.json();
     renderHealth();
+    if (!state.props && !state.propsNeedKey) loadProps();
   } catch (error) {
     state.health = null;
     setStatus("offline", error instanceof ServerError ? `server error: ${error.message}` : "server unreachable");
