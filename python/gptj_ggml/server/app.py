@@ -114,7 +114,7 @@ def create_app(
     """
     scheduler = Scheduler(
         model,
-        n_slots=n_slots or default_slot_count(),
+        n_slots=default_slot_count() if n_slots is None else n_slots,
         max_queue=max_queue,
         n_ctx=n_ctx,
         n_threads=n_threads,
