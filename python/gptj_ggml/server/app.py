@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -86,6 +87,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_tokens: int | None = None,
     model_id: str | None = None,
+    static_dir: str | os.PathLike[str] = STATIC_DIR,
 ) -> FastAPI:
     """The server for ``model`` as a FastAPI app (run it with uvicorn, or ``gptj-ggml serve``).
 
@@ -105,12 +107,14 @@ def create_app(
         max_tokens: ``max_tokens`` of a request that gives none (default: the context size, so a
             reply goes on until end-of-text, a stop string or the end of the context).
         model_id: the name in ``/v1/models`` and responses (default: the file's name without ``.gguf``).
+        static_dir: the page's folder: ``/`` is its ``index.html``, ``/static/<file>`` its files
+            (default: the package's ``server/static``).
 
     The slots' sessions are made here; their threads stop when the app's lifespan ends.
     """
     scheduler = Scheduler(
         model,
-        n_slots=n_slots or default_slot_count(),
+        n_slots=default_slot_count() if n_slots is None else n_slots,
         max_queue=max_queue,
         n_ctx=n_ctx,
         n_threads=n_threads,
@@ -137,7 +141,7 @@ def create_app(
     app = FastAPI(title="gptj_ggml", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served = served
     install_handlers(app)
-    _add_routes(app, served)
+    _add_routes(app, served, Path(static_dir))
     # Added innermost first: requests pass CORS, then metrics, the key, the body limit, the routes.
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     if api_key:
@@ -293,7 +297,7 @@ class _JobStreamingResponse(StreamingResponse):
             self._on_close()
 
 
-def _add_routes(app: FastAPI, served: _Served) -> None:
+def _add_routes(app: FastAPI, served: _Served, static_dir: Path) -> None:
     scheduler = served.scheduler
 
     async def generate(
@@ -435,13 +439,13 @@ def _add_routes(app: FastAPI, served: _Served) -> None:
 
     @app.get("/")
     async def page() -> Response:
-        index = STATIC_DIR / "index.html"
+        index = static_dir / "index.html"
         if not index.is_file():
             raise ApiError(404, "the chat page is not installed (no static/index.html); the API is at /v1")
         return FileResponse(index, media_type="text/html")
 
     # check_dir=False: the folder may hold only .gitkeep, or be absent in a trimmed install.
-    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    app.mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static")
 
 
 async def _collect(events: _JobEvents) -> tuple[list[Any], Event]:
