@@ -10,16 +10,9 @@ machine may be busy.
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
 import os
 import re
 import shutil
-import socket
-import threading
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +25,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
+
+from server_fixtures import Server, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -47,29 +42,7 @@ PHONE = (375, 740)
 
 
 # ---------------------------------------------------------------------------------------------
-# The server and the browser, one of each for the module.
-
-
-@contextlib.contextmanager
-def serving(app) -> Iterator[str]:
-    """``app`` served by uvicorn in a thread on 127.0.0.1, on a free port; yields its URL."""
-    import uvicorn
-
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + TIMEOUT_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
-    finally:
-        server.should_exit = True
-        thread.join(TIMEOUT_S)
-        listener.close()
+# The servers (one per configuration) and the browser, shared by the module's tests.
 
 
 @pytest.fixture(scope="module")
@@ -82,29 +55,29 @@ def model(tiny_model_path):
 
 
 @pytest.fixture(scope="module")
-def server_url(model) -> Iterator[str]:
+def server(model) -> Iterator[Server]:
     from gptj_ggml.server import create_app
 
     # One slot: "the slot is free again" then means this page's request alone.
-    with serving(create_app(model, n_slots=1)) as url:
-        yield url
+    with running_server(create_app(model, n_slots=1)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def keyed_server_url(model) -> Iterator[str]:
+def keyed_server(model) -> Iterator[Server]:
     from gptj_ggml.server import create_app
 
-    with serving(create_app(model, n_slots=1, api_key=API_KEY)) as url:
-        yield url
+    with running_server(create_app(model, n_slots=1, api_key=API_KEY), api_key=API_KEY) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def full_server_url(model) -> Iterator[str]:
+def full_server(model) -> Iterator[Server]:
     """A server with one slot and no queue: while the slot works, every other request is a 503."""
     from gptj_ggml.server import create_app
 
-    with serving(create_app(model, n_slots=1, max_queue=0)) as url:
-        yield url
+    with running_server(create_app(model, n_slots=1, max_queue=0)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -126,19 +99,19 @@ def browser() -> Iterator[webdriver.Chrome]:
 
 
 @pytest.fixture
-def page(browser: webdriver.Chrome, server_url: str) -> webdriver.Chrome:
+def page(browser: webdriver.Chrome, server: Server) -> webdriver.Chrome:
     """The page, loaded fresh with nothing stored, at laptop size, once it has read /props."""
-    open_fresh(browser, server_url)
+    open_fresh(browser, server)
     wait(browser).until(lambda d: d.find_element(By.ID, "model-name").text)
     return browser
 
 
-def open_fresh(driver: webdriver.Chrome, url: str) -> None:
+def open_fresh(driver: webdriver.Chrome, server: Server) -> None:
     set_viewport(driver, *LAPTOP)
     # Cleared from another page of the same origin, so that no page of the chat is open to save.
-    driver.get(url + "health")
+    driver.get(f"{server.url}/health")
     driver.execute_script("localStorage.clear()")
-    driver.get(url)
+    driver.get(f"{server.url}/")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,35 +166,17 @@ def wait_for_reply(driver: webdriver.Chrome, index: int = 0, state: str = "done"
     return wait(driver).until(ready)
 
 
-def get_json(server_url: str, path: str):
-    with urllib.request.urlopen(server_url + path, timeout=TIMEOUT_S) as response:
-        return json.load(response)
-
-
 @contextlib.contextmanager
-def slot_taken(server_url: str) -> Iterator[None]:
+def slot_taken(server: Server) -> Iterator[None]:
     """Another client's long streamed reply holds the server's one slot until the block ends."""
-    connection = http.client.HTTPConnection(urllib.parse.urlsplit(server_url).netloc, timeout=TIMEOUT_S)
     body = {"messages": [{"role": "user", "content": "Go on"}], "max_tokens": LONG_REPLY_TOKENS, "stream": True}
-    connection.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
-    response = connection.getresponse()
-    assert response.status == 200
-    response.readline()  # the first token's event: the reply is generating
-    try:
+    with server.http.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        # Held until the end: a dropped iterator would close the stream, and the server its reply.
+        lines = response.iter_lines()
+        next(lines)  # the first token's event: the reply is generating
         yield
-    finally:
-        connection.close()  # the server sees the client go and frees the slot
-
-
-def wait_until_server_idle(server_url: str) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while True:
-        health = get_json(server_url, "health")
-        slots = get_json(server_url, "slots")
-        if health["slots_processing"] == 0 and all(slot["state"] == "idle" for slot in slots):
-            return
-        assert time.monotonic() < deadline, f"the server still generates: {health}, {slots}"
-        time.sleep(0.05)
+    # Leaving the stream closes the connection: the server sees its client go and frees the slot.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +192,7 @@ def test_the_installed_package_holds_the_page_and_every_file_it_loads():
     assert all((static / name).is_file() for name in loaded)
 
 
-def test_a_reply_streams_stops_on_stop_frees_the_slot_and_survives_a_reload(page, server_url, tmp_path):
+def test_a_reply_streams_stops_on_stop_frees_the_slot_and_survives_a_reload(page, server, tmp_path):
     change_settings(page, max_tokens=str(LONG_REPLY_TOKENS))
     send_message(page, "Tell me a long story.")
 
@@ -245,13 +200,15 @@ def test_a_reply_streams_stops_on_stop_frees_the_slot_and_survives_a_reload(page
     first_length = wait(page).until(lambda d: len(text_of(reply)))
     wait(page).until(lambda d: len(text_of(reply)) > first_length)
     assert reply.get_attribute("data-state") == "streaming", "the reply ended before the test could stop it"
-    assert get_json(server_url, "health")["slots_processing"] == 1
+    assert server.health()["slots_processing"] == 1
 
     page.find_element(By.ID, "stop").click()
     wait_for_reply(page, state="stopped")
-    wait_until_server_idle(server_url)
+    server.wait_until_idle()
+    slots = server.http.get("/slots").json()
+    assert [slot["state"] for slot in slots] == ["idle"]
     # Cut short by the Stop, not ended by max_tokens: the slot's cache holds what was generated.
-    assert get_json(server_url, "slots")[0]["n_past"] < LONG_REPLY_TOKENS
+    assert slots[0]["n_past"] < LONG_REPLY_TOKENS
     stopped_text = text_of(reply)
     meta = reply.find_element(By.CLASS_NAME, "message-meta").text
     assert "stopped" in meta and "tokens/s" in meta and "first token" in meta
@@ -284,10 +241,10 @@ window.fetch = (url, init) => {
 """
 
 
-def test_the_settings_go_with_the_request_and_the_templates_come_from_the_server(page, server_url):
+def test_the_settings_go_with_the_request_and_the_templates_come_from_the_server(page, server):
     select = page.find_element(By.ID, "setting-chat-template")
     options = [o.get_attribute("value") for o in select.find_elements(By.TAG_NAME, "option")]
-    props = get_json(server_url, "props")
+    props = server.http.get("/props").json()
     assert options == props["chat_templates"] and select.get_property("value") == props["chat_template"]
 
     page.execute_script(RECORD_REQUESTS)
@@ -376,8 +333,8 @@ def test_an_error_shows_the_servers_message_and_gives_the_message_back(page):
     assert messages(page, "user") == []
 
 
-def test_the_api_key_field_shows_when_the_server_needs_a_key_and_the_key_is_sent(browser, keyed_server_url):
-    open_fresh(browser, keyed_server_url)
+def test_the_api_key_field_shows_when_the_server_needs_a_key_and_the_key_is_sent(browser, keyed_server):
+    open_fresh(browser, keyed_server)
     # /props answered 401: the page says so and offers the key's field.
     error = wait(browser).until(lambda d: d.find_element(By.ID, "error-text").text)
     assert "API key" in error
@@ -396,11 +353,11 @@ def test_the_api_key_field_shows_when_the_server_needs_a_key_and_the_key_is_sent
     assert browser.find_element(By.ID, "api-key-row").get_attribute("hidden") is None
 
 
-def test_a_full_server_says_it_is_busy_and_ready_again(browser, full_server_url):
-    open_fresh(browser, full_server_url)
+def test_a_full_server_says_it_is_busy_and_ready_again(browser, full_server):
+    open_fresh(browser, full_server)
     status = browser.find_element(By.ID, "server-status")
     wait(browser).until(lambda d: status.text == "ready")
-    with slot_taken(full_server_url):
+    with slot_taken(full_server):
         # From the /health polls: no slot idle.
         wait(browser).until(lambda d: "busy" in status.text)
         send_message(browser, "Hello")
