@@ -368,6 +368,19 @@ def test_a_full_server_says_it_is_busy_and_ready_again(browser, full_server):
     wait(browser).until(lambda d: status.text == "ready")
 
 
+def test_a_queued_reply_says_so_and_stop_before_its_first_token_gives_the_message_back(page, server):
+    with slot_taken(server):
+        send_message(page, "Hello")
+        reply = wait_for_reply(page, state="streaming")
+        wait(page).until(lambda d: "waiting for a free slot" in reply.find_element(By.CLASS_NAME, "message-meta").text)
+        assert "queued" in page.find_element(By.ID, "server-status").text
+        page.find_element(By.ID, "stop").click()
+        wait(page).until(lambda d: messages(d, "user") == [])
+        assert page.find_element(By.ID, "prompt").get_property("value") == "Hello"
+        server.wait_until(lambda health: health["queued"] == 0, "the queued request gone")
+    assert not page.find_element(By.ID, "error").is_displayed()
+
+
 def test_the_controls_are_reached_by_tab_and_each_has_a_name(page):
     visited = []
     page.find_element(By.TAG_NAME, "body").click()

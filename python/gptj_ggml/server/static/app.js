@@ -247,9 +247,8 @@ function chatRequestBody(conversation) {
   const system = state.settings.system_prompt.trim();
   if (system) messages.push({ role: "system", content: system });
   for (const message of conversation.messages) {
-    // Failed replies are not part of the conversation the model sees.
-    if (message.state === "error" && !message.content) continue;
-    if (message.state === "streaming") continue;
+    // A reply still streaming or one that wrote nothing is not part of what the model sees.
+    if (message.role === "assistant" && (message.state === "streaming" || !message.content)) continue;
     messages.push({ role: message.role, content: message.content });
   }
   const body = { messages, stream: true };
@@ -523,15 +522,18 @@ async function send() {
     });
     message.state = "done";
   } catch (error) {
-    if (error.name === "AbortError") {
-      message.state = "stopped";
-    } else if (!message.content) {
-      // Nothing came back: take the turn back, so the user can send it again.
+    const stopped = error.name === "AbortError";
+    if (!message.content) {
+      // Nothing came back (an error, or Stop before the first token): take the turn back, so
+      // that it can be sent again.
       conversation.messages.splice(conversation.messages.indexOf(userMessage), 2);
+      const listed = state.conversations.includes(conversation);
       if (conversation.messages.length === 0) state.conversations = state.conversations.filter((c) => c !== conversation);
-      if (!view.prompt.value) view.prompt.value = text;
+      if (listed && !view.prompt.value) view.prompt.value = text;
       resizePrompt();
-      reportError(error);
+      if (!stopped) reportError(error);
+    } else if (stopped) {
+      message.state = "stopped";
     } else {
       message.state = "error";
       message.error = error.message;
