@@ -171,6 +171,22 @@ def test_a_cancel_from_another_thread_stops_within_the_step_already_running(mode
     assert scheduler.slots_busy == 0  # freed before the last event was sent
 
 
+def test_a_job_cancelled_before_its_first_step_evaluates_nothing(model, scheduler_factory):
+    scheduler = scheduler_factory(n_slots=1)
+    before = Recorder()
+    scheduler.submit(job(model, "Once upon a time", before))
+    before.wait_until_done()  # the slot's cache now holds that prompt
+    recorder = Recorder()
+    cancelled = job(model, "A different start", recorder)
+
+    scheduler.cancel(cancelled)  # as a client gone between submit and the slot's first step
+    scheduler.submit(cancelled)
+    end = recorder.wait_until_done()
+
+    assert end.finish_reason == "cancelled" and recorder.tokens == []
+    assert cancelled.evaluated_after_cancel == 0
+
+
 def test_a_job_that_fails_gets_a_failed_event_and_frees_its_slot(model, scheduler_factory):
     scheduler = scheduler_factory(n_slots=1)
     failing, after = Recorder(), Recorder()

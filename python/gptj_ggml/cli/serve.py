@@ -131,7 +131,7 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(
-        f"serving {served.model_id} on http://{args.host}:{args.port} ({len(served.scheduler.slots)} slots of "
+        f"serving {served.model_id} on http://{args.host}:{args.port} ({_count(len(served.scheduler.slots), 'slot')} of "
         f"{served.scheduler.n_ctx} tokens, queue {args.queue}, chat template {served.preparer.chat_template.name}"
         f"{', API key required' if api_key else ''})",
         file=sys.stderr,
@@ -147,6 +147,10 @@ def serve(args: argparse.Namespace) -> int:
         # that way is its normal end.
         pass
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _is_loopback(host: str) -> bool:

@@ -30,9 +30,9 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
@@ -67,6 +67,8 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
     from ..model import Model
+
+T = TypeVar("T")
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: A status for the logs and metrics when the client went away before its answer (as nginx logs it).
@@ -106,32 +108,34 @@ def create_app(
         max_body_bytes: the largest request body; larger is a 413.
         max_tokens: ``max_tokens`` of a request that gives none (default: the context size, so a
             reply goes on until end-of-text, a stop string or the end of the context).
-        model_id: the name in ``/v1/models`` and responses (default: the file's name without ``.gguf``).
+        model_id: the name in ``/v1/models`` and responses (default: the file's stem).
         static_dir: the page's folder: ``/`` is its ``index.html``, ``/static/<file>`` its files
             (default: the package's ``server/static``).
 
     The slots' sessions are made here; their threads stop when the app's lifespan ends.
     """
+    metrics = ServerMetrics()
     scheduler = Scheduler(
         model,
         n_slots=default_slot_count() if n_slots is None else n_slots,
         max_queue=max_queue,
         n_ctx=n_ctx,
         n_threads=n_threads,
+        on_finish=metrics.record_finished,
     )
+    metrics.watch(scheduler)
     template = (
         chat_template if isinstance(chat_template, ChatTemplate) else resolve_template(chat_template, model.metadata)
     )
     served = _Served(
         model=model,
-        model_id=model_id or Path(model.path).name.removesuffix(".gguf"),
+        model_id=model_id or Path(model.path).stem,
         scheduler=scheduler,
-        metrics=ServerMetrics(scheduler),
+        metrics=metrics,
         preparer=RequestPreparer(model, scheduler.n_ctx, sampling or SamplingParams(), template, max_tokens),
         api_key_required=bool(api_key),
         max_body_bytes=max_body_bytes,
     )
-    scheduler._on_finish = served.record_finished
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -188,27 +192,6 @@ class _Served:
         self.max_body_bytes = max_body_bytes
         self.created = int(time.time())
 
-    def record_finished(self, job: Job, event: Event) -> None:
-        """Called by the scheduler in the worker thread when a job ended."""
-        metrics = self.metrics
-        if job.queued_seconds is not None:
-            metrics.queue_wait.observe(job.queued_seconds)
-        if job.evaluated_after_cancel is not None:
-            metrics.evaluated_after_cancel.observe(job.evaluated_after_cancel)
-        if isinstance(event, FailedEvent):
-            metrics.finished.labels(reason="error").inc()
-            return
-        if not isinstance(event, FinishedEvent):
-            return
-        timings = event.timings
-        metrics.finished.labels(reason=event.finish_reason).inc()
-        metrics.prompt_tokens.inc(timings.prompt_tokens)
-        metrics.prompt_tokens_reused.inc(timings.reused_tokens)
-        metrics.generated_tokens.inc(timings.generated_tokens)
-        steps = timings.generated_tokens - 1
-        if steps > 0 and timings.generation_ms > 0:
-            metrics.tokens_per_second.observe(steps / timings.generation_ms * 1e3)
-
     def model_card(self) -> dict[str, Any]:
         return {"id": self.model_id, "object": "model", "owned_by": "gptj_ggml", "created": self.created}
 
@@ -262,6 +245,16 @@ async def _client_gone(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+async def _unless_client_gone(work: Awaitable[T], gone: asyncio.Future[None]) -> T | None:
+    """``work``'s result, or None when the client goes away first (``work`` is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        return task.result()
+    task.cancel()
+    return None
 
 
 def _failure(event: FailedEvent) -> ApiError:
@@ -321,26 +314,21 @@ def _add_routes(app: FastAPI, served: _Served, static_dir: Path) -> None:
         gone = asyncio.ensure_future(_client_gone(request))
         try:
             if parsed.stream:
-                first = asyncio.ensure_future(events.get())
-                await asyncio.wait({first, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if not first.done():
-                    first.cancel()
+                event = await _unless_client_gone(events.get(), gone)
+                if event is None:
                     scheduler.cancel(job)
                     return Response(status_code=CLIENT_CLOSED_REQUEST)
-                event = first.result()
                 if isinstance(event, FailedEvent):
                     raise _failure(event)
                 gone.cancel()  # from here on the streaming response watches the client
                 include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
                 chunks = _stream(events, event, response_format, prompt_tokens, include_usage)
                 return _JobStreamingResponse(chunks, on_close=lambda: scheduler.cancel(job))
-            collected = asyncio.ensure_future(_collect(events))
-            await asyncio.wait({collected, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not collected.done():
-                collected.cancel()
+            collected = await _unless_client_gone(_collect(events), gone)
+            if collected is None:
                 scheduler.cancel(job)
                 return Response(status_code=CLIENT_CLOSED_REQUEST)
-            tokens, last = collected.result()
+            tokens, last = collected
             if isinstance(last, FailedEvent):
                 raise _failure(last)
             assert isinstance(last, FinishedEvent)

@@ -3,7 +3,8 @@
 The registry belongs to the app (not prometheus_client's global one), so several apps in one process
 -- tests, or a program serving two models -- keep separate figures. Request counts come from an ASGI
 middleware (every response, errors included, by route and status); token counts and rates from the
-scheduler when a job ends; queue depth and busy slots are read from the scheduler when scraped.
+scheduler when a job ends (:meth:`ServerMetrics.record_finished`, its ``on_finish``); queue depth and
+busy slots are read from the scheduler when scraped (:meth:`ServerMetrics.watch`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .scheduler import FailedEvent, FinishedEvent
+
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from .scheduler import Scheduler
+    from .scheduler import Event, Job, Scheduler
 
 __all__ = ["CONTENT_TYPE_LATEST", "RequestMetricsMiddleware", "ServerMetrics"]
 
@@ -27,7 +30,7 @@ _TOKENS_PER_SECOND = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 class ServerMetrics:
     """Every metric of one app; ``render()`` is the ``/metrics`` body."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "gptj_requests", "HTTP requests answered, by route and status", ["endpoint", "status"], registry=registry
@@ -70,12 +73,34 @@ class ServerMetrics:
             buckets=(0, 1, 2, 4, 16, 64, 256),
             registry=registry,
         )
-        queue_depth = Gauge("gptj_queue_depth", "requests waiting for a slot", registry=registry)
-        queue_depth.set_function(lambda: scheduler.queue_depth)
-        slots_busy = Gauge("gptj_slots_busy", "slots generating", registry=registry)
-        slots_busy.set_function(lambda: scheduler.slots_busy)
-        slots = Gauge("gptj_slots", "slots (sessions with their own KV cache)", registry=registry)
-        slots.set(len(scheduler.slots))
+        self.queue_depth = Gauge("gptj_queue_depth", "requests waiting for a slot", registry=registry)
+        self.slots_busy = Gauge("gptj_slots_busy", "slots generating", registry=registry)
+        self.slots = Gauge("gptj_slots", "slots (sessions with their own KV cache)", registry=registry)
+
+    def watch(self, scheduler: Scheduler) -> None:
+        """Read the queue depth and the busy slots from ``scheduler`` at every scrape."""
+        self.queue_depth.set_function(lambda: scheduler.queue_depth)
+        self.slots_busy.set_function(lambda: scheduler.slots_busy)
+        self.slots.set(len(scheduler.slots))
+
+    def record_finished(self, job: Job, event: Event) -> None:
+        """The scheduler's ``on_finish``: count what an ended job did (in its worker thread)."""
+        if job.queued_seconds is not None:
+            self.queue_wait.observe(job.queued_seconds)
+        if job.evaluated_after_cancel is not None:
+            self.evaluated_after_cancel.observe(job.evaluated_after_cancel)
+        if isinstance(event, FailedEvent):
+            self.finished.labels(reason="error").inc()
+        if not isinstance(event, FinishedEvent):
+            return
+        timings = event.timings
+        self.finished.labels(reason=event.finish_reason).inc()
+        self.prompt_tokens.inc(timings.prompt_tokens)
+        self.prompt_tokens_reused.inc(timings.reused_tokens)
+        self.generated_tokens.inc(timings.generated_tokens)
+        steps = timings.generated_tokens - 1
+        if steps > 0 and timings.generation_ms > 0:
+            self.tokens_per_second.observe(steps / timings.generation_ms * 1e3)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -105,23 +105,30 @@ class Job:
         self.evaluated_after_cancel: int | None = None
         self._lock = threading.Lock()
         self._cancelled = False
-        self._n_past_at_last_step = 0
+        self._n_past: int | None = None  # the slot's cache at the latest engine step
         self._n_past_at_cancel: int | None = None
 
     @property
     def cancelled(self) -> bool:
         return self._cancelled
 
+    @property
+    def n_past(self) -> int | None:
+        """Tokens in its slot's cache as of its latest engine step (None before the first)."""
+        return self._n_past
+
     def _request_cancel(self) -> None:
         with self._lock:
             if not self._cancelled:
                 self._cancelled = True
-                self._n_past_at_cancel = self._n_past_at_last_step
+                self._n_past_at_cancel = self._n_past  # None: cancelled before its first step
 
     def _before_step(self, session: Session) -> bool:
         """``is_cancelled`` for the generation: called in the worker before every engine step."""
         with self._lock:
-            self._n_past_at_last_step = session.n_past
+            self._n_past = session.n_past
+            if self._cancelled and self._n_past_at_cancel is None:
+                self._n_past_at_cancel = self._n_past
             return self._cancelled
 
     def _record_end(self, session: Session) -> None:
@@ -148,7 +155,8 @@ class Slot:
     def n_past(self) -> int:
         """Tokens in the cache: as of the running job's latest step, or of the last job."""
         job = self.job
-        return job._n_past_at_last_step if job is not None else len(self.history)
+        n_past = job.n_past if job is not None else None
+        return len(self.history) if n_past is None else n_past
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
