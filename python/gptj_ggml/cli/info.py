@@ -129,6 +129,7 @@ def system_text(system: SystemInfo) -> str:
         )
     lines += [
         f"CPU:           {system.cpu_name}",
-        f"cores:         {system.physical_cores} physical; default threads {system.default_threads}",
+        f"cores:         {system.physical_cores} physical; default threads: up to {system.default_threads}, "
+        "fewer while other processes keep the cores busy",
     ]
     return "\n".join(lines)

@@ -208,7 +208,7 @@ def _line_break_after(text_so_far: str) -> str:
 
 def _threads_text(session: Session) -> str:
     if not session.adaptive_threads:
-        return f"{session.n_threads} threads"
+        return f"{session.n_threads} thread{'s' if session.n_threads > 1 else ''}"
     return f"up to {session.n_threads} threads (adaptive; the last step used {session.n_threads_last_used})"
 
 
