@@ -134,11 +134,17 @@ def display_name(name: Any, limit: int = 120) -> str:
 
 def describe(value: Any, limit: int = 60) -> str:
     """A short repr of a value from a file, for an error message (never huge, never recursive)."""
+    if isinstance(value, (list, tuple)) and len(value) <= 8 and all(_is_small_int(item) for item in value):
+        return repr(list(value))
     if isinstance(value, (dict, list, tuple, set)):
         return f"a {'JSON object' if isinstance(value, dict) else 'list'} of {len(value)} items"
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
         return f"an integer of {value.bit_length()} bits"
     return _short(value, limit)
+
+
+def _is_small_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 64
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -278,9 +278,14 @@ def _is_int64(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_INT64
 
 
+def _is_signed_int64(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -_MAX_INT64 - 1 <= value <= _MAX_INT64
+
+
 def _int64_tuple(value: Any, what: str) -> tuple[int, ...]:
-    if not isinstance(value, tuple) or len(value) > MAX_DIMS or not all(map(_is_int64, value)):
-        raise _Refused(f"a tensor's {what} is {describe(value)}, not at most {MAX_DIMS} integers from 0 to 2**63-1")
+    # Signs and bounds are checked with the tensor's name, against its storage (tensor_record.check_layout).
+    if not isinstance(value, tuple) or len(value) > MAX_DIMS or not all(map(_is_signed_int64, value)):
+        raise _Refused(f"a tensor's {what} is {describe(value)}, not at most {MAX_DIMS} 64-bit integers")
     return value
 
 
@@ -293,8 +298,8 @@ def _rebuild_tensor_v2(
 ) -> PendingTensor:  # fmt: skip
     if not isinstance(storage, StorageRef):
         raise _Refused(f"a tensor's storage is {_kind(storage)}, not a storage")
-    if not _is_int64(storage_offset):
-        raise _Refused(f"a tensor's storage offset is {describe(storage_offset)}")
+    if not _is_signed_int64(storage_offset):
+        raise _Refused(f"a tensor's storage offset is {describe(storage_offset)}, not a 64-bit integer")
     shape, strides = _int64_tuple(size, "size"), _int64_tuple(stride, "stride")
     if len(shape) != len(strides):
         raise _Refused(f"a tensor has {len(shape)} sizes but {len(strides)} strides")

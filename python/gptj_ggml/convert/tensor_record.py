@@ -204,8 +204,8 @@ def check_layout(
     end = offset + span * itemsize(dtype)
     if end > storage_end:
         raise fail(
-            f"of shape {list(shape)} and strides {list(strides)} reaches byte {end} from byte {offset}, "
-            f"past the end of its storage at byte {storage_end}"
+            f"of shape {list(shape)} and strides {list(strides)} needs bytes {offset} to {end}, "
+            f"past the end of its storage (bytes {storage_begin} to {storage_end})"
         )
 
 

@@ -144,15 +144,22 @@ def _locate(
     _check_readable(info, path)
     dtype = pending.storage.dtype
     element_size = itemsize(dtype)
-    if info.file_size % element_size or (
-        pending.storage.numel is not None and pending.storage.numel * element_size != info.file_size
-    ):
-        numel = "" if pending.storage.numel is None else f"{pending.storage.numel} elements, "
+    numel = pending.storage.numel
+    if numel is not None and numel * element_size != info.file_size:
         raise ConversionError(
-            f"{path}: storage {member} of tensor {display_name(name)} holds {info.file_size} bytes, not the "
-            f"{numel}whole {dtype} elements of {element_size} bytes its pickle describes"
+            f"{path}: storage {member} of tensor {display_name(name)} holds {info.file_size} bytes, but the pickle "
+            f"says {numel} {dtype} elements ({numel * element_size} bytes)"
+        )
+    if info.file_size % element_size:
+        raise ConversionError(
+            f"{path}: storage {member} of tensor {display_name(name)} holds {info.file_size} bytes, "
+            f"not a whole number of {dtype} elements"
         )
     offset = pending.storage_offset * element_size
+    if offset < 0:
+        raise ConversionError(
+            f"{path}: tensor {display_name(name)} starts at element {pending.storage_offset} of its storage"
+        )
     if info.compress_type != zipfile.ZIP_STORED:
         # Read through zipfile, which decompresses; offsets are inside the member.
         return TensorRecord(
