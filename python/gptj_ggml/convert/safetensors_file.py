@@ -96,7 +96,7 @@ def _entry(path: Path, name: str, entry: Any) -> tuple[str, str, tuple[int, ...]
     if not isinstance(entry, dict):
         raise fail(f"is {describe(entry)}, not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in _DTYPES:
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
         raise fail(f"has unsupported dtype {describe(dtype)}")
     if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(map(_is_size, shape))):
         raise fail(f"has shape {describe(shape)}: expected at most {MAX_DIMS} non-negative integers")

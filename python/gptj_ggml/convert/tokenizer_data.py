@@ -200,7 +200,11 @@ def _chat_template(side_files: list[tuple[Path, dict[str, Any]]]) -> str | None:
         template = data.get("chat_template")
         if isinstance(template, list):
             # Newer checkpoints keep several, by name ({"name", "template"}): the default one is the chat template.
-            by_name = {entry.get("name"): entry.get("template") for entry in template if isinstance(entry, dict)}
+            by_name = {
+                entry.get("name"): entry.get("template")
+                for entry in template
+                if isinstance(entry, dict) and isinstance(entry.get("name"), str)
+            }
             template = by_name.get("default")
         if template is not None and not isinstance(template, str):
             raise ConversionError(
