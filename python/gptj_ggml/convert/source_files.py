@@ -69,9 +69,11 @@ def read_bytes(path: Path, max_bytes: int, what: str) -> bytes:
     """The content of the regular file ``path``, refused past ``max_bytes``."""
     try:
         with open(path, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            status = os.fstat(file.fileno())
+            if not stat.S_ISREG(status.st_mode):
                 raise ConversionError(f"{path}: not a regular file")
-            data = file.read(max_bytes + 1)
+            # read(n) allocates n bytes up front: ask for what the file holds, not for the limit.
+            data = file.read(min(status.st_size, max_bytes) + 1)
     except FileNotFoundError:
         raise ConversionError(f"{path}: missing") from None
     except OSError as error:

@@ -227,7 +227,8 @@ class _Machine:
             if isinstance(container, dict) and key in container:
                 raise _Refused(f"the key {describe(key)} is set twice")
         if len(set(keys)) != len(keys):
-            raise _Refused("a key is set twice")
+            repeated = next(key for index, key in enumerate(keys) if key in keys[:index])
+            raise _Refused(f"the key {describe(repeated)} is set twice")
         if any(value is container for value in values):
             raise _Refused("a dict is put inside itself")
         self.fill(container, dict, max((self.seal(value) for value in values), default=0))

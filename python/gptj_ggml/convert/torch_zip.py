@@ -92,8 +92,9 @@ def _read_member(archive: zipfile.ZipFile, name: str, max_bytes: int, path: Path
     info = archive.getinfo(name)
     _check_readable(info, path)
     with archive.open(info) as file:
-        data = file.read(max_bytes + 1)
-    if len(data) > max_bytes:
+        # Never more than the limit, whatever the member claims (it is checked as it decompresses).
+        data = file.read(min(info.file_size, max_bytes) + 1)
+    if len(data) > max_bytes or info.file_size > max_bytes:
         raise ConversionError(f"{path}: {name} is larger than {max_bytes} bytes, far more than a state dict needs")
     return data
 
