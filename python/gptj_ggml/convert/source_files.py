@@ -40,7 +40,9 @@ def folder_file(folder: Path, name: str, *, listed_in: Path | None = None) -> Pa
     """
     where = f" (listed in {listed_in.name})" if listed_in is not None else ""
     if not isinstance(name, str) or not name or "\0" in name or os.path.isabs(name):
-        raise ConversionError(f"{folder}: file name {_short(name)}{where} is not a relative path inside the folder")
+        raise ConversionError(
+            f"{folder}: file name {_short(name, 200)}{where} is not a relative path inside the folder"
+        )
     path = folder / name
     root = folder.resolve()
     try:

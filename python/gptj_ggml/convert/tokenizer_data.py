@@ -81,7 +81,8 @@ class TokenizerData:
             if token_type not in _ENGINE_TOKEN_TYPES:
                 raise ConversionError(f"{source}: token {token_id} has token type {describe(token_type)}, not 0..6")
         for role, token_id in (("bos", self.bos_id), ("eos", self.eos_id)):
-            if not isinstance(token_id, int) or not -1 <= token_id < n_tokens:
+            # The engine takes -1 for "none", but GGUF stores the ids as uint32: 0 .. n_tokens - 1.
+            if not isinstance(token_id, int) or not 0 <= token_id < n_tokens:
                 raise ConversionError(f"{source}: the {role} token id {describe(token_id)} is outside the vocabulary")
         known = set(self.tokens)
         for rank, merge in enumerate(self.merges):
@@ -115,10 +116,10 @@ def read_tokenizer(folder: Path, n_vocab: int) -> TokenizerData:
     vocab_json, merges_txt = folder_file(folder, "vocab.json"), folder_file(folder, "merges.txt")
     if is_regular_file(tokenizer_json):
         vocab, merges, added, special = _from_tokenizer_json(tokenizer_json)
-        source = tokenizer_json
+        source = added_source = tokenizer_json
     elif is_regular_file(vocab_json) and is_regular_file(merges_txt):
         vocab, merges, added, special = _from_vocab_and_merges(folder, vocab_json, merges_txt)
-        source = vocab_json
+        source, added_source = vocab_json, folder_file(folder, "added_tokens.json")
     else:
         raise ConversionError(f"{folder}: no tokenizer found (expected tokenizer.json or vocab.json + merges.txt)")
     side_files = _side_files(folder)
@@ -130,10 +131,10 @@ def read_tokenizer(folder: Path, n_vocab: int) -> TokenizerData:
         _place(by_id, token, token_id, TokenType.CONTROL if token in special else TokenType.NORMAL, source)
     for token, token_id in added.items():
         token_type = TokenType.CONTROL if token in special else TokenType.USER_DEFINED
-        _check_id(token, token_id, source)
+        _check_id(token, token_id, added_source)
         if token_id in by_id and by_id[token_id][0] == token:
             del by_id[token_id]  # an added token may repeat a vocabulary entry (<|endoftext|> does)
-        _place(by_id, token, token_id, token_type, source)
+        _place(by_id, token, token_id, token_type, added_source)
     outside = [token_id for token_id in by_id if not 0 <= token_id < n_vocab]
     if outside:
         worst = max(outside) if max(outside) >= n_vocab else min(outside)
@@ -289,13 +290,15 @@ def _special_tokens(path: Path, data: dict[str, Any]) -> set[str]:
     for key in _SPECIAL_TOKEN_KEYS:
         if (token := _token_content(data.get(key))) is not None:
             special.add(token)
-    entries = data.get("additional_special_tokens") or []
+    entries = data.get("additional_special_tokens", [])
+    entries = [] if entries is None else entries
     if not isinstance(entries, list):
         raise ConversionError(f"{path}: additional_special_tokens is {describe(entries)}, expected a list")
     for entry in entries:
         if (token := _token_content(entry)) is not None:
             special.add(token)
-    decoder = data.get("added_tokens_decoder") or {}
+    decoder = data.get("added_tokens_decoder", {})
+    decoder = {} if decoder is None else decoder
     if not isinstance(decoder, dict):
         raise ConversionError(f"{path}: added_tokens_decoder is {describe(decoder)}, expected an object")
     for key, entry in decoder.items():
