@@ -74,8 +74,20 @@ def run_case(reader: str, seed: int, index: int, fixtures: dict[str, Path], work
         except Exception as error:  # noqa: BLE001
             result.update(outcome="unloadable", detail=f"{type(error).__name__}: {error}"[:400])
     result["seconds"] = round(time.perf_counter() - started, 3)
-    result["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    result["max_rss_mib"] = _peak_rss_mib()
     return result
+
+
+def _peak_rss_mib() -> int:
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec, so it would count the parent's memory at fork.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 def main(argv: list[str] | None = None) -> int:
