@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gguf
 import numpy as np
 
 from .fixtures import HPARAMS, VOCAB_SIZE, state_dict
@@ -521,8 +522,8 @@ def legacy_layout(data: bytes) -> dict[str, Any]:
     while pos < len(data):
         n_dims, name_length, tensor_type = struct.unpack_from("<3i", data, pos)
         ne = struct.unpack_from(f"<{n_dims}i", data, pos + 12)
-        n_values = int(np.prod(ne))
-        nbytes = n_values * (4 if tensor_type == 0 else 2)
+        block_size, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(tensor_type)]
+        nbytes = int(np.prod(ne)) // block_size * type_size
         tensors.append(pos)
         pos += 12 + 4 * n_dims + name_length + nbytes
     return {"token_lengths": token_lengths, "tensors": tensors}
@@ -534,7 +535,8 @@ def legacy_layout_end(layout: dict[str, Any]) -> int:
 
 
 def _legacy_case(rng: random.Random, fixtures: dict[str, Path], work: Path) -> tuple[Path, list[str]]:
-    path = Path(shutil.copy(fixtures["legacy"], work / "ggml-model-f16.bin"))
+    source = fixtures[rng.choice(["legacy", "legacy", "legacy-q4_0"])]
+    path = Path(shutil.copy(source, work / source.name))
     data = bytearray(path.read_bytes())
     layout = legacy_layout(bytes(data))
     mutations = []

@@ -170,14 +170,14 @@ def write_checkpoint(folder: Path, fmt: str, seed: int = 0) -> Path:
     return folder
 
 
-def write_legacy(path: Path, tokenizer_folder: Path, seed: int = 0) -> Path:
-    """The tiny model as a legacy GGML f16 file (tests/legacy_ggml_writer.py)."""
+def write_legacy(path: Path, tokenizer_folder: Path, seed: int = 0, ftype: str = "f16") -> Path:
+    """The tiny model as a legacy GGML file of ``ftype`` (tests/legacy_ggml_writer.py)."""
     import torch
 
     from legacy_ggml_writer import write_legacy_gptj
 
     weights = {name: torch.from_numpy(value) for name, value in state_dict(seed).items()}
-    return write_legacy_gptj(path, weights, config(), tokenizer_folder, "f16")
+    return write_legacy_gptj(path, weights, config(), tokenizer_folder, ftype)
 
 
 def write_fixtures(folder: Path) -> dict[str, Path]:
@@ -186,4 +186,5 @@ def write_fixtures(folder: Path) -> dict[str, Path]:
     safetensors_dir = write_checkpoint(folder / "safetensors", "safetensors")
     bin_dir = write_checkpoint(folder / "bin", "bin")
     legacy = write_legacy(folder / "ggml-model-f16.bin", safetensors_dir)
-    return {"safetensors": safetensors_dir, "bin": bin_dir, "legacy": legacy}
+    legacy_q4_0 = write_legacy(folder / "ggml-model-q4_0.bin", safetensors_dir, ftype="q4_0")
+    return {"safetensors": safetensors_dir, "bin": bin_dir, "legacy": legacy, "legacy-q4_0": legacy_q4_0}

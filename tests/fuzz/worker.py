@@ -35,12 +35,15 @@ from gptj_ggml.errors import ConversionError
 
 from .cases import READERS, make_case
 
-FIXTURE_NAMES = ("safetensors", "bin", "legacy")
-
 
 def fixture_paths(folder: Path) -> dict[str, Path]:
     """The fixtures write_fixtures(folder) made, by name."""
-    return {"safetensors": folder / "safetensors", "bin": folder / "bin", "legacy": folder / "ggml-model-f16.bin"}
+    return {
+        "safetensors": folder / "safetensors",
+        "bin": folder / "bin",
+        "legacy": folder / "ggml-model-f16.bin",
+        "legacy-q4_0": folder / "ggml-model-q4_0.bin",
+    }
 
 
 def run_case(reader: str, seed: int, index: int, fixtures: dict[str, Path], work: Path) -> dict:
