@@ -159,6 +159,7 @@ def convert_legacy_ggml(
     file_type = OUTTYPES[outtype or FTYPES[legacy.hparams.ftype]].file_type
     tokenizer = legacy_tokenizer(legacy)
     tokenizer.chat_template = chat_template  # Jinja source: legacy files have none of their own
+    tokenizer.check(legacy.path)
     write_atomically(
         out,
         lambda path, on_tensor_written: write_gguf(path, hparams, tokenizer, file_type, tensors, on_tensor_written),
