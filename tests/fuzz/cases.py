@@ -467,7 +467,7 @@ def _mutate_layout(tensors: dict, storages: dict[str, bytes], rng: random.Random
         tensor.stride = tuple(stride[:n_dims]) if n_dims else ()
         return f"{name}: stride {tensor.stride}"
     if action == 1:
-        numel = len(storages[tensor.storage_key]) // 2
+        numel = len(storages.get(tensor.storage_key, b"")) // 2  # an earlier mutation may have renamed it
         tensor.storage_offset = rng.choice([-1, -numel, 1, numel, numel - 1, 2**62, 2**63])
         return f"{name}: storage offset {tensor.storage_offset}"
     if action == 2:
