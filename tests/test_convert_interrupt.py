@@ -38,8 +38,11 @@ _PAUSING_CONVERT = textwrap.dedent(
     from gptj_ggml.convert import gguf_output
 
     src, out, go, ready = sys.argv[1:5]
-    if sys.argv[5:] == ["ignore-sighup"]:
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup does
+    # Whatever the test runner inherited (under nohup, SIGHUP is ignored), the conversion starts
+    # with the default handler, or with SIGHUP ignored as nohup leaves it.
+    ignore = sys.argv[5:] == ["ignore-sighup"]
+    signal.signal(signal.SIGHUP, signal.SIG_IGN if ignore else signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     original = gguf_output._encoded_blocks
 
     def paused(tensor):
@@ -71,10 +74,22 @@ def _start_paused_convert(checkpoint: Path, out: Path, *extra: str) -> tuple[sub
     deadline = time.monotonic() + 60
     while not ready.exists():
         assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the conversion never started writing"
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the conversion never started writing: {process.communicate()}")
         time.sleep(0.01)
     ready.unlink()
     return process, go
+
+
+def _finish(process: subprocess.Popen) -> tuple[bytes, bytes]:
+    """Wait for the conversion; one that does not end is killed rather than left behind."""
+    try:
+        return process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
 
 
 def _partial_files(folder: Path) -> list[str]:
@@ -90,7 +105,7 @@ def test_a_terminating_signal_mid_conversion_removes_the_partial_file_and_ends_b
     assert len(_partial_files(tmp_path)) == 1, "the conversion should be writing its temporary file"
 
     process.send_signal(signum)
-    process.communicate(timeout=60)
+    _finish(process)
 
     assert process.returncode == -signum
     assert _partial_files(tmp_path) == []
@@ -103,7 +118,7 @@ def test_an_existing_output_survives_an_interrupted_conversion_unchanged(checkpo
     process, _ = _start_paused_convert(checkpoint, out)
 
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=60)
+    _finish(process)
 
     assert out.read_bytes() == b"the previous model"
     assert _partial_files(tmp_path) == []
@@ -116,7 +131,7 @@ def test_an_ignored_sighup_is_left_ignored_and_the_conversion_completes(checkpoi
     process.send_signal(signal.SIGHUP)
     time.sleep(0.2)
     go.write_text("go")
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = _finish(process)
 
     assert process.returncode == 0, stderr.decode()
     assert out.stat().st_size > 0
