@@ -17,8 +17,9 @@ state dict uses (protocols 2 to 5: containers, strings, numbers, the memo, globa
 - the only callables are ``OrderedDict`` and torch's tensor/parameter rebuild functions, which
   here check their arguments and describe the tensor rather than build it.
 
-A GPT-J-6B state dict is ~85 kB of pickle and ~12 000 opcodes nesting 4 deep: the bounds are
-far above any real checkpoint and far below what would hurt.
+GPT-J-6B's state dict (341 entries with its attention buffers, as torch.save writes it) is 38 kB of
+pickle and ~10 000 opcodes nesting 4 deep: the bounds are far above any real checkpoint and far
+below what would hurt.
 """
 
 from __future__ import annotations
