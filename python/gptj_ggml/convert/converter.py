@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import ConversionError
 from .checkpoint import read_checkpoint
 from .gguf_output import OutputTensor, check_output_folder, write_atomically, write_gguf
-from .hparams import GptjHparams, read_hparams
+from .hparams import GptjHparams, is_utf8_string, read_hparams
 from .legacy_ggml import convert_legacy_ggml, is_legacy_ggml
 from .quant_types import OUTTYPES, choose_type
 from .tensor_names import match_tensors
@@ -51,10 +51,12 @@ def convert_checkpoint(
         raise ConversionError(f"{src}: not a checkpoint folder (nor a legacy GGML file)")
     outtype = outtype or "f16"
     hparams = read_hparams(src)
+    tensors = plan_tensors(src, read_checkpoint(src), hparams, outtype, pure=pure)
+    # After the tensors: the vocabulary is padded to vocab_size entries, which only the
+    # embedding's shape shows the checkpoint really has.
     tokenizer = read_tokenizer(src, hparams.vocab_size)
     if template_source is not None:
         tokenizer.chat_template = template_source
-    tensors = plan_tensors(src, read_checkpoint(src), hparams, outtype, pure=pure)
     write_atomically(
         out,
         lambda path, on_tensor_written: write_gguf(
@@ -72,9 +74,12 @@ def _template_source(spec: str | None) -> str | None:
     from ..chat import ChatTemplateError, resolve_template
 
     try:
-        return resolve_template(spec).source
+        source = resolve_template(spec).source
     except ChatTemplateError as error:
         raise ConversionError(str(error)) from None
+    if not is_utf8_string(source):
+        raise ConversionError(f"{spec}: the chat template is not text a GGUF file can hold (a NUL character?)")
+    return source
 
 
 def plan_tensors(

@@ -9,8 +9,13 @@ quantized by ggml (``_core.quantize_rows``, on all cores) as they pass.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
+import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +137,12 @@ def write_atomically(
 ) -> None:
     """Run ``write(temp_path, on_tensor_written)`` and rename the result to ``out``.
 
-    On any error or interrupt the temporary file is removed: nothing is left at ``out``.
+    On any error or interrupt the temporary file is removed: nothing is left at ``out``, and a
+    file already there stays as it was until the new one is complete, then takes its place
+    with its permissions. Interrupts are SIGINT (KeyboardInterrupt) and, in the main thread,
+    SIGTERM and SIGHUP: the file is removed, the handlers that were there before are put back
+    and the signal is raised again for them (by default it then ends the process, as it would
+    have). A full disk is reported as such, naming ``out``.
     """
     try:
         fd, temp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
@@ -146,16 +156,85 @@ def write_atomically(
 
         bar = tqdm(total=n_tensors, unit="tensor", desc=f"writing {out.name}")
     try:
-        write(Path(temp_name), None if bar is None else lambda tensor: bar.update(1))
-        # mkstemp makes the file 0600; the finished file gets the mode of any file the user creates.
-        os.chmod(temp_name, 0o666 & ~_umask())
-        os.replace(temp_name, out)
+        with _signals_interrupt():
+            write(Path(temp_name), None if bar is None else lambda tensor: bar.update(1))
+            os.chmod(temp_name, _output_mode(out))
+            os.replace(temp_name, out)
+    except _Signalled as signalled:
+        Path(temp_name).unlink(missing_ok=True)
+        signal.raise_signal(signalled.signum)
+        # The handler before ours returned: the conversion is stopped all the same.
+        raise InterruptedError(
+            errno.EINTR, f"{out}: not written, interrupted by {signal.Signals(signalled.signum).name}"
+        ) from None
+    except OSError as error:
+        Path(temp_name).unlink(missing_ok=True)
+        if error.errno in _DISK_FULL:
+            full = OSError(f"{out}: the disk is full (no space left for the output; nothing was written there)")
+            full.errno = error.errno
+            raise full from None
+        raise
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
     finally:
         if bar is not None:
             bar.close()
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+#: The signals that end a process politely, besides SIGINT (which Python turns into KeyboardInterrupt).
+_INTERRUPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class _Signalled(BaseException):
+    """Raised by our handler of an interrupt signal, so that the write unwinds and cleans up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """While the body runs, SIGTERM and SIGHUP raise :class:`_Signalled`; the handlers before come back after.
+
+    Only in the main thread (the only one Python delivers signals to, and the only one that may
+    set handlers); a signal that is ignored (``nohup`` ignores SIGHUP) or handled outside Python
+    is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise _Signalled(signum)
+
+    previous = {}
+    try:
+        for signum in _INTERRUPT_SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler is signal.SIG_IGN or handler is None:
+                continue
+            previous[signum] = signal.signal(signum, interrupt)
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _output_mode(out: Path) -> int:
+    """The permissions of the file replaced at ``out``; for a new file, those the umask gives.
+
+    (mkstemp makes the temporary file 0600.)
+    """
+    try:
+        existing = out.stat()
+    except OSError:
+        existing = None
+    if existing is not None and stat.S_ISREG(existing.st_mode):
+        return stat.S_IMODE(existing.st_mode)
+    return 0o666 & ~_umask()
 
 
 def _umask() -> int:

@@ -29,8 +29,9 @@ import gguf
 
 from ..errors import ConversionError
 from .gguf_output import OutputTensor, check_output_folder, write_atomically, write_gguf
-from .hparams import GptjHparams
+from .hparams import GptjHparams, printable_name
 from .quant_types import OUTTYPES, choose_type, tensor_nbytes, type_name
+from .source_files import display_name
 from .tensor_names import TensorSpec, match_tensors
 from .tensor_record import TensorRecord, contiguous_strides
 from .tokenizer_data import ENDOFTEXT, TokenizerData, TokenType
@@ -45,6 +46,15 @@ QNT_VERSION = 2
 #: No GPT-2 token is longer than 128 bytes: a longer one means a corrupt vocabulary.
 MAX_TOKEN_BYTES = 1024
 MAX_NAME_BYTES = 1024
+
+#: How a legacy header names the hyper-parameters (for the messages of GptjHparams.check).
+HEADER_FIELDS = {
+    "vocab_size": "n_vocab", "n_positions": "n_ctx", "n_embd": "n_embd", "n_head": "n_head",
+    "n_layer": "n_layer", "rotary_dim": "n_rot", "n_inner": "n_inner (the rows of transformer.h.0.mlp.fc_in.weight)",
+    "layer_norm_epsilon": "layer_norm_epsilon", "name": "the file name",
+}  # fmt: skip
+#: The smallest record a token takes in the vocabulary: its int32 length (the bytes may be none).
+_MIN_TOKEN_BYTES = 4
 
 _INT32 = struct.Struct("<i")
 _HPARAMS = struct.Struct("<7i")
@@ -149,6 +159,7 @@ def convert_legacy_ggml(
     file_type = OUTTYPES[outtype or FTYPES[legacy.hparams.ftype]].file_type
     tokenizer = legacy_tokenizer(legacy)
     tokenizer.chat_template = chat_template  # Jinja source: legacy files have none of their own
+    tokenizer.check(legacy.path)
     write_atomically(
         out,
         lambda path, on_tensor_written: write_gguf(path, hparams, tokenizer, file_type, tensors, on_tensor_written),
@@ -206,14 +217,10 @@ class _Reader:
 def _read_hparams(reader: _Reader) -> LegacyHparams:
     n_vocab, n_ctx, n_embd, n_head, n_layer, n_rot, raw_ftype = reader.int32s(_HPARAMS, "the hyper-parameters")
     path = reader.path
-    for field, value in (("n_vocab", n_vocab), ("n_ctx", n_ctx), ("n_embd", n_embd), ("n_head", n_head),
-                         ("n_layer", n_layer), ("n_rot", n_rot)):  # fmt: skip
-        if value <= 0:
-            raise ConversionError(f"{path}: hyper-parameter {field} is {value}, expected a positive integer")
-    if n_embd % n_head:
-        raise ConversionError(f"{path}: n_embd {n_embd} is not a multiple of n_head {n_head}")
-    if n_rot > n_embd // n_head or n_rot % 2:
-        raise ConversionError(f"{path}: n_rot {n_rot} must be even and at most the head size {n_embd // n_head}")
+    # The engine's rules, before anything is sized from these numbers; n_inner is not in the
+    # header (it is checked once the tensors are known, see _gptj_hparams).
+    hparams = LegacyHparams(n_vocab, n_ctx, n_embd, n_head, n_layer, n_rot, 0, 0)
+    _as_gptj_hparams(path, hparams, n_inner=1).check(path, HEADER_FIELDS)
     ftype = raw_ftype % QNT_VERSION_FACTOR if raw_ftype >= 0 else raw_ftype
     if ftype not in FTYPES:
         raise ConversionError(f"{path}: unknown ftype {raw_ftype} in the header")
@@ -226,6 +233,11 @@ def _read_vocab(reader: _Reader, hparams: LegacyHparams) -> list[bytes]:
     if not 0 < n_tokens <= hparams.n_vocab:
         raise ConversionError(
             f"{path}: corrupt vocabulary: it says it has {n_tokens} tokens, the model has {hparams.n_vocab}"
+        )
+    if n_tokens * _MIN_TOKEN_BYTES > reader.size - reader.tell():
+        raise ConversionError(
+            f"{path}: corrupt vocabulary: {n_tokens} tokens need more than the {reader.size - reader.tell()} "
+            "bytes left in the file (truncated?)"
         )
     tokens = []
     for token_id in range(n_tokens):
@@ -250,44 +262,50 @@ def _read_tensor_directory(reader: _Reader, hparams: LegacyHparams) -> dict[str,
             )
         ne = struct.unpack(f"<{n_dims}i", reader.read(4 * n_dims, f"the shape of {where}"))
         name = reader.read(name_length, f"the name of {where}").decode("utf-8", errors="replace")
+        shown = display_name(name)
         if any(size <= 0 for size in ne):
-            raise ConversionError(f"{path}: tensor {name} has a bad shape {list(ne)}")
+            raise ConversionError(f"{path}: tensor {shown} has a bad shape {list(ne)}")
         if raw_type not in {int(t) for t in TENSOR_TYPES}:
-            raise ConversionError(f"{path}: tensor {name} has unknown ggml type {raw_type}")
+            raise ConversionError(f"{path}: tensor {shown} has unknown ggml type {raw_type}")
         tensor_type = T(raw_type)
         if tensor_type not in (T.F32, T.F16) and hparams.quantization_version != QNT_VERSION:
             raise ConversionError(
-                f"{path}: tensor {name} is {type_name(tensor_type)} in quantization version "
+                f"{path}: tensor {shown} is {type_name(tensor_type)} in quantization version "
                 f"{hparams.quantization_version} (ggml before mid-2023); only version {QNT_VERSION} is supported: "
                 "quantize the f16 file again with a current gpt-j-quantize, or convert the f16 file"
             )
         block_size = gguf.GGML_QUANT_SIZES[tensor_type][0]
         if ne[0] % block_size:
             raise ConversionError(
-                f"{path}: tensor {name} has rows of {ne[0]} values, not whole {type_name(tensor_type)} blocks"
+                f"{path}: tensor {shown} has rows of {ne[0]} values, not whole {type_name(tensor_type)} blocks"
             )
         shape = tuple(reversed(ne))
         nbytes = tensor_nbytes(shape, tensor_type)
         offset = reader.tell()
         if offset + nbytes > reader.size:
             raise ConversionError(
-                f"{path}: tensor {name} is truncated: its data needs {nbytes} bytes from offset {offset}, "
+                f"{path}: tensor {shown} is truncated: its data needs {nbytes} bytes from offset {offset}, "
                 f"the file ends {reader.size - offset} bytes after it"
             )
         if name in tensors:
-            raise ConversionError(f"{path}: tensor {name} appears twice")
+            raise ConversionError(f"{path}: tensor {shown} appears twice")
         tensors[name] = LegacyTensor(name, tensor_type, shape, offset, nbytes)
         reader.skip(nbytes)
     return tensors
 
 
 def _gptj_hparams(legacy: LegacyGgmlFile) -> GptjHparams:
-    h = legacy.hparams
     fc_in = legacy.tensors.get("transformer.h.0.mlp.fc_in.weight")
     # ggml's example assumes n_inner = 4 * n_embd; the tensor says what it really is.
-    n_inner = fc_in.shape[0] if fc_in is not None else 4 * h.n_embd
+    n_inner = fc_in.shape[0] if fc_in is not None else 4 * legacy.hparams.n_embd
+    hparams = _as_gptj_hparams(legacy.path, legacy.hparams, n_inner)
+    hparams.check(legacy.path, HEADER_FIELDS)
+    return hparams
+
+
+def _as_gptj_hparams(path: Path, h: LegacyHparams, n_inner: int) -> GptjHparams:
     return GptjHparams(
-        name=legacy.path.stem,
+        name=printable_name(path.stem),
         vocab_size=h.n_vocab,
         n_positions=h.n_ctx,
         n_embd=h.n_embd,
@@ -310,6 +328,7 @@ def _output_tensor(path: Path, spec: TensorSpec, tensor: LegacyTensor, outtype: 
         record = TensorRecord(
             name=tensor.name, path=path, dtype=tensor.type.name, shape=tensor.shape,
             strides=contiguous_strides(tensor.shape), offset=tensor.offset,
+            storage_begin=tensor.offset, storage_end=tensor.offset + tensor.nbytes,
         )  # fmt: skip
         return OutputTensor(spec, record, wanted, fallback=fallback)
     if wanted != tensor.type:
@@ -322,6 +341,7 @@ def _output_tensor(path: Path, spec: TensorSpec, tensor: LegacyTensor, outtype: 
     record = TensorRecord(
         name=tensor.name, path=path, dtype="U8", shape=byte_shape,
         strides=contiguous_strides(byte_shape), offset=tensor.offset,
+        storage_begin=tensor.offset, storage_end=tensor.offset + tensor.nbytes,
     )  # fmt: skip
     return OutputTensor(spec, record, tensor.type, raw=True)
 

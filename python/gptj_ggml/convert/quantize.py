@@ -115,4 +115,6 @@ def _record(src: Path, tensor: GgufTensor, dtype: str, shape: tuple[int, ...]) -
         shape=shape,
         strides=contiguous_strides(shape),
         offset=tensor.offset,
+        storage_begin=tensor.offset,
+        storage_end=tensor.offset + tensor.nbytes,
     )

@@ -7,17 +7,18 @@ is (n_inner, n_embd); the gguf package reverses them into ggml order when writin
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 from ..errors import ConversionError
 from .hparams import GptjHparams
+from .source_files import display_name
 
 # Buffers, not weights: the causal mask and its fill value. The original GPT-J-6B
 # pytorch_model.bin saved them; the graph rebuilds the mask itself.
-_SKIPPED = re.compile(r"transformer\.h\.\d+\.attn\.(bias|masked_bias)")
+_SKIPPED = re.compile(r"transformer\.h\.[0-9]+\.attn\.(bias|masked_bias)")
 
 
 @dataclass(frozen=True)
@@ -34,31 +35,51 @@ def is_skipped(hf_name: str) -> bool:
     return _SKIPPED.fullmatch(hf_name) is not None
 
 
+# Per layer: (Hugging Face suffix, GGUF suffix, shape from (n_embd, n_inner)).
+_LAYER_TENSORS: tuple[tuple[str, str, Callable[[int, int], tuple[int, ...]]], ...] = (
+    ("ln_1.weight", "attn_norm.weight", lambda e, i: (e,)),
+    ("ln_1.bias", "attn_norm.bias", lambda e, i: (e,)),
+    ("attn.q_proj.weight", "attn_q.weight", lambda e, i: (e, e)),
+    ("attn.k_proj.weight", "attn_k.weight", lambda e, i: (e, e)),
+    ("attn.v_proj.weight", "attn_v.weight", lambda e, i: (e, e)),
+    ("attn.out_proj.weight", "attn_output.weight", lambda e, i: (e, e)),
+    ("mlp.fc_in.weight", "ffn_up.weight", lambda e, i: (i, e)),
+    ("mlp.fc_in.bias", "ffn_up.bias", lambda e, i: (i,)),
+    ("mlp.fc_out.weight", "ffn_down.weight", lambda e, i: (e, i)),
+    ("mlp.fc_out.bias", "ffn_down.bias", lambda e, i: (e,)),
+)
+_LAYER_NAME = re.compile(
+    r"transformer\.h\.(0|[1-9][0-9]{0,9})\.(" + "|".join(re.escape(suffix) for suffix, _, _ in _LAYER_TENSORS) + ")"
+)
+_GLOBAL_NAMES = frozenset(
+    {"transformer.wte.weight", "transformer.ln_f.weight", "transformer.ln_f.bias", "lm_head.weight", "lm_head.bias"}
+)
+
+
 def expected_tensors(hparams: GptjHparams) -> list[TensorSpec]:
     """Every tensor of a GPT-J GGUF file, in the order it is written."""
+    return list(iter_expected_tensors(hparams))
+
+
+def iter_expected_tensors(hparams: GptjHparams) -> Iterator[TensorSpec]:
+    """The tensors of :func:`expected_tensors`, one at a time (n_layer may be absurd until checked)."""
     n_embd, n_inner, n_vocab = hparams.n_embd, hparams.n_inner, hparams.vocab_size
-    specs = [TensorSpec("transformer.wte.weight", "token_embd.weight", (n_vocab, n_embd))]
+    yield TensorSpec("transformer.wte.weight", "token_embd.weight", (n_vocab, n_embd))
     for layer in range(hparams.n_layer):
-        hf, gguf = f"transformer.h.{layer}", f"blk.{layer}"
-        specs += [
-            TensorSpec(f"{hf}.ln_1.weight", f"{gguf}.attn_norm.weight", (n_embd,)),
-            TensorSpec(f"{hf}.ln_1.bias", f"{gguf}.attn_norm.bias", (n_embd,)),
-            TensorSpec(f"{hf}.attn.q_proj.weight", f"{gguf}.attn_q.weight", (n_embd, n_embd)),
-            TensorSpec(f"{hf}.attn.k_proj.weight", f"{gguf}.attn_k.weight", (n_embd, n_embd)),
-            TensorSpec(f"{hf}.attn.v_proj.weight", f"{gguf}.attn_v.weight", (n_embd, n_embd)),
-            TensorSpec(f"{hf}.attn.out_proj.weight", f"{gguf}.attn_output.weight", (n_embd, n_embd)),
-            TensorSpec(f"{hf}.mlp.fc_in.weight", f"{gguf}.ffn_up.weight", (n_inner, n_embd)),
-            TensorSpec(f"{hf}.mlp.fc_in.bias", f"{gguf}.ffn_up.bias", (n_inner,)),
-            TensorSpec(f"{hf}.mlp.fc_out.weight", f"{gguf}.ffn_down.weight", (n_embd, n_inner)),
-            TensorSpec(f"{hf}.mlp.fc_out.bias", f"{gguf}.ffn_down.bias", (n_embd,)),
-        ]
-    specs += [
-        TensorSpec("transformer.ln_f.weight", "output_norm.weight", (n_embd,)),
-        TensorSpec("transformer.ln_f.bias", "output_norm.bias", (n_embd,)),
-        TensorSpec("lm_head.weight", "output.weight", (n_vocab, n_embd)),
-        TensorSpec("lm_head.bias", "output.bias", (n_vocab,)),
-    ]
-    return specs
+        for hf_suffix, gguf_suffix, shape in _LAYER_TENSORS:
+            yield TensorSpec(f"transformer.h.{layer}.{hf_suffix}", f"blk.{layer}.{gguf_suffix}", shape(n_embd, n_inner))
+    yield TensorSpec("transformer.ln_f.weight", "output_norm.weight", (n_embd,))
+    yield TensorSpec("transformer.ln_f.bias", "output_norm.bias", (n_embd,))
+    yield TensorSpec("lm_head.weight", "output.weight", (n_vocab, n_embd))
+    yield TensorSpec("lm_head.bias", "output.bias", (n_vocab,))
+
+
+def is_expected(hf_name: str, hparams: GptjHparams) -> bool:
+    """True when ``hf_name`` is one of :func:`expected_tensors`' Hugging Face names."""
+    if hf_name in _GLOBAL_NAMES:
+        return True
+    match = _LAYER_NAME.fullmatch(hf_name)
+    return match is not None and int(match.group(1)) < hparams.n_layer
 
 
 class SourceTensor(Protocol):
@@ -81,15 +102,15 @@ def match_tensors(
     Raises :class:`ConversionError` naming ``source`` and the tensor: one that is not part of
     GPT-J, one that is missing, or one whose shape is not the one ``hparams`` give.
     """
-    specs = expected_tensors(hparams)
-    expected_names = {spec.hf_name for spec in specs}
     unexpected = sorted(
-        name for name in found if name not in expected_names and not (skip_buffers and is_skipped(name))
+        name for name in found if not is_expected(name, hparams) and not (skip_buffers and is_skipped(name))
     )
     if unexpected:
-        raise ConversionError(f"{source}: unexpected tensor {unexpected[0]} (not part of GPT-J)")
+        raise ConversionError(f"{source}: unexpected tensor {display_name(unexpected[0])} (not part of GPT-J)")
+    # One spec at a time: a file with a few tensors and an absurd n_layer fails at the first
+    # missing tensor, having made no more specs than the file has tensors.
     pairs = []
-    for spec in specs:
+    for spec in iter_expected_tensors(hparams):
         tensor = found.get(spec.hf_name)
         if tensor is None:
             raise ConversionError(f"{source}: tensor {spec.hf_name} is missing")
