@@ -129,7 +129,9 @@ def system_text(system: SystemInfo) -> str:
         )
     lines += [
         f"CPU:           {system.cpu_name}",
-        f"cores:         {system.physical_cores} physical; default threads: up to {system.default_threads}, "
-        "fewer while other processes keep the cores busy",
+        (
+            f"cores:         {system.physical_cores} physical; default threads: up to {system.default_threads}, "
+            "fewer while other processes keep the cores busy"
+        ),
     ]
     return "\n".join(lines)
