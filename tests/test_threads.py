@@ -57,10 +57,16 @@ def test_all_threads_while_the_calling_thread_gets_its_core():
     assert [run(p, t * 0.01, cpu_share=0.99) for t in range(50)] == [2] * 50
 
 
+def test_a_sessions_first_evaluation_is_not_judged():
+    p = policy()
+    assert [run(p, 0.0, cpu_share=0.3), run(p, 0.01, cpu_share=0.99), run(p, 0.02, cpu_share=0.99)] == [2, 2, 2]
+
+
 def test_one_thread_fewer_once_the_calling_thread_waited_for_a_core():
     p = policy()
-    assert run(p, 0.0, cpu_share=0.5) == 2
-    assert [run(p, 0.01 + t * 0.01, cpu_share=0.99) for t in range(20)] == [1] * 20
+    run(p, 0.0, cpu_share=0.99)  # the first evaluation
+    assert run(p, 0.01, cpu_share=0.5) == 2
+    assert [run(p, 0.02 + t * 0.01, cpu_share=0.99) for t in range(20)] == [1] * 20
 
 
 def test_it_tries_more_threads_again_and_backs_off_while_the_cores_stay_busy():
@@ -68,7 +74,8 @@ def test_it_tries_more_threads_again_and_backs_off_while_the_cores_stay_busy():
 
     first, longest = core.ThreadCountPolicy.first_probe_seconds, core.ThreadCountPolicy.max_probe_seconds
     p = policy()
-    run(p, 0.0, cpu_share=0.5)  # busy: down to 1
+    run(p, 0.0, cpu_share=0.99)  # the first evaluation
+    run(p, 0.01, cpu_share=0.5)  # busy: down to 1
     probes, now = [], 0.02
     while now < 40:
         if run(p, now, cpu_share=0.5 if p.next(now) == 2 else 0.99) == 2:
@@ -81,7 +88,8 @@ def test_it_tries_more_threads_again_and_backs_off_while_the_cores_stay_busy():
 
 def test_a_successful_try_goes_back_to_all_threads():
     p = policy()
-    run(p, 0.0, cpu_share=0.5)
+    run(p, 0.0, cpu_share=0.99)  # the first evaluation
+    run(p, 0.01, cpu_share=0.5)
     now = 0.02
     while p.next(now) != 2:  # next() alone changes nothing until record()
         now += 0.01

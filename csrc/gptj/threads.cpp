@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <utility>
 
 #include <fstream>
 #include <set>
@@ -62,6 +63,7 @@ int ThreadCountPolicy::next(double now) {
 
 void ThreadCountPolicy::record(int n_threads, double wall_seconds, double cpu_seconds, double now) {
     if (!adaptive_ || wall_seconds < kMinWallSeconds) return;
+    if (!std::exchange(first_evaluation_seen_, true)) return;  // the first evaluation: see the header
     const bool waited_for_a_core = cpu_seconds < kBusyShare * wall_seconds;
     if (probing_) {
         probing_ = false;

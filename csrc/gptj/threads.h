@@ -18,7 +18,10 @@ double thread_cpu_seconds();
 // lose less, their nodes are long). The calling thread computes or spins for the whole
 // evaluation whenever it runs, so its CPU time falling well below the wall time says the
 // cores are shared: then the next evaluations use one thread fewer, and after a while one
-// evaluation tries one more again (backing off while the cores stay busy). The thread count
+// evaluation tries one more again (backing off while the cores stay busy). A session's first
+// evaluation is not judged: it first touches the KV cache and the compute buffers, kernel time
+// that showed as a low share on an idle machine. (Waiting for a second low reading instead
+// cost a tiny model 13 slow tokens of 32 under a load that came and went.) The thread count
 // does not change the results: each output is summed in one thread, in a fixed order.
 class ThreadCountPolicy {
 public:
@@ -48,6 +51,7 @@ private:
     int current_;
     int last_used_;
     bool probing_ = false;
+    bool first_evaluation_seen_ = false;
     double changed_at_ = 0.0;
     double probe_after_ = kFirstProbeSeconds;
 };
