@@ -51,3 +51,23 @@ def rewrite_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return dst
+
+
+def patch_bytes(src: Path, dst: Path, edits: dict[int, bytes]) -> Path:
+    """Copy ``src`` to ``dst`` with the bytes at each offset replaced (the file keeps its size):
+    for files gguf's writer would refuse to write (a duplicate key, invalid UTF-8, a count or a
+    length that lies)."""
+    data = bytearray(src.read_bytes())
+    for offset, new in edits.items():
+        data[offset : offset + len(new)] = new
+    dst.write_bytes(data)
+    return dst
+
+
+def value_offset(data: bytes, key: str) -> int:
+    """Offset of the value of scalar metadata ``key`` (just after its 4-byte type), found by name."""
+    encoded = key.encode()
+    at = data.find(len(encoded).to_bytes(8, "little") + encoded)
+    if at < 0:
+        raise KeyError(key)
+    return at + 8 + len(encoded) + 4

@@ -13,6 +13,7 @@
 #include "gguf.h"
 #include "gptj/error.h"
 #include "gptj/ggml_log.h"
+#include "gptj/gguf_header.h"
 #include "gptj/memory.h"
 
 namespace gptj {
@@ -65,16 +66,34 @@ private:
     int fd_;
 };
 
+std::string describe_file_type(mode_t mode) {
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISFIFO(mode)) return "a named pipe";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "not a regular file";
+}
+
 // Opens `path`, checks that it is a regular file that starts with GGUF's magic, and maps it
 // whole. The descriptor is closed on return: the mapping does not need it.
 FileMapping map_gguf_file(const std::string & path) {
-    const FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    // A C string ends at the first NUL: "model.gguf\0junk" would open model.gguf.
+    if (path.find('\0') != std::string::npos) {
+        throw Error(Error::Kind::invalid_argument, "the model path holds a NUL byte: " + path.substr(0, path.find('\0')) + "\\0...");
+    }
+    // O_NONBLOCK: opening a named pipe for reading would otherwise wait for a writer forever.
+    // It changes nothing for a regular file, the only kind accepted below.
+    const FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
     if (!fd.is_open()) {
         throw Error(Error::Kind::file_not_found, path + ": cannot open: " + std::strerror(errno));
     }
     struct stat st {};
-    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-        throw Error(Error::Kind::file_not_found, path + ": not a regular file");
+    if (::fstat(fd.get(), &st) != 0) {
+        throw Error(Error::Kind::file_not_found, path + ": cannot stat: " + std::strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        throw Error(Error::Kind::file_not_found, path + ": " + describe_file_type(st.st_mode) + ", not a regular file");
     }
     const auto file_size = static_cast<size_t>(st.st_size);
 
@@ -97,6 +116,10 @@ GgufFile::GgufFile(const std::string & path) : path_(path) {
     mapping_ = map_gguf_file(path);
     advise_huge_pages(mapping_);
     const size_t file_size = mapping_.size();
+
+    // Our own linear pass first: ggml's parse is quadratic in the key and tensor counts and
+    // takes any bytes for a string (see gguf_header.h).
+    check_gguf_header(path_, mapping_.data(), file_size);
 
     // Parse the metadata from the mapping (no second read of the file). With ctx == nullptr
     // ggml creates no tensors: we create our own after checking them against the hparams.
@@ -128,6 +151,7 @@ GgufFile::GgufFile(const std::string & path) : path_(path) {
                  std::to_string(info.file_offset + info.n_bytes) + " bytes, the file has " +
                  std::to_string(file_size) + ")");
         }
+        tensor_index_.emplace(info.name, tensors_.size());
         tensors_.push_back(std::move(info));
     }
 }
@@ -214,6 +238,10 @@ std::vector<int32_t> GgufFile::get_int_array(const std::string & key) const {
     }
     const gguf_type type = gguf_get_arr_type(gguf_.get(), id);
     const size_t n = gguf_get_arr_n(gguf_.get(), id);
+    // gguf_get_arr_data aborts on an array of strings: only ask for the data of integers.
+    if (!is_integer(type)) {
+        fail("metadata '" + key + "' should be an array of integers, it holds " + gguf_type_name(type));
+    }
     const void * data = gguf_get_arr_data(gguf_.get(), id);
     std::vector<int32_t> out(n);
     auto copy = [&](auto * typed) {
@@ -233,6 +261,7 @@ std::vector<int32_t> GgufFile::get_int_array(const std::string & key) const {
         case GGUF_TYPE_INT16: copy(static_cast<const int16_t *>(data)); break;
         case GGUF_TYPE_UINT16: copy(static_cast<const uint16_t *>(data)); break;
         case GGUF_TYPE_INT64: copy(static_cast<const int64_t *>(data)); break;
+        case GGUF_TYPE_UINT64: copy(static_cast<const uint64_t *>(data)); break;  // > INT64_MAX wraps negative: refused
         default:
             fail("metadata '" + key + "' should be an array of integers, it holds " + gguf_type_name(type));
     }
@@ -261,10 +290,8 @@ std::vector<std::pair<std::string, GgufScalar>> GgufFile::scalar_metadata() cons
 }
 
 const GgufTensorInfo * GgufFile::find_tensor(const std::string & name) const {
-    for (const auto & info : tensors_) {
-        if (info.name == name) return &info;
-    }
-    return nullptr;
+    const auto it = tensor_index_.find(name);
+    return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
 }
 
 }  // namespace gptj

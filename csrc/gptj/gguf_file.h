@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -30,8 +31,10 @@ using GgufScalar = std::variant<int64_t, uint64_t, double, bool, std::string>;
 
 class GgufFile {
 public:
-    // Throws Error(file_not_found) when the path cannot be opened and Error(invalid_file)
-    // when it is not a well-formed GGUF file whose tensors all lie inside it.
+    // Throws Error(file_not_found) when the path cannot be opened or is not a regular file,
+    // Error(invalid_argument) when it holds a NUL byte, and Error(invalid_file) when it is not a
+    // well-formed GGUF file whose tensors all lie inside it (see gguf_header.h for what is
+    // checked before ggml parses it: counts, duplicates, UTF-8 of every string).
     explicit GgufFile(const std::string & path);
     GgufFile(const GgufFile &) = delete;
     GgufFile & operator=(const GgufFile &) = delete;
@@ -67,6 +70,7 @@ private:
     FileMapping mapping_;  // before gguf_, so it outlives the metadata parsed from it
     gguf_context_ptr gguf_;
     std::vector<GgufTensorInfo> tensors_;
+    std::unordered_map<std::string, size_t> tensor_index_;  // name -> index in tensors_
 };
 
 }  // namespace gptj

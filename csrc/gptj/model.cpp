@@ -16,6 +16,10 @@ namespace gptj {
 namespace {
 
 constexpr const char * kArchitecture = "gptj";
+// The tensors of a GPT-J file: token_embd, output_norm (weight, bias), output (weight, bias),
+// and ten per layer (see the constructor).
+constexpr int64_t kTensorsOutsideLayers = 5;
+constexpr int64_t kTensorsPerLayer = 10;
 
 std::string shape_string(const int64_t * ne, int n_dims) {
     std::string s = "[";
@@ -59,7 +63,20 @@ Model::Model(const std::string & path, const ModelParams & params) : file_(path)
     hparams_ = HParams::from_gguf(file_, static_cast<int32_t>(std::min<int64_t>(embd->ne[1], INT32_MAX)));
     const int64_t n_embd = hparams_.n_embd, n_vocab = hparams_.n_vocab, n_ff = hparams_.n_ff;
 
-    const size_t n_tensors = 5 + 10 * static_cast<size_t>(hparams_.n_layer);
+    // Everything below is sized from n_layer: first it must fit the tensors the file holds (a
+    // 4-byte edit to 8,000,000 layers made ggml_init abort on a 1 GB context). Rounded up, so
+    // that a file one layer short reports the first tensor it lacks.
+    const int64_t n_file_tensors = static_cast<int64_t>(file_.tensors().size());
+    if (hparams_.n_layer > (n_file_tensors + kTensorsPerLayer - 1) / kTensorsPerLayer) {
+        throw invalid_file_error(path, "metadata 'gptj.block_count' = " + std::to_string(hparams_.n_layer) +
+                                           " does not fit the file: it holds " + std::to_string(n_file_tensors) +
+                                           " tensors, and each layer has " + std::to_string(kTensorsPerLayer));
+    }
+    // The vocabulary is checked before the weights are placed: repacking a large model takes
+    // seconds, a token count that disagrees with token_embd is known at once.
+    load_vocab();
+
+    const size_t n_tensors = static_cast<size_t>(kTensorsOutsideLayers + kTensorsPerLayer * hparams_.n_layer);
     ggml_init_params init{n_tensors * ggml_tensor_overhead(), nullptr, /*no_alloc=*/true};
     ctx_.reset(ggml_init(init));
     if (!ctx_) throw Error(Error::Kind::evaluation, "ggml_init failed for the weight context");
@@ -101,8 +118,6 @@ Model::Model(const std::string & path, const ModelParams & params) : file_(path)
         n_params_ += ggml_nelements(t);
         weight_bytes_ += ggml_nbytes(t);
     }
-
-    load_vocab();
 }
 
 void Model::place_weights(const ModelParams & params) {
@@ -222,8 +237,18 @@ void Model::load_vocab() {
     if (file_.has_key("tokenizer.ggml.merges")) {
         data.merges = file_.get_string_array("tokenizer.ggml.merges");
     }
-    data.bos_id = static_cast<int32_t>(file_.find_int("tokenizer.ggml.bos_token_id").value_or(-1));
-    data.eos_id = static_cast<int32_t>(file_.find_int("tokenizer.ggml.eos_token_id").value_or(-1));
+    // Checked in 64 bits: a cast first would make 4294967295 read as -1 ("no such token").
+    auto special_id = [&](const std::string & key) {
+        const int64_t id = file_.find_int(key).value_or(-1);
+        if (id < -1 || id >= static_cast<int64_t>(data.tokens.size())) {
+            throw invalid_file_error(file_.path(), "metadata '" + key + "' = " + std::to_string(id) +
+                                                       " is not a token id (the vocabulary has " +
+                                                       std::to_string(data.tokens.size()) + " tokens)");
+        }
+        return static_cast<int32_t>(id);
+    };
+    data.bos_id = special_id("tokenizer.ggml.bos_token_id");
+    data.eos_id = special_id("tokenizer.ggml.eos_token_id");
     vocab_ = std::make_shared<const Vocab>(std::move(data));
 }
 
