@@ -113,3 +113,34 @@ def test_sessions_adapt_unless_given_a_thread_count(tiny_model_path):
     session = model.session(n_threads=1)
     session.evaluate([1, 2, 3])
     assert session.n_threads == session.n_threads_last_used == 1
+
+
+def test_a_thread_count_far_above_the_cpus_is_a_value_error_wherever_threads_start(tiny_model_path):
+    # 100,000 made ggml's thread creation abort the process (repacking at load, a session's pool).
+    import gguf
+    import numpy as np
+    import pytest
+
+    from gptj_ggml._native import core
+
+    path = tiny_model_path("q4_0")  # quantized: the load repacks, on n_threads threads
+    too_many = "n_threads = 100000 is more than this machine can use: at most"
+    with pytest.raises(ValueError, match=too_many):
+        Model(path, n_threads=100_000)
+    model = Model(path, n_threads=1)
+    with pytest.raises(ValueError, match=too_many):
+        model.session(n_threads=100_000)
+    session = model.session()
+    with pytest.raises(ValueError, match=too_many):
+        session.n_threads = 100_000
+    with pytest.raises(ValueError, match=too_many):
+        core.quantize_rows(int(gguf.GGMLQuantizationType.Q8_0), np.zeros((4, 32), np.float32), 100_000)
+
+
+def test_four_threads_per_logical_cpu_are_allowed(tiny_model_path):
+    import os
+
+    limit = 4 * (os.cpu_count() or 1)
+    model = Model(tiny_model_path("q4_0"), n_threads=limit)
+    assert model.session().n_threads == limit
+    assert model.logits([1, 2, 3]).shape == (3, model.n_vocab)

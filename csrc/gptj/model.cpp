@@ -45,6 +45,7 @@ bool is_supported_matrix_type(ggml_type type) {
 }  // namespace
 
 std::shared_ptr<const Model> Model::load(const std::string & path, const ModelParams & params) {
+    checked_thread_count(params.n_threads);  // before the file is read: a bad argument costs no load
     return std::shared_ptr<const Model>(new Model(path, params));
 }
 

@@ -9,6 +9,7 @@
 #include "ggml-cpu.h"
 #include "gptj/error.h"
 #include "gptj/memory.h"
+#include "gptj/threads.h"
 
 namespace gptj {
 namespace {
@@ -78,10 +79,11 @@ ggml_backend_buffer_ptr repack_matrices(const std::vector<ggml_tensor *> & matri
             done(chosen[i]);
         }
     };
-    std::vector<std::thread> workers;
-    for (int t = 1; t < std::max(1, n_threads); ++t) workers.emplace_back(work);
-    work();
-    for (auto & worker : workers) worker.join();
+    {
+        ThreadGroup workers;  // joined before `next` and the buffer go out of scope, even on a throw
+        for (int t = 1; t < std::max(1, n_threads); ++t) workers.start(work);
+        work();
+    }
     return buffer;
 }
 

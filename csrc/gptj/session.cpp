@@ -55,7 +55,7 @@ Session::Session(std::shared_ptr<const Model> model, SessionParams params)
 }
 
 void Session::set_n_threads(int n_threads) {
-    if (n_threads < 0) throw Error(Error::Kind::invalid_argument, "n_threads must be positive, got " + std::to_string(n_threads));
+    checked_thread_count(n_threads);
     // Set explicitly: ggml's CPU backend otherwise runs GGML_DEFAULT_N_THREADS (4) threads
     // whatever the machine has, which on 2 cores made a mat-vec 15x slower.
     threads_ = n_threads == 0 ? ThreadCountPolicy(physical_core_count(), /*adaptive=*/true)

@@ -12,6 +12,9 @@
 #include <thread>
 #include <utility>
 
+#include "ggml.h"
+#include "gptj/error.h"
+
 namespace gptj {
 namespace {
 
@@ -44,6 +47,25 @@ int physical_core_count() {
     }
     const unsigned n = std::thread::hardware_concurrency();
     return n > 0 ? static_cast<int>(n) : 1;
+}
+
+int max_thread_count() {
+    constexpr int kThreadsPerLogicalCpu = 4;
+    const unsigned n_logical = std::max(1u, std::thread::hardware_concurrency());
+    return static_cast<int>(std::min<unsigned>(kThreadsPerLogicalCpu * n_logical, GGML_MAX_N_THREADS));
+}
+
+int checked_thread_count(int n_threads, const char * what) {
+    if (n_threads < 0) {
+        throw Error(Error::Kind::invalid_argument, std::string(what) + " must be positive, got " + std::to_string(n_threads));
+    }
+    if (n_threads > max_thread_count()) {
+        throw Error(Error::Kind::invalid_argument,
+                    std::string(what) + " = " + std::to_string(n_threads) + " is more than this machine can use: at most " +
+                        std::to_string(max_thread_count()) + " (4 per logical CPU, " +
+                        std::to_string(std::thread::hardware_concurrency()) + " here)");
+    }
+    return n_threads;
 }
 
 double thread_cpu_seconds() {

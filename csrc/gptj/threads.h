@@ -1,10 +1,59 @@
 #pragma once
 
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "gptj/error.h"
+
 namespace gptj {
 
 // Physical cores this process may run on. ggml's matrix kernels gain nothing from SMT
 // siblings (they share the core's vector units), so this is the default thread count.
 int physical_core_count();
+
+// The most threads one evaluation, repack or quantization may use: 4 per logical CPU (more
+// only queue for the same cores), and never more than ggml's GGML_MAX_N_THREADS (512), past
+// which its thread pool asserts. A count far above the CPUs is a mistake worth reporting:
+// 100,000 made ggml abort() in thread creation.
+int max_thread_count();
+
+// Returns n_threads when it is in [0, max_thread_count()] (0: the caller's default); otherwise
+// throws Error(invalid_argument) naming `what` ("n_threads") and the bound. Every thread count
+// a caller gives passes through here before a thread is made.
+int checked_thread_count(int n_threads, const char * what = "n_threads");
+
+// Threads joined when the group is destroyed. Why: when the system refuses one more thread,
+// std::thread throws, and a vector of joinable std::threads destroyed by that exception calls
+// std::terminate. Here the threads already started finish their work and are joined, and the
+// caller gets Error(evaluation).
+class ThreadGroup {
+public:
+    ThreadGroup() = default;
+    ~ThreadGroup() { join(); }
+    ThreadGroup(const ThreadGroup &) = delete;
+    ThreadGroup & operator=(const ThreadGroup &) = delete;
+
+    template <typename Function, typename... Args>
+    void start(Function && function, Args &&... args) {
+        try {
+            threads_.emplace_back(std::forward<Function>(function), std::forward<Args>(args)...);
+        } catch (const std::system_error & e) {
+            throw Error(Error::Kind::evaluation, std::string("cannot start a thread: ") + e.what());
+        }
+    }
+    void join() {
+        for (std::thread & thread : threads_) {
+            if (thread.joinable()) thread.join();
+        }
+        threads_.clear();
+    }
+
+private:
+    std::vector<std::thread> threads_;
+};
 
 // CPU time the calling thread has used, in seconds.
 double thread_cpu_seconds();

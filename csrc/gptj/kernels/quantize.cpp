@@ -52,6 +52,7 @@ size_t quantized_size(ggml_type type, int64_t n_rows, int64_t row_length) {
 
 void quantize_rows(ggml_type type, const float * src, void * dst, int64_t n_rows, int64_t row_length, int n_threads) {
     check(type, n_rows, row_length);
+    if (n_threads > 0) checked_thread_count(n_threads);
     if (n_rows == 0) return;
     if (n_threads <= 0) n_threads = physical_core_count();
     // Below a few thousand rows a thread costs more to start than it saves.
@@ -66,13 +67,12 @@ void quantize_rows(ggml_type type, const float * src, void * dst, int64_t n_rows
         run(0, n_rows);
         return;
     }
-    std::vector<std::thread> workers;
-    workers.reserve(static_cast<size_t>(n_workers));
+    ThreadGroup workers;
     const int64_t per_worker = (n_rows + n_workers - 1) / n_workers;
     for (int64_t first = 0; first < n_rows; first += per_worker) {
-        workers.emplace_back(run, first, std::min(per_worker, n_rows - first));
+        workers.start(run, first, std::min(per_worker, n_rows - first));
     }
-    for (auto & worker : workers) worker.join();
+    workers.join();
 }
 
 }  // namespace gptj

@@ -19,8 +19,9 @@ size_t quantized_size(ggml_type type, int64_t n_rows, int64_t row_length);
 
 // Quantizes n_rows rows of row_length floats from `src` into `dst` (which must hold
 // quantized_size(type, n_rows, row_length) bytes), splitting the rows over n_threads threads
-// (<= 0: the physical cores). Throws Error(invalid_argument) for a type that is not a target or
-// a row length that is not a multiple of the type's block size, before calling ggml.
+// (<= 0: the physical cores). Throws Error(invalid_argument) for a type that is not a target, a
+// row length that is not a multiple of the type's block size or more threads than
+// max_thread_count() (threads.h), before calling ggml.
 void quantize_rows(ggml_type type, const float * src, void * dst, int64_t n_rows, int64_t row_length, int n_threads);
 
 }  // namespace gptj
