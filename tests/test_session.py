@@ -167,3 +167,21 @@ def test_reset_empties_the_cache(model):
     session.evaluate(ids(3))
     session.reset()
     assert session.n_past == 0 and session.history == []
+
+
+def test_a_kv_cache_larger_than_the_machine_is_a_value_error_before_any_allocation(tiny_model_path):
+    # Under overcommit the allocation itself may succeed; filling the context would then get
+    # the process killed. 2**30 positions of this model's cache take 512 GiB.
+    model = Model(tiny_model_path("f32"), n_ctx=2**30)
+    with pytest.raises(ValueError, match=r"n_ctx = 1073741824 needs a KV cache of 512\.0 GiB, more than this machine's"):
+        model.logits([1, 2])
+
+
+def test_compute_buffers_larger_than_the_machine_are_a_value_error(tiny_model_path):
+    # The cache alone fits (4 GiB), but the attention scores of a full batch at the end of
+    # the context would need 64 GiB: measured before they are allocated.
+    model = Model(tiny_model_path("f32"), n_ctx=8_000_000)
+    with pytest.raises(ValueError, match=r"n_ctx = 8000000 with n_batch = 512 needs .* of compute buffers, more than"):
+        model.logits([1, 2])
+    assert model.session(n_ctx=8_000_000, n_batch=1).n_ctx == 8_000_000  # a smaller batch fits
+

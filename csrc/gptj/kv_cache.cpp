@@ -1,14 +1,35 @@
 #include "gptj/kv_cache.h"
 
+#include <cstdio>
 #include <string>
 
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "gptj/error.h"
+#include "gptj/memory.h"
 
 namespace gptj {
 
+std::string gib(double bytes) {
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.1f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+    return text;
+}
+
+double KvCache::bytes_needed(const HParams & hparams, int n_ctx) {
+    // In double: n_layer * n_embd * n_ctx can pass 2^64 for a crafted request.
+    return 2.0 * hparams.n_layer * static_cast<double>(hparams.n_embd) * n_ctx * sizeof(ggml_fp16_t);
+}
+
 KvCache::KvCache(const HParams & hparams, int n_ctx) : n_ctx_(n_ctx) {
+    if (n_ctx <= 0) throw Error(Error::Kind::invalid_argument, "n_ctx must be positive, got " + std::to_string(n_ctx));
+    const double needed = bytes_needed(hparams, n_ctx);
+    const size_t memory = physical_memory_bytes();
+    if (memory > 0 && needed > static_cast<double>(memory)) {
+        throw Error(Error::Kind::invalid_argument, "n_ctx = " + std::to_string(n_ctx) + " needs a KV cache of " +
+                                                       gib(needed) + ", more than this machine's " +
+                                                       gib(static_cast<double>(memory)) + " of memory");
+    }
     const size_t n_tensors = 2 * static_cast<size_t>(hparams.n_layer);
     ggml_init_params params{n_tensors * ggml_tensor_overhead(), nullptr, /*no_alloc=*/true};
     ctx_.reset(ggml_init(params));

@@ -3,6 +3,7 @@
 // per row ([n_ctx, n_embd]), so that both attention products read contiguous rows.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "ggml-cpp.h"
@@ -10,9 +11,16 @@
 
 namespace gptj {
 
+// "12.3 GiB", for messages about memory.
+std::string gib(double bytes);
+
 class KvCache {
 public:
+    // Throws Error(invalid_argument) when n_ctx is not positive or the cache would not fit in
+    // the machine's memory, and Error(evaluation) when the allocation fails.
     KvCache(const HParams & hparams, int n_ctx);
+
+    static double bytes_needed(const HParams & hparams, int n_ctx);
 
     int n_ctx() const { return n_ctx_; }
     ggml_tensor * keys(int layer) const { return keys_[static_cast<size_t>(layer)]; }

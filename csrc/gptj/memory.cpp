@@ -66,4 +66,11 @@ void release_mapped_pages(const char * begin, const char * end) {
     if (last > first) ::madvise(reinterpret_cast<void *>(first), last - first, MADV_DONTNEED);
 }
 
+size_t physical_memory_bytes() {
+    const long pages = ::sysconf(_SC_PHYS_PAGES);
+    const long page_size = ::sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page_size <= 0) return 0;
+    return static_cast<size_t>(pages) * static_cast<size_t>(page_size);
+}
+
 }  // namespace gptj

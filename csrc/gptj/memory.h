@@ -52,6 +52,11 @@ void advise_huge_pages(const FileMapping & mapping);
 // mapping: the page cache keeps them, the next access maps them again.
 void release_mapped_pages(const char * begin, const char * end);
 
+// The machine's physical memory in bytes (0 when the system does not say). A session whose
+// KV cache and compute buffers exceed it is refused: under overcommit the allocation itself
+// succeeds, and the process would be killed while the cache fills.
+size_t physical_memory_bytes();
+
 // release_mapped_pages' signature, for the kernels that take it as a ggml custom op's userdata.
 using ReleasePages = void (*)(const char * begin, const char * end);
 

@@ -11,6 +11,7 @@
 #include "gptj/error.h"
 #include "gptj/ggml_log.h"
 #include "gptj/graph.h"
+#include "gptj/memory.h"
 #include "gptj/threads.h"
 
 namespace gptj {
@@ -48,6 +49,21 @@ Session::Session(std::shared_ptr<const Model> model, SessionParams params)
     ggml_init_params init{graph_memory_.size(), graph_memory_.data(), /*no_alloc=*/true};
     ggml_context_ptr ctx(ggml_init(init));
     const ForwardGraph worst = build_forward_graph(ctx.get(), *model_, cache_, cache_.n_ctx() - n_batch_, n_batch_, false);
+    // Measured before anything is allocated: under overcommit a compute buffer larger than the
+    // machine is granted, and the process killed once a full context touches it.
+    size_t compute_size = 0;
+    ggml_gallocr_reserve_n_size(allocator_.get(), worst.graph, nullptr, nullptr, &compute_size);
+    const double compute_bytes = static_cast<double>(compute_size);
+    const double cache_bytes = static_cast<double>(cache_.size_bytes());
+    const size_t memory = physical_memory_bytes();
+    if (memory > 0 && compute_bytes + cache_bytes > static_cast<double>(memory)) {
+        throw Error(Error::Kind::invalid_argument,
+                    "n_ctx = " + std::to_string(cache_.n_ctx()) +
+                        (params.n_ctx == 0 ? " (the model's gptj.context_length)" : "") + " with n_batch = " +
+                        std::to_string(n_batch_) + " needs " + gib(cache_bytes) + " of KV cache and " + gib(compute_bytes) +
+                        " of compute buffers, more than this machine's " + gib(static_cast<double>(memory)) +
+                        " of memory: use a smaller n_ctx or n_batch");
+    }
     clear_last_ggml_error();
     if (!ggml_gallocr_reserve(allocator_.get(), worst.graph)) {
         throw Error(Error::Kind::evaluation, "cannot allocate the compute buffers: " + last_ggml_error());
