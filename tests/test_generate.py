@@ -229,3 +229,18 @@ def test_is_cancelled_stops_before_the_next_step_and_the_cache_keeps_what_was_ev
     assert generation.finish_reason == "cancelled" and generation.timings.generated_tokens == 3
     # The third sampled token was never evaluated: the cache holds the prompt and the first two.
     assert session.history == prompt + [t.id for t in tokens[:2]]
+
+
+def test_nan_logits_from_the_model_are_an_evaluation_error_saying_so(tiny_model_path, tmp_path):
+    # Before, NaN logits reached the sampler and were reported as "every token has a logit of
+    # -inf (check logit_bias)".
+    import numpy as np
+
+    from gptj_ggml import EvaluationError
+
+    def poison(name, data):
+        return np.full_like(data, np.nan) if name == "output.bias" else data
+
+    model = Model(rewrite_gguf(tiny_model_path("f16"), tmp_path / "nan.gguf", change_tensor=poison))
+    with pytest.raises(EvaluationError, match="the model produced NaN logits"):
+        model.complete([1, 2, 3], max_tokens=2)

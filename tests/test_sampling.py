@@ -235,3 +235,44 @@ def test_logits_of_the_wrong_shape_raise(logits):
         sampler.sample(logits[:10], [])
     with pytest.raises(ValueError, match="out of range"):
         sampler.sample(logits, [N_VOCAB])
+
+
+def test_empty_logits_raise_value_error():
+    # A sampler over no tokens dereferenced an empty vector (a segfault).
+    with pytest.raises(ValueError, match="at least one"):
+        probabilities(np.zeros(0, np.float32))
+
+
+@pytest.mark.parametrize("n_vocab", [0, -1])
+def test_a_sampler_for_no_tokens_is_refused(n_vocab):
+    from gptj_ggml._native import core
+
+    with pytest.raises(ValueError, match="n_vocab"):
+        core.Sampler(n_vocab, PLAIN.settings(), logit_bias={}, seed=0)
+
+
+def test_nan_logits_are_reported_as_nan_not_as_a_logit_bias_problem(logits):
+    # Sorting NaN is undefined behaviour; before, the message blamed logit_bias.
+    logits[7] = np.nan
+    with pytest.raises(ValueError, match="token 7's is nan") as raised:
+        probabilities(logits, plain())
+    assert "logit_bias" not in str(raised.value)
+
+
+def test_positive_infinite_logits_are_refused(logits):
+    logits[3] = np.inf
+    with pytest.raises(ValueError, match="token 3's is inf"):
+        probabilities(logits, plain())
+
+
+def test_a_tiny_temperature_gives_the_most_likely_token_not_nan(logits):
+    # logit / 1e-30 overflows float: the logits are shifted by the largest first.
+    p = probabilities(logits, plain(temperature=1e-30))
+    assert np.isfinite(p).all()
+    assert p[int(np.argmax(logits))] == 1.0
+
+
+def test_a_repeat_penalty_that_overflows_a_logit_is_a_value_error(logits):
+    logits[5] = 30.0
+    with pytest.raises(ValueError, match=r"token 5's logit is inf after the repetition penalties"):
+        probabilities(logits, plain(repeat_penalty=1e-38, repeat_last_n=4), history=[5])

@@ -15,6 +15,7 @@ public:
         invalid_argument,  // a bad value passed by the caller (token id, size, ...)
         context_full,      // the evaluation would run past n_ctx
         evaluation,        // ggml failed to allocate or compute
+        interrupted,       // the caller's interrupt check asked an evaluation to stop (Ctrl-C)
     };
 
     Error(Kind kind, const std::string & message) : std::runtime_error(message), kind_(kind) {}

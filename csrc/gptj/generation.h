@@ -21,8 +21,11 @@ struct Step {
 
 // Appends tokens to the session (evaluating them) and samples the token that follows, with
 // the session's history as the penalties' window. logits is scratch space, reused per call.
+// Throws Error(invalid_argument) for no tokens (there would be no logits to sample from) and
+// Error(evaluation) when the model produced NaN logits.
 Step evaluate_and_sample(Session & session, const std::vector<int32_t> & tokens, Sampler & sampler,
-                         bool want_logprob, std::vector<float> & logits, int32_t n_top_logprobs = 0);
+                         bool want_logprob, std::vector<float> & logits, int32_t n_top_logprobs = 0,
+                         const InterruptCheck & interrupted = nullptr);
 
 struct LoopResult {
     std::vector<int32_t> tokens;  // n_tokens sampled tokens (the last one is not evaluated)
@@ -32,6 +35,7 @@ struct LoopResult {
 
 // The plain generation loop: no stop strings, no end-of-text, no text. Throws
 // Error(context_full) if n_tokens do not fit.
-LoopResult generate_loop(Session & session, const std::vector<int32_t> & prompt, int n_tokens, Sampler & sampler);
+LoopResult generate_loop(Session & session, const std::vector<int32_t> & prompt, int n_tokens, Sampler & sampler,
+                         const InterruptCheck & interrupted = nullptr);
 
 }  // namespace gptj

@@ -125,7 +125,12 @@ void penalize_repetition(Candidates & c, const std::vector<int32_t> & history, c
     const size_t window = params.repeat_last_n < 0 ? history.size()
                                                     : std::min(history.size(), static_cast<size_t>(params.repeat_last_n));
     std::unordered_map<int32_t, int> counts;
-    for (auto it = history.end() - static_cast<std::ptrdiff_t>(window); it != history.end(); ++it) ++counts[*it];
+    for (auto it = history.end() - static_cast<std::ptrdiff_t>(window); it != history.end(); ++it) {
+        // The ids index the candidates: one from another vocabulary would write out of bounds.
+        check(*it >= 0 && static_cast<size_t>(*it) < c.items.size(),
+              "history token id " + std::to_string(*it) + " is out of range [0, " + std::to_string(c.items.size()) + ")");
+        ++counts[*it];
+    }
     for (const auto & [id, count] : counts) {
         float & logit = c.items[static_cast<size_t>(id)].logit;  // id order: index == id
         // As llama.cpp and transformers: dividing a negative logit would make it more likely.
@@ -228,7 +233,17 @@ void keep_min_p(Candidates & c, float min_p) {
 }
 
 void apply_temperature(Candidates & c, float temperature) {
-    for (Candidate & item : c.items) item.logit /= temperature;
+    double max_logit = -std::numeric_limits<double>::infinity(), max_magnitude = 0.0;
+    for (const Candidate & item : c.items) {
+        if (!std::isfinite(item.logit)) continue;
+        max_logit = std::max(max_logit, static_cast<double>(item.logit));
+        max_magnitude = std::max(max_magnitude, std::fabs(static_cast<double>(item.logit)));
+    }
+    // A tiny temperature would turn large logits into inf, and softmax's inf - inf into NaN:
+    // then shift by the largest logit first (the distribution is the same). Not always, since
+    // the shift rounds every logit once more.
+    const float shift = max_magnitude / temperature > std::numeric_limits<float>::max() ? static_cast<float>(max_logit) : 0.0f;
+    for (Candidate & item : c.items) item.logit = (item.logit - shift) / temperature;
 }
 
 int32_t draw(const Candidates & c, double u) {
@@ -248,6 +263,7 @@ int32_t draw(const Candidates & c, double u) {
 }
 
 Sampler::Sampler(SamplingParams params, int32_t n_vocab) : params_(std::move(params)), n_vocab_(n_vocab), rng_(params_.seed) {
+    check(n_vocab > 0, "a sampler needs a vocabulary of at least one token, got n_vocab = " + std::to_string(n_vocab));
     const SamplingParams & p = params_;
     const std::vector<SamplingSetting> & settings = sampling_settings();
     size_t i = 0;
@@ -264,9 +280,20 @@ Sampler::Sampler(SamplingParams params, int32_t n_vocab) : params_(std::move(par
 
 void Sampler::run_chain(const float * logits, const std::vector<int32_t> & history) {
     Candidates & c = candidates_;
+    // NaN has no order: std::sort over it is undefined behaviour (it may read out of bounds).
+    for (int32_t i = 0; i < n_vocab_; ++i) {
+        check(!std::isnan(logits[i]) && logits[i] != std::numeric_limits<float>::infinity(),
+              "the logits must be numbers or -inf; token " + std::to_string(i) + "'s is " + number(logits[i]));
+    }
     fill_candidates(c, logits, n_vocab_);
     penalize_repetition(c, history, params_);
     add_logit_bias(c, params_.logit_bias);
+    // A tiny repeat_penalty can overflow a logit to +inf, and a -inf bias on it gives NaN.
+    for (const Candidate & item : c.items) {
+        check(!std::isnan(item.logit) && item.logit != std::numeric_limits<float>::infinity(),
+              "token " + std::to_string(item.id) + "'s logit is " + number(item.logit) +
+                  " after the repetition penalties and logit_bias (is repeat_penalty too small?)");
+    }
     if (params_.temperature <= 0.0f) return;
     keep_top_n_sigma(c, params_.top_n_sigma);
     keep_top_k(c, params_.top_k);

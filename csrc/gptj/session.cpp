@@ -21,6 +21,29 @@ double steady_seconds() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// ggml's abort callback runs after every graph node on the calling thread; asking the caller
+// (which may take Python's GIL) that often would cost more than the nodes, so it asks only
+// every kInterruptCheckSeconds.
+struct AbortState {
+    const InterruptCheck * interrupted;
+    double next_check;
+    bool stopped = false;
+};
+
+bool abort_requested(void * data) {
+    auto * state = static_cast<AbortState *>(data);
+    if (state->stopped) return true;
+    const double now = steady_seconds();
+    if (now < state->next_check) return false;
+    state->next_check = now + kInterruptCheckSeconds;
+    try {
+        state->stopped = (*state->interrupted)();
+    } catch (...) {  // nothing may unwind through ggml's C code
+        state->stopped = true;
+    }
+    return state->stopped;
+}
+
 }  // namespace
 
 int resolve_n_ctx(const HParams & hparams, int requested) {
@@ -83,8 +106,9 @@ void Session::truncate(int n_keep) {
     if (n_keep < n_past()) history_.resize(static_cast<size_t>(n_keep));
 }
 
-void Session::discard(int n_keep, int n_discard) {
-    if (n_keep < 0 || n_discard < 0 || n_keep + n_discard > n_past()) {
+void Session::discard(int n_keep, int n_discard, const InterruptCheck & interrupted) {
+    // In 64 bits: n_keep + n_discard may overflow an int.
+    if (n_keep < 0 || n_discard < 0 || int64_t{n_keep} + n_discard > n_past()) {
         throw Error(Error::Kind::invalid_argument, "cannot discard " + std::to_string(n_discard) + " tokens after " +
                                                        std::to_string(n_keep) + " of " + std::to_string(n_past()));
     }
@@ -92,10 +116,11 @@ void Session::discard(int n_keep, int n_discard) {
     const std::vector<int32_t> rest(history_.begin() + n_keep + n_discard, history_.end());
     history_.resize(static_cast<size_t>(n_keep));
     std::vector<float> logits;
-    evaluate(rest, /*all_logits=*/false, logits);
+    evaluate(rest, /*all_logits=*/false, logits, interrupted);
 }
 
-void Session::evaluate(const std::vector<int32_t> & tokens, bool all_logits, std::vector<float> & logits) {
+void Session::evaluate(const std::vector<int32_t> & tokens, bool all_logits, std::vector<float> & logits,
+                       const InterruptCheck & interrupted) {
     const int32_t n_vocab = model_->hparams().n_vocab;
     for (const int32_t id : tokens) {
         if (id < 0 || id >= n_vocab) {
@@ -114,19 +139,28 @@ void Session::evaluate(const std::vector<int32_t> & tokens, bool all_logits, std
     const size_t n_past_before = history_.size();
     try {
         for (int start = 0; start < n_tokens; start += n_batch_) {
+            if (start > 0 && interrupted && interrupted()) {
+                throw Error(Error::Kind::interrupted, "interrupted after " + std::to_string(start) + " of " +
+                                                          std::to_string(n_tokens) + " tokens");
+            }
             const int n = std::min(n_batch_, n_tokens - start);
             const bool last = start + n == n_tokens;
             float * out = all_logits ? logits.data() + static_cast<size_t>(start) * n_vocab : (last ? logits.data() : nullptr);
-            evaluate_batch(tokens.data() + start, n, all_logits, out);
+            evaluate_batch(tokens.data() + start, n, all_logits, out, interrupted);
             history_.insert(history_.end(), tokens.begin() + start, tokens.begin() + start + n);
         }
+    } catch (const Error & e) {
+        // An interrupt keeps the batches done (the caller asked to stop, not to undo them).
+        if (e.kind() != Error::Kind::interrupted) history_.resize(n_past_before);  // later cache rows are stale
+        throw;
     } catch (...) {
-        history_.resize(n_past_before);  // the cache rows past it are simply stale
+        history_.resize(n_past_before);
         throw;
     }
 }
 
-void Session::evaluate_batch(const int32_t * tokens, int n_tokens, bool all_logits, float * logits) {
+void Session::evaluate_batch(const int32_t * tokens, int n_tokens, bool all_logits, float * logits,
+                             const InterruptCheck & interrupted) {
     const int n_past = this->n_past();
     ggml_init_params init{graph_memory_.size(), graph_memory_.data(), /*no_alloc=*/true};
     ggml_context_ptr ctx(ggml_init(init));
@@ -145,9 +179,15 @@ void Session::evaluate_batch(const int32_t * tokens, int n_tokens, bool all_logi
     const int n_threads = threads_.next(started);
     ggml_backend_cpu_set_n_threads(backend_.get(), n_threads);
     const double cpu_before = thread_cpu_seconds();
+    AbortState abort_state{&interrupted, started + kInterruptCheckSeconds};
+    ggml_backend_cpu_set_abort_callback(backend_.get(), interrupted ? abort_requested : nullptr, &abort_state);
     const ggml_status status = ggml_backend_graph_compute(backend_.get(), fg.graph);
+    ggml_backend_cpu_set_abort_callback(backend_.get(), nullptr, nullptr);  // abort_state goes out of scope
     const double finished = steady_seconds();
     threads_.record(n_threads, finished - started, thread_cpu_seconds() - cpu_before, finished);
+    if (abort_state.stopped) {
+        throw Error(Error::Kind::interrupted, "interrupted during a batch of " + std::to_string(n_tokens) + " tokens");
+    }
     if (status != GGML_STATUS_SUCCESS) {
         throw Error(Error::Kind::evaluation, std::string("ggml graph computation failed: ") + ggml_status_to_string(status));
     }

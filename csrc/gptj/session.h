@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -20,6 +21,13 @@ struct SessionParams {
     int n_batch = 512;  // prompt tokens evaluated per graph
 };
 
+// Asked, during a long evaluation, whether to stop (the bindings run Python's signal handlers
+// in it, so that Ctrl-C works): between batches, and about every kInterruptCheckSeconds inside
+// one (through ggml's abort callback). Returning true stops the evaluation with
+// Error(interrupted).
+using InterruptCheck = std::function<bool()>;
+constexpr double kInterruptCheckSeconds = 0.1;
+
 class Session {
 public:
     Session(std::shared_ptr<const Model> model, SessionParams params);
@@ -27,16 +35,19 @@ public:
     // Appends tokens to the history and evaluates them, n_batch at a time. logits receives
     // n_vocab floats per new token (all_logits) or for the last token only. Throws
     // Error(invalid_argument) for an id out of range and Error(context_full) when the tokens
-    // do not fit; on either the session is unchanged.
-    void evaluate(const std::vector<int32_t> & tokens, bool all_logits, std::vector<float> & logits);
+    // do not fit; on either the session is unchanged. When `interrupted` asks to stop, throws
+    // Error(interrupted) and the history keeps the batches already done.
+    void evaluate(const std::vector<int32_t> & tokens, bool all_logits, std::vector<float> & logits,
+                  const InterruptCheck & interrupted = nullptr);
 
     // Forgets every position from n_keep on (they are overwritten by the next evaluation).
     void truncate(int n_keep);
 
     // Makes room: drops the n_discard tokens after the first n_keep and re-evaluates the rest
     // at their new positions (GPT-J's rotary keys depend on the position, so cached keys
-    // cannot simply move). On an error only the first n_keep tokens remain.
-    void discard(int n_keep, int n_discard);
+    // cannot simply move). On an error only the first n_keep tokens remain (with the batches
+    // re-evaluated before an interrupt).
+    void discard(int n_keep, int n_discard, const InterruptCheck & interrupted = nullptr);
 
     const Model & model() const { return *model_; }
     const std::vector<int32_t> & history() const { return history_; }
@@ -53,7 +64,8 @@ public:
     size_t kv_cache_bytes() const { return cache_.size_bytes(); }
 
 private:
-    void evaluate_batch(const int32_t * tokens, int n_tokens, bool all_logits, float * logits);
+    void evaluate_batch(const int32_t * tokens, int n_tokens, bool all_logits, float * logits,
+                        const InterruptCheck & interrupted);
 
     std::shared_ptr<const Model> model_;
     KvCache cache_;
