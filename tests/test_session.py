@@ -185,3 +185,12 @@ def test_compute_buffers_larger_than_the_machine_are_a_value_error(tiny_model_pa
         model.logits([1, 2])
     assert model.session(n_ctx=8_000_000, n_batch=1).n_ctx == 8_000_000  # a smaller batch fits
 
+
+def test_discard_counts_that_overflow_an_int_are_refused(model):
+    from gptj_ggml._native import core
+
+    session = core.Session(model._model, 16, 1, 8)
+    session.evaluate([1, 2, 3], False)
+    with pytest.raises(ValueError, match="cannot discard 1 tokens after 2147483647 of 3"):
+        session.discard(2**31 - 1, 1)
+    assert session.history == [1, 2, 3]

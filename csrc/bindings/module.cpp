@@ -1,6 +1,8 @@
 // The extension module: error translation, ggml's log, and each part's registration.
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <climits>
 #include <string>
 
 #include "bindings/bindings.h"
@@ -19,6 +21,8 @@ void translate_error(const gptj::Error & e) {
         case gptj::Error::Kind::invalid_file: set_python_error("ModelFormatError", PyExc_ValueError, e.what()); return;
         case gptj::Error::Kind::context_full: set_python_error("ContextFullError", PyExc_RuntimeError, e.what()); return;
         case gptj::Error::Kind::evaluation: set_python_error("EvaluationError", PyExc_RuntimeError, e.what()); return;
+        // Reached only when no Python handler raised (PythonSignals re-raises the handler's own).
+        case gptj::Error::Kind::interrupted: PyErr_SetString(PyExc_KeyboardInterrupt, e.what()); return;
     }
 }
 
@@ -32,7 +36,54 @@ void set_python_error(const char * name, PyObject * fallback, const char * messa
     }
 }
 
-std::vector<int32_t> to_ids(const py::handle & tokens) { return py::cast<std::vector<int32_t>>(tokens); }
+namespace {
+
+std::string type_name(const py::handle & value) { return py::str(py::type::of(value).attr("__name__")); }
+
+}  // namespace
+
+int32_t to_int32(const py::handle & value, const std::string & what) {
+    // bool is an int in Python; a token id of True is a mistake, not 1.
+    if (PyBool_Check(value.ptr())) throw py::type_error(what + " must be an integer, got bool");
+    const py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(value.ptr()));
+    if (!index) {
+        PyErr_Clear();
+        throw py::type_error(what + " must be an integer, got " + type_name(value));
+    }
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+    if (overflow != 0 || v < INT32_MIN || v > INT32_MAX) {
+        throw py::value_error(what + " = " + std::string(py::str(index)) + " is out of range (a 32-bit integer)");
+    }
+    return static_cast<int32_t>(v);
+}
+
+std::vector<int32_t> to_ids(const py::handle & tokens, const char * what) {
+    if (PyUnicode_Check(tokens.ptr()) || PyBytes_Check(tokens.ptr())) {
+        throw py::type_error(std::string(what) + " must be a sequence of token ids, not " + type_name(tokens));
+    }
+    if (!py::isinstance<py::iterable>(tokens)) {
+        throw py::type_error(std::string(what) + " must be a sequence of token ids, not " + type_name(tokens));
+    }
+    std::vector<int32_t> ids;
+    if (PySequence_Check(tokens.ptr())) ids.reserve(static_cast<size_t>(std::max<Py_ssize_t>(0, PySequence_Size(tokens.ptr()))));
+    PyErr_Clear();  // PySequence_Size fails for sequences without a length; the loop below does not need it
+    size_t i = 0;
+    for (const py::handle item : tokens) {
+        ids.push_back(to_int32(item, std::string(what) + "[" + std::to_string(i) + "]"));
+        ++i;
+    }
+    return ids;
+}
+
+gptj::InterruptCheck PythonSignals::check() {
+    return [this] {
+        py::gil_scoped_acquire gil;
+        if (PyErr_CheckSignals() == 0) return false;
+        raised_ = std::make_shared<py::error_already_set>();  // takes the handler's exception
+        return true;
+    };
+}
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "gptj_ggml's native engine (private: use the gptj_ggml package)";

@@ -57,12 +57,14 @@ void check_vocab(PySession & self, const gptj::Sampler & sampler) {
 }
 
 py::array_t<float> evaluate(PySession & self, const py::handle & tokens, bool all_logits) {
-    const std::vector<int32_t> ids = to_ids(tokens);
+    const std::vector<int32_t> ids = to_ids(tokens, "tokens");
     std::vector<float> logits;
     {
         PySession::Use use(self.busy());
-        py::gil_scoped_release release;
-        self.session().evaluate(ids, all_logits, logits);
+        PythonSignals signals;
+        signals.run([&](const gptj::InterruptCheck & interrupted) {
+            self.session().evaluate(ids, all_logits, logits, interrupted);
+        });
     }
     const py::ssize_t n_vocab = self.session().model().hparams().n_vocab;
     auto * owned = new std::vector<float>(std::move(logits));
@@ -76,26 +78,33 @@ py::array_t<float> evaluate(PySession & self, const py::handle & tokens, bool al
 
 // Evaluates tokens and draws the next one, without handing the logits to Python.
 py::tuple evaluate_and_sample(PySession & self, const py::handle & tokens, gptj::Sampler & sampler, bool logprob,
-                              int32_t top_logprobs) {
-    const std::vector<int32_t> ids = to_ids(tokens);
+                              const py::handle & top_logprobs) {
+    const std::vector<int32_t> ids = to_ids(tokens, "tokens");
+    const int32_t n_top = to_int32(top_logprobs, "top_logprobs");
     check_vocab(self, sampler);
     gptj::Step step;
     {
         PySession::Use use(self.busy());
-        py::gil_scoped_release release;
-        step = gptj::evaluate_and_sample(self.session(), ids, sampler, logprob, self.logits(), top_logprobs);
+        PythonSignals signals;
+        signals.run([&](const gptj::InterruptCheck & interrupted) {
+            step = gptj::evaluate_and_sample(self.session(), ids, sampler, logprob, self.logits(), n_top, interrupted);
+        });
     }
     return py::make_tuple(step.token, step.logprob, step.eval_ms, step.sample_ms, step.top_logprobs);
 }
 
-py::tuple generate_loop(PySession & self, const py::handle & prompt, int n_tokens, gptj::Sampler & sampler) {
-    const std::vector<int32_t> ids = to_ids(prompt);
+py::tuple generate_loop(PySession & self, const py::handle & prompt, const py::handle & n_tokens, gptj::Sampler & sampler) {
+    const std::vector<int32_t> ids = to_ids(prompt, "prompt");
+    const int32_t count = to_int32(n_tokens, "n_tokens");
+    if (count < 0) throw gptj::Error(gptj::Error::Kind::invalid_argument, "n_tokens must be >= 0, got " + std::to_string(count));
     check_vocab(self, sampler);
     gptj::LoopResult result;
     {
         PySession::Use use(self.busy());
-        py::gil_scoped_release release;
-        result = gptj::generate_loop(self.session(), ids, n_tokens, sampler);
+        PythonSignals signals;
+        signals.run([&](const gptj::InterruptCheck & interrupted) {
+            result = gptj::generate_loop(self.session(), ids, count, sampler, interrupted);
+        });
     }
     return py::make_tuple(result.tokens, result.prompt_ms, result.generation_ms);
 }
@@ -129,8 +138,8 @@ void bind_session(py::module_ & m) {
         }, py::arg("n_keep"))
         .def("discard", [](PySession & s, int n_keep, int n_discard) {
             PySession::Use use(s.busy());
-            py::gil_scoped_release release;
-            s.session().discard(n_keep, n_discard);
+            PythonSignals signals;
+            signals.run([&](const gptj::InterruptCheck & interrupted) { s.session().discard(n_keep, n_discard, interrupted); });
         }, py::arg("n_keep"), py::arg("n_discard"))
         .def_property_readonly("history", [](PySession & s) {
             PySession::Use use(s.busy());

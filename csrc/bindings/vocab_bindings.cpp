@@ -62,7 +62,8 @@ void bind_vocab(py::module_ & m) {
             "Token ids of text (str, or UTF-8 bytes). special: map added-token strings to their ids.")
         .def(
             "decode",
-            [](const gptj::Vocab & vocab, const std::vector<int32_t> & ids) {
+            [](const gptj::Vocab & vocab, const py::handle & id_list) {
+                const std::vector<int32_t> ids = to_ids(id_list, "ids");
                 std::string bytes;
                 {
                     std::optional<py::gil_scoped_release> release;
@@ -73,9 +74,13 @@ void bind_vocab(py::module_ & m) {
             },
             py::arg("ids"), "The bytes the ids stand for (may split a UTF-8 character).")
         .def(
-            "token_bytes", [](const gptj::Vocab & vocab, int32_t id) { return py::bytes(vocab.token_bytes(id)); },
+            "token_bytes",
+            [](const gptj::Vocab & vocab, const py::handle & id) { return py::bytes(vocab.token_bytes(to_int32(id, "token id"))); },
             py::arg("id"))
-        .def("token_type", [](const gptj::Vocab & vocab, int32_t id) { return static_cast<int>(vocab.token_type(id)); },
+        .def("token_type",
+             [](const gptj::Vocab & vocab, const py::handle & id) {
+                 return static_cast<int>(vocab.token_type(to_int32(id, "token id")));
+             },
              py::arg("id"))
         .def_static(
             "split_pieces",
