@@ -88,9 +88,15 @@ def _first_token(data: bytes) -> int:
     "where, what",
     [
         (lambda data: data.find(b"general.name") + 7, r"metadata key 1 \('general\\xffname'\) is not valid UTF-8"),
-        (lambda data: value_offset(data, "tokenizer.ggml.model") + 8, r"metadata 'tokenizer\.ggml\.model' is not valid UTF-8"),
+        (
+            lambda data: value_offset(data, "tokenizer.ggml.model") + 8,
+            r"metadata 'tokenizer\.ggml\.model' is not valid UTF-8",
+        ),
         (_first_token, r"metadata 'tokenizer\.ggml\.tokens'\[0\] is not valid UTF-8"),
-        (lambda data: data.find(b"output_norm.weight") + 11, r"tensor \d+ \('output_norm\\xffweight'\) is not valid UTF-8"),
+        (
+            lambda data: data.find(b"output_norm.weight") + 11,
+            r"tensor \d+ \('output_norm\\xffweight'\) is not valid UTF-8",
+        ),
     ],
     ids=["key", "string-value", "token-text", "tensor-name"],
 )
@@ -105,14 +111,17 @@ def test_a_block_count_the_tensors_cannot_hold_is_refused_before_anything_is_siz
     # A 4-byte edit: ggml_init aborted the process on a context sized for 8,000,000 layers.
     at = value_offset(good_bytes, "gptj.block_count")
     path = patch_bytes(good_model, tmp_path / "layers.gguf", {at: struct.pack("<I", 8_000_000)})
-    with pytest.raises(ModelFormatError, match=r"'gptj\.block_count' = 8000000 does not fit the file: it holds 25 tensors"):
+    with pytest.raises(
+        ModelFormatError, match=r"'gptj\.block_count' = 8000000 does not fit the file: it holds 25 tensors"
+    ):
         Model(path)
 
 
 def test_gptj_ggml_info_reports_a_bad_block_count_instead_of_aborting(good_bytes, good_model, tmp_path):
     at = value_offset(good_bytes, "gptj.block_count")
     path = patch_bytes(good_model, tmp_path / "layers.gguf", {at: struct.pack("<I", 8_000_000)})
-    result = subprocess.run([sys.executable, "-m", "gptj_ggml", "info", str(path)], capture_output=True, text=True)
+    command = [sys.executable, "-m", "gptj_ggml", "info", str(path)]
+    result = subprocess.run(command, check=False, capture_output=True, text=True)
     assert result.returncode > 0, result  # an error exit, not a signal
     assert "gptj.block_count" in result.stderr
 
@@ -126,7 +135,9 @@ def test_an_eos_id_beyond_32_bits_is_refused_not_read_as_none(good_bytes, good_m
 
 def test_token_types_stored_as_strings_are_refused(good_model, tmp_path):
     # ggml's gguf_get_arr_data aborts on an array of strings.
-    path = rewrite_gguf(good_model, tmp_path / "types.gguf", set_kv={"tokenizer.ggml.token_type": (["1"] * 50400, ARRAY)})
+    path = rewrite_gguf(
+        good_model, tmp_path / "types.gguf", set_kv={"tokenizer.ggml.token_type": (["1"] * 50400, ARRAY)}
+    )
     with pytest.raises(ModelFormatError, match=r"'tokenizer\.ggml\.token_type' should be an array of integers"):
         Model(path)
 
@@ -136,7 +147,7 @@ def test_a_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path):
     os.mkfifo(fifo)
     # In a child process: a regression would block this one forever.
     code = f"from gptj_ggml import Model\ntry:\n    Model({str(fifo)!r})\nexcept FileNotFoundError as e:\n    print(e)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert "model.gguf: a named pipe, not a regular file" in result.stdout, result
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import operator
 import os
 import re
 import shlex
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _checks
 from ._native import core
 from .chat import ChatTemplate, resolve_template
 from .generation import Completion, Generation, Token  # noqa: F401 - Token: re-exported
@@ -97,34 +97,36 @@ class Model:
         repack: bool = True,
         mmap: bool = True,
     ) -> None:
+        # Checked before the file is read (a bad argument costs no load), not when the first
+        # session is made.
+        self._defaults = (
+            None if n_ctx is None else _checks.positive("n_ctx", n_ctx),
+            None if n_threads is None else _checks.positive("n_threads", n_threads),
+            _checks.positive("n_batch", n_batch),
+        )
         _check_model_path(path)
         self.path = os.fspath(path)
         started = time.perf_counter()
-        self._model = core.Model(self.path, repack, n_threads or 0, mmap)
+        self._model = core.Model(self.path, repack, self._defaults[1] or 0, mmap)
         #: Milliseconds spent opening, validating and mapping the file.
         self.load_ms = (time.perf_counter() - started) * 1e3
         #: The model's tokenizer (GPT-2 byte-level BPE from the GGUF file).
         self.tokenizer = Tokenizer(self._model.vocab)
-        # Checked here, not when the first session is made, so that a bad argument fails at load.
-        self._defaults = (
-            None if n_ctx is None else _positive("n_ctx", n_ctx),
-            None if n_threads is None else _positive("n_threads", n_threads),
-            _positive("n_batch", n_batch),
-        )
         self._own_session: Session | None = None
         self._own_session_lock = threading.Lock()
 
     def session(self, *, n_ctx: int | None = None, n_threads: int | None = None, n_batch: int | None = None) -> Session:
         """A new :class:`Session` (its own KV cache and history) over these weights.
 
-        Arguments left out take the values the Model was opened with.
+        Arguments left out take the values the Model was opened with; given ones must be
+        positive integers (0 is refused, as by the Model: it is no size).
         """
         default_ctx, default_threads, default_batch = self._defaults
         core_session = core.Session(
             self._model,
-            n_ctx or default_ctx or 0,
-            n_threads or default_threads or 0,
-            n_batch or default_batch,
+            (default_ctx or 0) if n_ctx is None else _checks.positive("n_ctx", n_ctx),
+            (default_threads or 0) if n_threads is None else _checks.positive("n_threads", n_threads),
+            default_batch if n_batch is None else _checks.positive("n_batch", n_batch),
         )
         return Session(self, core_session)
 
@@ -166,7 +168,7 @@ class Model:
 
     @n_threads.setter
     def n_threads(self, value: int) -> None:
-        value = _positive("n_threads", value)
+        value = _checks.positive("n_threads", value)
         n_ctx, _, n_batch = self._defaults
         self._defaults = (n_ctx, value, n_batch)
         if self._own_session is not None:
@@ -207,7 +209,11 @@ class Model:
         """Logits at every position of ``ids``, evaluated from an empty context.
 
         Returns a float32 array of shape ``(len(ids), n_vocab)``: row ``i`` scores the
-        token that follows ``ids[: i + 1]``.
+        token that follows ``ids[: i + 1]``. Ctrl-C stops a long call (``KeyboardInterrupt``).
+
+        Raises:
+            TypeError: an id that is not an integer.
+            ValueError: an id outside the vocabulary.
         """
         return self._session.logits(ids)
 
@@ -245,12 +251,3 @@ class Model:
     generate.__signature__ = inspect.signature(Session.generate)  # type: ignore[attr-defined]
     complete.__signature__ = inspect.signature(Session.complete)  # type: ignore[attr-defined]
 
-
-def _positive(name: str, value: int) -> int:
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if number <= 0:
-        raise ValueError(f"{name} must be positive, got {number}")
-    return number

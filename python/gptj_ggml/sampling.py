@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _checks
 from ._native import core
 
 if TYPE_CHECKING:
@@ -78,6 +79,12 @@ class _SamplingParamsMethods:
             object.__setattr__(self, "logit_bias", {})
         if not isinstance(self.logit_bias, Mapping):
             raise TypeError(f"logit_bias must be a mapping of token id to value, got {type(self.logit_bias).__name__}")
+        for token_id, value in self.logit_bias.items():
+            _checks.integer("a logit_bias key", token_id, minimum=0, maximum=_checks.INT32_MAX)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"logit_bias[{token_id}] must be a number, got {type(value).__name__}")
+            if math.isnan(value) or value == math.inf:
+                raise ValueError(f"logit_bias[{token_id}] must be a number or -inf, got {value}")
 
     def settings(self) -> dict[str, int | float]:
         """The numeric settings as a dict (``logit_bias`` is not among them)."""
@@ -90,6 +97,8 @@ class _SamplingParamsMethods:
 
     def sampler(self, n_vocab: int, seed: int) -> _core.Sampler:
         """The C++ sampler with these settings (raises ``ValueError`` for a logit_bias id >= n_vocab)."""
+        n_vocab = _checks.positive("n_vocab", n_vocab)
+        seed = _checks.integer("seed", seed)
         bias = {int(k): float(v) for k, v in self.logit_bias.items()}  # type: ignore[attr-defined]
         return core.Sampler(n_vocab, self.settings(), logit_bias=bias, seed=seed & (2**64 - 1))
 
@@ -145,9 +154,23 @@ def probabilities(
         history: the tokens before these logits (the penalties look at the last ``repeat_last_n``).
 
     Tokens the filters remove have probability 0; at temperature 0 the result is one-hot.
+
+    Raises:
+        ValueError: logits that are empty, not one-dimensional, or hold NaN or +inf; a history
+            id out of range.
+        TypeError: params that are no SamplingParams; a history that is no sequence of ints.
     """
-    logits = np.ascontiguousarray(logits, dtype=np.float32)
-    if logits.ndim != 1:
-        raise ValueError(f"logits must be one-dimensional, got shape {logits.shape}")
+    if params is not None and not isinstance(params, SamplingParams):
+        raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
+    array = np.asarray(logits)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"logits must be an array of numbers, got dtype {array.dtype}")
+    with np.errstate(over="ignore"):  # beyond float32: +inf is refused below, -inf bans the token
+        array = np.ascontiguousarray(array, dtype=np.float32)
+    if array.ndim != 1:
+        raise ValueError(f"logits must be one-dimensional, got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise ValueError("logits must hold at least one value (one per token of the vocabulary)")
     params = SamplingParams() if params is None else params
-    return params.sampler(logits.shape[0], seed=0).distribution(logits, list(history))
+    ids = _checks.token_ids("history", history, array.shape[0])
+    return params.sampler(array.shape[0], seed=0).distribution(array, ids)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import _checks
 from .chat import ChatTemplate, resolve_template
 from .errors import SessionBusyError
 from .generation import Completion, ContextPolicy, Generation, _Options, _Stream
@@ -79,7 +80,8 @@ class Session:
         fewer while other processes keep them busy: ggml's threads wait for each other at
         every step of the graph, and a thread that has no core to itself stalls the rest (a
         tiny model on 2 busy cores: 190 ms per token on 2 threads against 5 on 1). It tries
-        more again every few seconds. Results do not depend on the thread count.
+        more again every few seconds. Results do not depend on the thread count. Setting 0
+        returns to that adaptive default.
         """
         return self._core.n_threads
 
@@ -95,6 +97,7 @@ class Session:
 
     @n_threads.setter
     def n_threads(self, value: int) -> None:
+        value = _checks.integer("n_threads", value, minimum=0, maximum=_checks.INT32_MAX)
         self._claim()
         self._core.n_threads = value
 
@@ -118,7 +121,7 @@ class Session:
         Raises:
             ContextFullError: the tokens do not fit (the cache is then unchanged).
         """
-        ids = list(ids)
+        ids = _checks.token_ids("ids", ids, self.model.n_vocab)
         if not ids:
             raise ValueError("evaluate needs at least one token")
         self._claim()
@@ -129,8 +132,11 @@ class Session:
 
         Returns a float32 array of shape ``(len(ids), n_vocab)``: row ``i`` scores the token
         that follows ``ids[: i + 1]``. The cache then holds ``ids``.
+
+        A long evaluation stops at Ctrl-C (``KeyboardInterrupt``, within a tenth of a second);
+        the cache then holds the batches evaluated so far.
         """
-        ids = list(ids)
+        ids = _checks.token_ids("ids", ids, self.model.n_vocab)
         if not ids:
             return np.zeros((0, self.model.n_vocab), dtype=np.float32)
         self._claim()
@@ -194,24 +200,36 @@ class Session:
             SessionBusyError: another thread is using this session.
         """
         check_names(sampling_overrides, "generate()")
+        if sampling is not None and not isinstance(sampling, SamplingParams):
+            raise TypeError(f"sampling must be a SamplingParams, got {type(sampling).__name__}")
         params = (_DEFAULT if sampling is None else sampling).replace(**sampling_overrides)
-        ids = self.model.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+        if isinstance(prompt, str):
+            ids = self.model.tokenize(prompt)
+        else:
+            ids = _checks.token_ids("prompt", prompt, self.model.n_vocab)
+        eos_id = self.model.tokenizer.eos_id
         if not ids:
-            ids = [self.model.tokenizer.bos_id]  # as transformers' generate starts an empty prompt
-        if max_tokens < 0:
-            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
-        if len(ids) > self.n_ctx:
-            raise ValueError(f"the prompt has {len(ids)} tokens, more than n_ctx={self.n_ctx}")
+            bos_id = self.model.tokenizer.bos_id
+            if bos_id < 0:
+                raise ValueError("the prompt is empty and the model has no beginning-of-text token to start from")
+            ids = [bos_id]  # as transformers' generate starts an empty prompt
+        max_tokens = _checks.integer("max_tokens", max_tokens, minimum=0)
+        top_logprobs = _checks.integer("top_logprobs", top_logprobs, minimum=0, maximum=self.model.n_vocab)
+        n_keep = _checks.integer("n_keep", n_keep, minimum=0)
+        seed = secrets.randbits(64) if seed is None else _checks.integer("seed", seed) & (2**64 - 1)
         if on_context_full not in ("error", "stop", "shift"):
             raise ValueError(f"on_context_full must be 'error', 'stop' or 'shift', got {on_context_full!r}")
-        if not 0 <= n_keep <= self.n_ctx - 2:
+        # One position holds the prompt's last token; generating more needs a second.
+        if self.n_ctx < 2:
+            raise ValueError(f"the context is too small to generate: n_ctx={self.n_ctx}, at least 2 are needed")
+        if len(ids) > self.n_ctx:
+            raise ValueError(f"the prompt has {len(ids)} tokens, more than n_ctx={self.n_ctx}")
+        if n_keep > self.n_ctx - 2:
             raise ValueError(f"n_keep must be in [0, n_ctx - 2 = {self.n_ctx - 2}], got {n_keep}")
-        if ignore_eos:
-            params = params.replace(logit_bias={**params.logit_bias, self.model.tokenizer.eos_id: float("-inf")})
-        seed = secrets.randbits(64) if seed is None else seed & (2**64 - 1)
+        # Without an end-of-text token there is nothing to ignore: the generation never ends on one.
+        if ignore_eos and eos_id >= 0:
+            params = params.replace(logit_bias={**params.logit_bias, eos_id: float("-inf")})
         sampler = params.sampler(self.model.n_vocab, seed)
-        if top_logprobs < 0:
-            raise ValueError(f"top_logprobs must be >= 0, got {top_logprobs}")
         options = _Options(
             max_tokens,
             StopStrings(stop),

@@ -36,8 +36,15 @@ class Tokenizer:
         all normal), ``merges`` "left right" strings by rank; with no merges they are derived from
         the ids, as GPT-2's ids follow its merge order (legacy GGML files carry no merges).
         """
+        from . import _checks
         from ._native import core  # loads the extension and the ggml libraries it links
 
+        bos_id = _checks.integer("bos_id", bos_id, minimum=-1, maximum=_checks.INT32_MAX)
+        eos_id = _checks.integer("eos_id", eos_id, minimum=-1, maximum=_checks.INT32_MAX)
+        token_types = [
+            _checks.integer(f"token_types[{i}]", t, minimum=-(2**31), maximum=_checks.INT32_MAX)
+            for i, t in enumerate(token_types)
+        ]
         return cls(core.Vocab(tokens, token_types, merges, bos_id, eos_id))
 
     @classmethod
