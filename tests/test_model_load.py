@@ -171,21 +171,3 @@ def test_evaluating_past_the_context_raises_context_full(good_model):
         model.logits(list(range(17)))
     assert model.logits(list(range(16))).shape == (16, 50400)  # the session is still usable
 
-
-def test_corrupted_headers_raise_or_load_but_never_crash(good_model, tmp_path):
-    # Random byte changes in the file header and in the tensor table: ggml's parser and our
-    # checks must turn every one into an exception or a loadable model, never an abort.
-    original = good_model.read_bytes()
-    tensor_table = original.find(b"token_embd.weight") - 8
-    rng = np.random.default_rng(0)
-    path = tmp_path / "mutated.gguf"
-    for _ in range(40):
-        data = bytearray(original)
-        start, end = (0, 64) if rng.random() < 0.5 else (tensor_table, tensor_table + 1200)
-        for position in rng.integers(start, end, rng.integers(1, 5)):
-            data[position] = rng.choice([0, 0xFF, int(rng.integers(256))])
-        path.write_bytes(data)
-        try:
-            Model(path).logits([1, 2])
-        except (ModelFormatError, ValueError):
-            pass
