@@ -171,3 +171,20 @@ def test_the_largest_headers_allowed_still_parse_quickly(tmp_path):
     with pytest.raises(ModelFormatError, match="general.architecture"):
         Model(path)
     assert time.perf_counter() - started < 2.0
+
+
+def test_a_megabyte_token_in_a_file_without_merges_loads_in_proportion(good_model, tmp_path):
+    # Without merges the vocabulary derives them from the ids, trying every split of a token
+    # that BPE does not split in two: the square of its length (hours for this one, before).
+    tokens = gguf.GGUFReader(good_model).fields["tokenizer.ggml.tokens"].contents()
+    tokens[50255] = "a" * 1_000_000
+    path = rewrite_gguf(
+        good_model,
+        tmp_path / "long-token.gguf",
+        drop_kv=("tokenizer.ggml.merges",),
+        set_kv={"tokenizer.ggml.tokens": (tokens, ARRAY)},
+    )
+    started = time.perf_counter()
+    model = Model(path)
+    assert time.perf_counter() - started < 5.0
+    assert model.tokenizer.token_bytes(50255) == b"a" * 1_000_000

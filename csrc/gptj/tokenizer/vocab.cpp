@@ -212,6 +212,7 @@ Vocab::~Vocab() = default;
 // where BPE does not end in two pieces, the split into two earlier tokens with the lowest larger
 // id is taken; a token with no such split stays unreachable by BPE.
 void Vocab::Impl::derive_merges_from_ids() {
+    constexpr size_t kMaxSplitSearchBytes = 1024;
     BpeMerges::Workspace workspace;
     std::vector<int32_t> symbols;
     const int32_t n_tokens = static_cast<int32_t>(tokens.size());
@@ -226,7 +227,11 @@ void Vocab::Impl::derive_merges_from_ids() {
             merges.add(symbols[0], symbols[1], id);
             continue;
         }
-        // Fallback for vocabularies not trained like GPT-2's (see above).
+        // Fallback for vocabularies not trained like GPT-2's (see above). It costs the square of
+        // the token's length (a hash of each split's halves): a crafted file's megabyte-long
+        // token would take hours, so tokens far longer than GPT-2's longest (128 bytes) stay
+        // unreachable by BPE instead.
+        if (tokens[id].size() > kMaxSplitSearchBytes) continue;
         int32_t best_left = -1, best_right = -1;
         for (size_t split = 1; split < tokens[id].size(); ++split) {
             auto left = ids.find(tokens[id].substr(0, split));
