@@ -188,3 +188,10 @@ def test_a_megabyte_token_in_a_file_without_merges_loads_in_proportion(good_mode
     model = Model(path)
     assert time.perf_counter() - started < 5.0
     assert model.tokenizer.token_bytes(50255) == b"a" * 1_000_000
+
+
+def test_a_path_that_is_not_utf8_is_named_in_the_error_not_a_decode_error(tmp_path):
+    from gptj_ggml._native import core
+
+    with pytest.raises(FileNotFoundError, match=r"missing-\\xff\.gguf: cannot open"):
+        core.Model(os.fsencode(tmp_path) + b"/missing-\xff.gguf", True, 0, True)

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <string>
 
 #include "bindings/bindings.h"
@@ -14,15 +15,24 @@
 
 namespace {
 
+// PyErr_SetString decodes the message as strict UTF-8 and, on a path or a name that is not,
+// raises UnicodeDecodeError instead of the error: undecodable bytes become \xNN here.
+void set_error(PyObject * type, const char * message) {
+    PyObject * text = PyUnicode_DecodeUTF8(message, static_cast<Py_ssize_t>(std::strlen(message)), "backslashreplace");
+    if (text == nullptr) return;  // out of memory: that error stays set
+    PyErr_SetObject(type, text);
+    Py_DECREF(text);
+}
+
 void translate_error(const gptj::Error & e) {
     switch (e.kind()) {
-        case gptj::Error::Kind::file_not_found: PyErr_SetString(PyExc_FileNotFoundError, e.what()); return;
-        case gptj::Error::Kind::invalid_argument: PyErr_SetString(PyExc_ValueError, e.what()); return;
+        case gptj::Error::Kind::file_not_found: set_error(PyExc_FileNotFoundError, e.what()); return;
+        case gptj::Error::Kind::invalid_argument: set_error(PyExc_ValueError, e.what()); return;
         case gptj::Error::Kind::invalid_file: set_python_error("ModelFormatError", PyExc_ValueError, e.what()); return;
         case gptj::Error::Kind::context_full: set_python_error("ContextFullError", PyExc_RuntimeError, e.what()); return;
         case gptj::Error::Kind::evaluation: set_python_error("EvaluationError", PyExc_RuntimeError, e.what()); return;
         // Reached only when no Python handler raised (PythonSignals re-raises the handler's own).
-        case gptj::Error::Kind::interrupted: PyErr_SetString(PyExc_KeyboardInterrupt, e.what()); return;
+        case gptj::Error::Kind::interrupted: set_error(PyExc_KeyboardInterrupt, e.what()); return;
     }
 }
 
@@ -30,9 +40,9 @@ void translate_error(const gptj::Error & e) {
 
 void set_python_error(const char * name, PyObject * fallback, const char * message) {
     try {
-        PyErr_SetString(py::module_::import("gptj_ggml.errors").attr(name).ptr(), message);
+        set_error(py::module_::import("gptj_ggml.errors").attr(name).ptr(), message);
     } catch (py::error_already_set &) {
-        PyErr_SetString(fallback, message);
+        set_error(fallback, message);
     }
 }
 
