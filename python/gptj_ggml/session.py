@@ -120,6 +120,7 @@ class Session:
 
         Raises:
             ContextFullError: the tokens do not fit (the cache is then unchanged).
+            TypeError, ValueError: an id that is not an integer, or outside the vocabulary.
         """
         ids = _checks.token_ids("ids", ids, self.model.n_vocab)
         if not ids:
@@ -195,9 +196,13 @@ class Session:
             ``finish_reason``, ``timings`` and ``result()`` describe the whole run.
 
         Raises:
-            ValueError: an argument out of range, or a prompt longer than the context.
-            TypeError: a keyword that is no argument and no sampling setting.
+            ValueError: an argument out of range (a token id outside the vocabulary included), a
+                prompt longer than the context, or a context too small to generate in.
+            TypeError: an argument of the wrong type (a float for a count or a token id), or a
+                keyword that is no argument and no sampling setting.
             SessionBusyError: another thread is using this session.
+            KeyboardInterrupt: Ctrl-C while a long prompt is evaluated (the cache keeps the
+                batches done; the generation is then "cancelled").
         """
         check_names(sampling_overrides, "generate()")
         if sampling is not None and not isinstance(sampling, SamplingParams):
