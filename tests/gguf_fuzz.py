@@ -401,27 +401,34 @@ def run_in_subprocesses(
     """Run the cases in child processes of `batch` cases each. A child that dies (a signal, an
     abort) or hangs is reported as the failure of the case it was on; the rest go on in a new child."""
     results: list[dict] = []
-    scratch = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
-    next_case, end = first, first + count
-    while next_case < end:
-        n = min(batch, end - next_case)
-        command = [sys.executable, __file__, "--seed", str(seed), "--first", str(next_case), "--count", str(n),
-                   "--scratch", str(scratch), *map(str, files)]  # fmt: skip
-        try:
-            child = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout)
-            stdout, returncode, stderr = child.stdout, child.returncode, child.stderr
-        except subprocess.TimeoutExpired as expired:
-            stdout = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
-            returncode, stderr = None, "timed out"
-        done = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-        results += done
-        next_case += len(done)
-        if returncode != 0 and next_case < end:
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # memory: no disk write per case
+    # A folder of its own, removed at the end: a child that crashes leaves its mutant behind.
+    with tempfile.TemporaryDirectory(prefix="gguf-fuzz-", dir=base) as scratch:
+        next_case, end = first, first + count
+        while next_case < end:
+            n = min(batch, end - next_case)
+            command = [sys.executable, __file__, "--seed", str(seed), "--first", str(next_case), "--count", str(n),
+                       "--scratch", scratch, *map(str, files)]  # fmt: skip
+            try:
+                child = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout)
+                stdout, returncode, stderr = child.stdout, child.returncode, child.stderr
+            except subprocess.TimeoutExpired as expired:
+                stdout = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
+                returncode, stderr = None, "timed out"
+            done = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+            results += done
+            next_case += len(done)
+            if returncode == 0:
+                continue
             how = "hung (timeout)" if returncode is None else f"exit status {returncode}"
-            rng = case_rng(seed, next_case)
-            results.append({"case": next_case, "outcome": f"crashed: {how}", "ok": False,
-                            "mutation": _describe(files, rng), "error": stderr[-2000:]})  # fmt: skip
-            next_case += 1
+            if next_case < end:
+                rng = case_rng(seed, next_case)
+                results.append({"case": next_case, "outcome": f"crashed: {how}", "ok": False,
+                                "mutation": _describe(files, rng), "error": stderr[-2000:]})  # fmt: skip
+                next_case += 1
+            else:  # every case ran, then the child died (at exit: a destructor, a leak report)
+                results.append({"case": end - 1, "outcome": f"crashed after its last case: {how}", "ok": False,
+                                "mutation": "-", "error": stderr[-2000:]})  # fmt: skip
     return results
 
 
