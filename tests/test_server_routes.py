@@ -42,7 +42,8 @@ def test_health_counts_idle_and_processing_slots_and_the_queue(server):
 
 
 def test_slots_say_their_state_and_how_full_their_cache_is(server, model):
-    server.http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 4})
+    # ignore_eos: an unseeded sample may end on end-of-text before 4 tokens (seen about once in 300 runs).
+    server.http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 4, "ignore_eos": True})
 
     slots = server.http.get("/slots").json()
 
