@@ -169,9 +169,7 @@ def _converse(session: Session, prompt: str, options: dict[str, Any]) -> int:
     separator, turn = _line_break_after(prompt), 0
     _write(separator)
     while True:
-        if ask:
-            print("> ", end="", file=sys.stderr, flush=True)
-        line = sys.stdin.readline()
+        line = read_turn(ask)
         if not line:
             return 0
         turn += 1
@@ -198,6 +196,13 @@ def _converse(session: Session, prompt: str, options: dict[str, Any]) -> int:
         _report_turn(turn, generation)
         if generation.finish_reason == "context":
             raise ContextFullError(_context_full_message(session.n_ctx))
+
+
+def read_turn(ask: bool) -> str:
+    """The next line of stdin ("" at its end), after a "> " prompt on stderr when asked to."""
+    if ask:
+        print("> ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline()
 
 
 def _line_break_after(text_so_far: str) -> str:

@@ -20,16 +20,14 @@ if TYPE_CHECKING:
 def converse_with_template(
     session: Session, template: ChatTemplate, system: str | None, options: dict[str, Any]
 ) -> int:
-    from .run import _report_turn, _write
+    from .run import _report_turn, _write, read_turn
 
     messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     ask = sys.stdin.isatty()
     seed = options.pop("seed")  # one seed per turn, derived from the given one (as run -i does)
     turn = 0
     while True:
-        if ask:
-            print("> ", end="", file=sys.stderr, flush=True)
-        line = sys.stdin.readline()
+        line = read_turn(ask)
         if not line:
             return 0
         if not line.strip():
