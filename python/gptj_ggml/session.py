@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import secrets
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -15,12 +14,13 @@ import numpy as np
 from . import _checks
 from .chat import ChatTemplate, resolve_template
 from .errors import SessionBusyError
-from .generation import Completion, ContextPolicy, Generation, _Options, _Stream
-from .sampling import FIELDS, SamplingParams, check_names
-from .stop import StopStrings
+from .generate_arguments import check_generate_arguments
+from .generation import Completion, ContextPolicy, Generation
+from .sampling import FIELDS, SamplingParams
 
 if TYPE_CHECKING:
     from . import _core
+    from .decoding import Decoding
     from .model import Model
 
 _DEFAULT = SamplingParams()
@@ -53,7 +53,7 @@ class Session:
         self._lock = threading.RLock()
         # The unfinished generation holding the session (weak: dropping it frees the session).
         self._active: weakref.ref[Generation] | None = None
-        self._active_stream: _Stream | None = None
+        self._active_decoding: Decoding | None = None
         self._active_thread: int | None = None
 
     # -- description ---------------------------------------------------------------
@@ -204,53 +204,28 @@ class Session:
             KeyboardInterrupt: Ctrl-C while a long prompt is evaluated (the cache keeps the
                 batches done; the generation is then "cancelled").
         """
-        check_names(sampling_overrides, "generate()")
-        if sampling is not None and not isinstance(sampling, SamplingParams):
-            raise TypeError(f"sampling must be a SamplingParams, got {type(sampling).__name__}")
-        params = (_DEFAULT if sampling is None else sampling).replace(**sampling_overrides)
-        if isinstance(prompt, str):
-            ids = self.model.tokenize(prompt)
-        else:
-            ids = _checks.token_ids("prompt", prompt, self.model.n_vocab)
-        eos_id = self.model.tokenizer.eos_id
-        if not ids:
-            bos_id = self.model.tokenizer.bos_id
-            if bos_id < 0:
-                raise ValueError("the prompt is empty and the model has no beginning-of-text token to start from")
-            ids = [bos_id]  # as transformers' generate starts an empty prompt
-        max_tokens = _checks.integer("max_tokens", max_tokens, minimum=0)
-        top_logprobs = _checks.integer("top_logprobs", top_logprobs, minimum=0, maximum=self.model.n_vocab)
-        n_keep = _checks.integer("n_keep", n_keep, minimum=0)
-        seed = secrets.randbits(64) if seed is None else _checks.integer("seed", seed) & (2**64 - 1)
-        if on_context_full not in ("error", "stop", "shift"):
-            raise ValueError(f"on_context_full must be 'error', 'stop' or 'shift', got {on_context_full!r}")
-        # One position holds the prompt's last token; generating more needs a second.
-        if self.n_ctx < 2:
-            raise ValueError(f"the context is too small to generate: n_ctx={self.n_ctx}, at least 2 are needed")
-        if len(ids) > self.n_ctx:
-            raise ValueError(f"the prompt has {len(ids)} tokens, more than n_ctx={self.n_ctx}")
-        if n_keep > self.n_ctx - 2:
-            raise ValueError(f"n_keep must be in [0, n_ctx - 2 = {self.n_ctx - 2}], got {n_keep}")
-        # Without an end-of-text token there is nothing to ignore: the generation never ends on one.
-        if ignore_eos and eos_id >= 0:
-            params = params.replace(logit_bias={**params.logit_bias, eos_id: float("-inf")})
-        sampler = params.sampler(self.model.n_vocab, seed)
-        options = _Options(
-            max_tokens,
-            StopStrings(stop),
-            logprobs or top_logprobs > 0,
-            top_logprobs,
-            on_context_full,
-            n_keep,
-            seed,
-            is_cancelled,
+        arguments = check_generate_arguments(
+            self.model,
+            self.n_ctx,
+            prompt,
+            sampling=sampling,
+            max_tokens=max_tokens,
+            seed=seed,
+            stop=stop,
+            ignore_eos=ignore_eos,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            on_context_full=on_context_full,
+            n_keep=n_keep,
+            is_cancelled=is_cancelled,
+            **sampling_overrides,
         )
+        decoding = arguments.decoding(self._core, on_end=self._release)
         with self._lock:
             self._claim()
-            stream = _Stream(self._core, sampler, self.model.tokenizer, ids, options, self.model.load_ms, self._release)
-            generation = Generation(stream)
+            generation = Generation(decoding)
             self._active = weakref.ref(generation)
-            self._active_stream = stream
+            self._active_decoding = decoding
             self._active_thread = threading.get_ident()
         return generation
 
@@ -279,8 +254,10 @@ class Session:
         cannot end the context early. The session reuses what it holds of the conversation, so
         each turn evaluates only its new tokens.
         """
-        chat_template = template if isinstance(template, ChatTemplate) else (
-            self.model.chat_template if template is None else resolve_template(template)
+        chat_template = (
+            template
+            if isinstance(template, ChatTemplate)
+            else (self.model.chat_template if template is None else resolve_template(template))
         )
         prompt = chat_template.render(messages, **dict(template_variables or {}))
         extra = [stop] if isinstance(stop, str) else list(stop or ())
@@ -302,7 +279,7 @@ class Session:
         with self._lock:
             active = self._active() if self._active is not None else None
             if active is None or active.finish_reason is not None:
-                self._release(self._active_stream)
+                self._release(self._active_decoding)
                 return
             if self._active_thread != threading.get_ident():
                 raise SessionBusyError(
@@ -311,7 +288,7 @@ class Session:
                 )
             active.close()  # its cleanup calls _release
 
-    def _release(self, stream: _Stream | None) -> None:
+    def _release(self, decoding: Decoding | None) -> None:
         with self._lock:
-            if self._active_stream is stream:
-                self._active = self._active_stream = self._active_thread = None
+            if self._active_decoding is decoding:
+                self._active = self._active_decoding = self._active_thread = None
