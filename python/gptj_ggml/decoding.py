@@ -189,6 +189,14 @@ class Decoding:
                 self.logprobs.append(token.logprob)
             yield token
 
+    def cancel(self) -> None:
+        """End now, as "cancelled" (unless it has ended already): held text and released tokens
+        not yet handed out are dropped."""
+        if self.finish_reason is None:
+            self._held.clear()
+            self._released.clear()
+        self.end()
+
     def end(self) -> None:
         """The driver stops here: an unfinished completion becomes "cancelled" (held text is
         dropped); the end is timed and reported to ``on_end``, once."""

@@ -95,7 +95,7 @@ def check_generate_arguments(
     if n_ctx < 2:
         raise ValueError(f"the context is too small to generate: n_ctx={n_ctx}, at least 2 are needed")
     if len(ids) > n_ctx:
-        raise ValueError(f"the {prompt_name} has {len(ids)} tokens, more than n_ctx={n_ctx}")
+        raise ValueError(f"{_subject(prompt_name)} has {len(ids)} tokens, more than n_ctx={n_ctx}")
     if n_keep > n_ctx - 2:
         raise ValueError(f"n_keep must be in [0, n_ctx - 2 = {n_ctx - 2}], got {n_keep}")
     eos_id = model.tokenizer.eos_id
@@ -123,6 +123,11 @@ def prompt_ids(model: Model, prompt: str | Sequence[int], name: str = "prompt") 
     if not ids:
         bos_id = model.tokenizer.bos_id
         if bos_id < 0:
-            raise ValueError(f"the {name} is empty and the model has no beginning-of-text token to start from")
+            raise ValueError(f"{_subject(name)} is empty and the model has no beginning-of-text token to start from")
         ids = [bos_id]  # as transformers' generate starts an empty prompt
     return ids
+
+
+def _subject(prompt_name: str) -> str:
+    # "the prompt has ..." for generate, "prompts[2] has ..." for one of a batch.
+    return "the prompt" if prompt_name == "prompt" else prompt_name

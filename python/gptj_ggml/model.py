@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _checks
 from ._native import core
+from .batch import BatchGeneration, generate_batch
 from .chat import ChatTemplate, resolve_template
 from .generation import Completion, Generation, Token  # noqa: F401 - Token: re-exported
 from .session import Session
@@ -51,6 +52,14 @@ def _check_model_path(path: str | os.PathLike[str]) -> None:
             f"checkpoint (hf download {text} --local-dir {name}), then convert it: "
             f"gptj-ggml convert {name} -o {name}.gguf"
         )
+
+
+def _batch_signature(generate: Any, returns: Any) -> inspect.Signature:
+    """``Session.generate``'s signature with ``prompts`` and ``n`` for its prompt: the batch's options."""
+    parameters = list(inspect.signature(generate).parameters.values())
+    prompts = inspect.Parameter("prompts", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    n = inspect.Parameter("n", inspect.Parameter.KEYWORD_ONLY, default=1)
+    return inspect.Signature([parameters[0], prompts, n, *parameters[2:]], return_annotation=returns)
 
 
 class Model:
@@ -129,6 +138,11 @@ class Model:
             default_batch if n_batch is None else _checks.positive("n_batch", n_batch),
         )
         return Session(self, core_session)
+
+    def _batch_evaluator(self) -> core.BatchEvaluator:
+        """An evaluator of several sessions' tokens in one graph, with the Model's thread count and n_batch."""
+        _, n_threads, n_batch = self._defaults
+        return core.BatchEvaluator(self._model, n_threads or 0, n_batch)
 
     @property
     def _session(self) -> Session:
@@ -247,7 +261,55 @@ class Model:
         (text, tokens, finish reason, timings). Takes the arguments of :meth:`Session.generate`."""
         return self._session.complete(prompt, **options)
 
+    # -- several completions together ---------------------------------------------------
+    def generate_batch(
+        self, prompts: str | Sequence[str | Sequence[int]], *, n: int = 1, **options: Any
+    ) -> BatchGeneration:
+        """Stream ``n`` completions of each prompt, decoded together (one engine call per step).
+
+        Decoding is bound by reading the weights, so several sequences in one step cost little
+        more than one: the batch's tokens per second grow with its size, each completion's
+        tokens come a little slower than alone.
+
+        >>> batch = model.generate_batch(["The sky is", "Water is"], n=2, max_tokens=16, seed=1)
+        >>> for index, token in batch:        # index: which completion (prompt index // n ... see below)
+        ...     print(index, token.text)
+        >>> [c.text for c in batch.result()]  # 4 completions: prompt 0's two, then prompt 1's two
+
+        Args:
+            prompts: a list of prompts, each text or token ids (one text alone is one prompt).
+            n: completions per prompt. Completion ``index`` continues prompt ``index // n``
+                (``batch[index].prompt_index``), as the choices of OpenAI's ``n``.
+            **options: the arguments of :meth:`Session.generate` (sampling, ``max_tokens``,
+                ``stop``, ``logprobs``, ``on_context_full``, ``is_cancelled``, ...), the same for
+                every completion, each applied to it alone.
+
+        Each completion has its own KV cache (a session of ``n_ctx`` tokens, made for the batch),
+        its own sampler and its own seed: with ``seed=s``, completion ``i`` uses ``s + i`` (so it
+        gives the tokens ``generate(prompt, seed=s + i)`` gives alone); without, each gets a
+        fresh one (``batch[i].seed``). A prompt shared by several completions is evaluated once
+        and its cache copied (their ``timings.reused_tokens`` count the copied tokens).
+
+        Returns:
+            a :class:`~gptj_ggml.batch.BatchGeneration`: iterate it for ``(index, Token)`` pairs;
+            ``batch[index]`` gives that completion's ``text``, ``tokens``, ``finish_reason``,
+            ``timings`` and ``seed``; ``result()`` every :class:`Completion`.
+
+        Raises:
+            ValueError, TypeError: as :meth:`Session.generate` (an error about a prompt names it,
+                ``prompts[2]``), an empty ``prompts`` or ``n < 1``.
+        """
+        return generate_batch(self, prompts, n, **options)
+
+    def complete_batch(
+        self, prompts: str | Sequence[str | Sequence[int]], *, n: int = 1, **options: Any
+    ) -> list[Completion]:
+        """Generate ``n`` completions of each prompt together, to the end (see :meth:`generate_batch`);
+        return every :class:`Completion`, prompt 0's ``n`` first."""
+        return self.generate_batch(prompts, n=n, **options).result()
+
     # Notebooks and help() show the full list of options.
     generate.__signature__ = inspect.signature(Session.generate)  # type: ignore[attr-defined]
     complete.__signature__ = inspect.signature(Session.complete)  # type: ignore[attr-defined]
-
+    generate_batch.__signature__ = _batch_signature(Session.generate, BatchGeneration)  # type: ignore[attr-defined]
+    complete_batch.__signature__ = _batch_signature(Session.generate, list[Completion])  # type: ignore[attr-defined]
