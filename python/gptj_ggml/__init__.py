@@ -6,6 +6,8 @@
 ...     print(token.text, end="", flush=True)
 >>> chat = model.session()                       # its own KV cache; reuses the common prefix
 >>> chat.complete("Q: What is GPT-J?\nA:", temperature=0, stop=["\nQ:"]).text
+>>> for index, token in model.generate_batch(["The sky is", "Water is"], n=2, max_tokens=16):
+...     print(index, token.text)                   # 4 completions decoded together
 """
 
 from typing import TYPE_CHECKING
@@ -20,6 +22,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .batch import BatchCompletion, BatchGeneration
     from .generation import Completion, Generation, Timings, Token
     from .model import Model
     from .sampling import GREEDY, SamplingParams, probabilities
@@ -29,6 +32,8 @@ del TYPE_CHECKING
 
 __all__ = [
     "GREEDY",
+    "BatchCompletion",
+    "BatchGeneration",
     "Completion",
     "ContextFullError",
     "ConversionError",
@@ -53,6 +58,8 @@ _LAZY = {
     "Generation": "generation",
     "Completion": "generation",
     "Timings": "generation",
+    "BatchGeneration": "batch",
+    "BatchCompletion": "batch",
     "SamplingParams": "sampling",
     "GREEDY": "sampling",
     "probabilities": "sampling",
