@@ -203,25 +203,23 @@ def test_a_full_queue_is_a_503_with_retry_after(model):
 
 def test_an_engine_failure_is_that_requests_500_and_frees_its_slot(model, monkeypatch):
     app = create_app(model, n_slots=1)
-    session = app.state.served.scheduler.slots[0].session
-    real_generate = session.generate
-    calls = {"n": 0}
+    scheduler = app.state.served.scheduler
+    real = scheduler._evaluator
 
-    def fail_first_then_work(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("the engine broke")
-        if calls["n"] == 2:  # a failure after the first token: the stream has already begun
-            generation = real_generate(*args, **kwargs)
+    class BreakingEvaluator:
+        """The engine's batched calls, but the 1st (the first request's prompt) and the 3rd (the
+        second request's second token: its stream has already begun) fail."""
 
-            def broken():
-                yield next(generation)
-                raise RuntimeError("the engine broke mid-stream")
+        n_batch = real.n_batch
+        calls = 0
 
-            return broken()
-        return real_generate(*args, **kwargs)
+        def evaluate_and_sample(self, items):
+            self.calls += 1
+            if self.calls in (1, 3):
+                raise RuntimeError("the engine broke")
+            return real.evaluate_and_sample(items)
 
-    monkeypatch.setattr(session, "generate", fail_first_then_work)
+    monkeypatch.setattr(scheduler, "_evaluator", BreakingEvaluator())
     with running_server(app) as server:
         assert_error(server.http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 4}), 500)
 

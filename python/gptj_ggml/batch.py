@@ -248,7 +248,10 @@ def evaluate_each(evaluator: _core.BatchEvaluator, items: list[BatchItem]) -> li
     n_past = [item[0].n_past for item in items]
     try:
         return evaluator.evaluate_and_sample(items)
-    except Exception:
+    except Exception as error:
+        if len(items) == 1:  # nothing to tell apart
+            items[0][0].truncate(n_past[0])
+            return [error]
         logger.debug("a batched call of %d items failed; evaluating each alone", len(items), exc_info=True)
     outcomes: list[StepResult | Exception] = []
     for item, before in zip(items, n_past):

@@ -139,10 +139,12 @@ class Model:
         )
         return Session(self, core_session)
 
-    def _batch_evaluator(self) -> core.BatchEvaluator:
-        """An evaluator of several sessions' tokens in one graph, with the Model's thread count and n_batch."""
-        _, n_threads, n_batch = self._defaults
-        return core.BatchEvaluator(self._model, n_threads or 0, n_batch)
+    def _batch_evaluator(self, n_threads: int | None = None) -> core.BatchEvaluator:
+        """An evaluator of several sessions' tokens in one graph, with the Model's n_batch and
+        ``n_threads`` (default: the Model's; neither: adaptive)."""
+        _, default_threads, n_batch = self._defaults
+        threads = default_threads if n_threads is None else _checks.positive("n_threads", n_threads)
+        return core.BatchEvaluator(self._model, threads or 0, n_batch)
 
     @property
     def _session(self) -> Session:
