@@ -315,12 +315,13 @@ class Scheduler:
                 running = [slot for slot in self.slots if slot.job is not None]
                 if not running:
                     return  # closed, and every job has ended
+            jobs = [slot.job for slot in running]
             try:
                 self._tick(running)
             except Exception as error:  # a bug of the loop's own: the jobs it was running fail, the loop goes on
                 logger.exception("a step of the scheduler failed")
-                for slot in running:
-                    if slot.job is not None:
+                for slot, job in zip(running, jobs):
+                    if slot.job is job:  # not a queued job that took the slot during the tick
                         self._end(slot, FailedEvent(error))
 
     def _tick(self, running: list[Slot]) -> None:
