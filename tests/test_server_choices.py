@@ -30,8 +30,11 @@ PROMPT = "The meaning of life is"
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is GPT-J?"}]
 #: ignore_eos: every choice runs to max_tokens, so the token counts are exact.
 EXACT = {"temperature": 0, "extra_body": {"ignore_eos": True}}
-#: A request that keeps a slot busy for seconds, until its client goes away.
-HOLDING = {"prompt": PROMPT, "max_tokens": 2000, "ignore_eos": True, "stream": True}
+#: A request that keeps a slot busy until its client goes away: 8000 tokens take the tiny model
+#: about ten seconds on an idle core (2000 took under two, too short for a loaded CI machine).
+HOLDING = {"prompt": PROMPT, "max_tokens": 8000, "ignore_eos": True, "stream": True}
+#: The context of the servers that hold slots (the tiny model's own is 256).
+N_CTX = 8192
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,7 @@ def model(model_path):
 @pytest.fixture(scope="module")
 def server(model):
     # Three slots and a queue of two: n=3 runs at once, n=5 queues two, n=6 can never fit.
-    with running_server(create_app(model, n_slots=3, max_queue=2, n_ctx=2048)) as running:
+    with running_server(create_app(model, n_slots=3, max_queue=2, n_ctx=N_CTX)) as running:
         yield running
 
 
@@ -71,6 +74,16 @@ def wait_for_slots(server, state: str, count: int) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {count} slots {state}; /slots says {slots}")
         time.sleep(0.01)
+
+
+def ended(server) -> dict[str, float]:
+    """``gptj_generations_total`` by reason: how many jobs ended, and why ("cancelled", "length", ...)."""
+    prefix = "gptj_generations_total{reason="
+    return {name[len(prefix) : -1]: value for name, value in server.metrics().items() if name.startswith(prefix)}
+
+
+def grown(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
 
 
 def by_index(chunks, text_of) -> tuple[dict[int, str], dict[int, list]]:
@@ -256,7 +269,7 @@ def test_n_the_server_could_never_hold_is_a_400_naming_n(client, server, n):
 
 
 def test_choices_that_do_not_all_fit_now_are_refused_together_with_retry_after(model):
-    app = create_app(model, n_slots=1, max_queue=2, n_ctx=2048)
+    app = create_app(model, n_slots=1, max_queue=2, n_ctx=N_CTX)
     with running_server(app) as server:
         with server.http.stream("POST", "/v1/completions", json=HOLDING) as holding:
             events = sse_events(holding)  # kept: dropping the iterator would close the stream
@@ -269,7 +282,7 @@ def test_choices_that_do_not_all_fit_now_are_refused_together_with_retry_after(m
             )
             waiting.start()
             server.wait_until(lambda h: h["queued"] == 1, "one request to queue")
-            before = server.metrics()
+            before = ended(server)
 
             refused = server.http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 1, "n": 2})
 
@@ -281,27 +294,25 @@ def test_choices_that_do_not_all_fit_now_are_refused_together_with_retry_after(m
                 server.openai().chat.completions.create(model="tiny-f32", messages=MESSAGES, max_tokens=1, n=2)
         waiting.join(TIMEOUT_SECONDS)
         assert server.wait_until_idle()["slots_idle"] == 1
-        after = server.metrics()
         # Only the holding request and the waiting one ever ran: no job of the refused ones did.
-        started = sum(v for k, v in after.items() if k.startswith("gptj_generations_total"))
-        started_before = sum(v for k, v in before.items() if k.startswith("gptj_generations_total"))
-        assert started - started_before == 2
+        assert sum(grown(before, ended(server)).values()) == 2
 
 
 def test_choices_that_do_not_all_fit_start_none_on_a_free_slot(model):
     # Two slots and one queue place: n=3 fits the server, but not while one slot is held.
-    app = create_app(model, n_slots=2, max_queue=1, n_ctx=2048)
+    app = create_app(model, n_slots=2, max_queue=1, n_ctx=N_CTX)
     with running_server(app) as server:
         with server.http.stream("POST", "/v1/completions", json=HOLDING) as holding:
-            next(sse_events(holding))
+            events = sse_events(holding)  # kept: dropping the iterator would close the stream
+            next(events)
 
             refused = server.http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 1, "n": 3})
 
             assert refused.status_code == 503 and "Retry-After" in refused.headers
             assert server.health() == {"status": "ok", "slots_idle": 1, "slots_processing": 1, "queued": 0}
         assert server.wait_until_idle()["slots_idle"] == 2
-        ended = sum(v for k, v in server.metrics().items() if k.startswith("gptj_generations_total"))
-        assert ended == 1  # the holding request alone: no choice started on the free slot and was undone
+        # The holding request alone: no choice started on the free slot only to be undone.
+        assert ended(server) == {"cancelled": 1}
 
 
 class _RefusingScheduler:
@@ -344,21 +355,25 @@ def test_a_submit_refused_halfway_cancels_the_choices_already_submitted():
 
 @pytest.mark.parametrize("n", [3, 5], ids=["all-running", "two-queued"])
 def test_a_client_gone_mid_stream_frees_every_choices_slot(server, n):
+    before = ended(server)
     with server.http.stream("POST", "/v1/completions", json={**HOLDING, "n": n}) as response:
         events = sse_events(response)
         next(events)
         wait_for_slots(server, "processing", 3)
         assert server.health()["queued"] == n - 3
-    # The client closed the stream: every choice stops, queued ones leave the queue.
+    # The client closed the stream: every running choice stops, queued ones leave the queue unrun.
     wait_for_slots(server, "idle", 3)
     assert server.wait_until_idle()["queued"] == 0
+    assert grown(before, ended(server)) == {"cancelled": 3}
 
 
 def test_a_client_gone_while_waiting_for_the_whole_answer_frees_every_slot(server):
+    before = ended(server)
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.url}/v1/completions", json={**HOLDING, "stream": False, "n": 3}, timeout=1.0)
 
     wait_for_slots(server, "idle", 3)
+    assert grown(before, ended(server)) == {"cancelled": 3}
 
 
 def _fail_second_choice(app, monkeypatch) -> None:
@@ -390,7 +405,7 @@ def _fail_second_choice(app, monkeypatch) -> None:
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_one_failed_choice_fails_the_request_and_cancels_the_others(model, monkeypatch, stream):
-    app = create_app(model, n_slots=2, n_ctx=2048)
+    app = create_app(model, n_slots=2, n_ctx=N_CTX)
     _fail_second_choice(app, monkeypatch)
     body = {**HOLDING, "n": 2, "stream": stream}
     with running_server(app) as server:
@@ -402,7 +417,9 @@ def test_one_failed_choice_fails_the_request_and_cancels_the_others(model, monke
             response = server.http.post("/v1/completions", json=body)
             assert response.status_code == 500 and response.json()["error"]["type"] == "server_error"
 
-        wait_for_slots(server, "idle", 2)  # the healthy choice was cancelled, not left at 2000 tokens
+        wait_for_slots(server, "idle", 2)
+        # Both jobs were stopped (the failed one at its failure), neither ran to its 8000 tokens.
+        assert "length" not in ended(server)
         again = server.http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2, "n": 2})
         assert again.status_code == 200 and len(again.json()["choices"]) == 2
 
@@ -412,7 +429,8 @@ def test_one_failed_choice_fails_the_request_and_cancels_the_others(model, monke
 
 def test_n_choices_are_n_slot_uses_in_slots_and_metrics(server):
     with server.http.stream("POST", "/v1/completions", json={**HOLDING, "n": 2}) as response:
-        next(sse_events(response))
+        events = sse_events(response)  # kept: dropping the iterator would close the stream
+        next(events)
         wait_for_slots(server, "processing", 2)
     wait_for_slots(server, "idle", 3)
     before = server.metrics()
