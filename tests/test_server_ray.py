@@ -169,6 +169,17 @@ def _cancelled_generations(replicas: Replicas, session: str) -> float:
     return 0.0
 
 
+def _wait_until_idle(replicas: Replicas, session: str) -> httpx.Response:
+    """Poll the session's replica's /slots until every slot is idle; its last answer."""
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    while True:
+        response = replicas.get("/slots", session)
+        if all(slot["state"] == "idle" for slot in response.json()):
+            return response
+        assert time.monotonic() < deadline, f"the slot is still busy: {response.json()}"
+        time.sleep(0.02)
+
+
 def test_a_client_leaving_mid_stream_frees_its_replicas_slot(replicas):
     session = "leaves-mid-stream"  # its replica answers the /slots and /metrics below too
     cancelled_before = _cancelled_generations(replicas, session)
@@ -181,15 +192,19 @@ def test_a_client_leaving_mid_stream_frees_its_replicas_slot(replicas):
         pass
     stream.close()
 
-    deadline = time.monotonic() + TIMEOUT_SECONDS
-    while True:
-        response = replicas.get("/slots", session)
-        if all(slot["state"] == "idle" for slot in response.json()):
-            break
-        assert time.monotonic() < deadline, f"the slot is still busy: {response.json()}"
-        time.sleep(0.02)
+    assert _wait_until_idle(replicas, session).headers[REPLICA_ID_HEADER] == streamed_by
+    assert _cancelled_generations(replicas, session) == cancelled_before + 1
 
-    assert response.headers[REPLICA_ID_HEADER] == streamed_by
+
+def test_a_client_leaving_a_non_streamed_request_frees_its_replicas_slot(replicas):
+    session = "leaves-while-waiting"
+    cancelled_before = _cancelled_generations(replicas, session)
+
+    client = replicas.openai(session).with_options(timeout=httpx.Timeout(TIMEOUT_SECONDS, read=1.0))
+    with pytest.raises(openai.APITimeoutError):
+        client.completions.create(model="tiny-f32", prompt="Once upon a time", **LONG)
+
+    _wait_until_idle(replicas, session)
     assert _cancelled_generations(replicas, session) == cancelled_before + 1
 
 
