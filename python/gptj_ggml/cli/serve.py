@@ -88,6 +88,14 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
         "string or a full context)",
     )
     parser.add_argument(
+        "--no-repack",
+        dest="repack",
+        action="store_false",
+        help="keep every weight mapped from the file: one copy in the page cache for all processes and "
+        "replicas of this machine (default: q4_0, q4_K and iq4_nl matrices are copied into the layout of "
+        "ggml's faster single-token kernels, a copy per process)",
+    )
+    parser.add_argument(
         "--replicas",
         type=int,
         default=1,
@@ -142,7 +150,7 @@ def serve(args: argparse.Namespace) -> int:
         from .serve_replicas import serve_replicas
 
         return serve_replicas(args, app_options)
-    model = Model(args.model)  # the context and threads are the slots' own (create_app)
+    model = Model(args.model, repack=args.repack)  # the context and threads are the slots' own (create_app)
     app = create_app(model, **app_options)
     served = app.state.served
     print(

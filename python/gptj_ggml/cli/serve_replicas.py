@@ -36,6 +36,7 @@ def serve_replicas(args: argparse.Namespace, app_options: dict[str, Any]) -> int
                 replicas=args.replicas,
                 host=args.host,
                 port=args.port,
+                repack=args.repack,
                 log_level=args.log_level.upper(),
                 **app_options,
             )

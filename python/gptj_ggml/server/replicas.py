@@ -6,8 +6,8 @@
 >>> run_replicas("gpt-j-6b-q4_0.gguf", replicas=2, n_slots=2, port=8080)
 
 Each replica is a Ray actor that opens the model file itself (the path must name the file on every
-machine that runs a replica; the mmap'd weights are one copy in each machine's page cache however
-many replicas it runs) and serves ``create_app``'s app through ``@serve.ingress``; Ray's HTTP
+machine that runs a replica; the weights mapped from it are one copy in each machine's page cache
+however many replicas it runs, the matrices ``repack`` copies one per replica) and serves ``create_app``'s app through ``@serve.ingress``; Ray's HTTP
 proxy on each machine forwards requests to them, streams included. A client that goes away is
 seen by the proxy, which cancels the request in the replica: the route's task is cancelled and
 frees its slot, as under uvicorn. Requests with an ``X-Session-Id`` header go to their session's
@@ -50,10 +50,10 @@ CONSTRUCTOR_ATTEMPTS = 2
 class GptjReplica:
     """One replica: the model, opened in this process, and ``create_app``'s app over it."""
 
-    def __init__(self, model_path: str, app_options: dict[str, Any]) -> None:
+    def __init__(self, model_path: str, repack: bool, app_options: dict[str, Any]) -> None:
         from ..model import Model
 
-        self._model = Model(model_path)
+        self._model = Model(model_path, repack=repack)
         self._app_options = app_options
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -91,6 +91,7 @@ def replica_application(
     replicas: int = 2,
     session_affinity: bool = True,
     cpus_per_replica: float = 1.0,
+    repack: bool = True,
     **app_options: Any,
 ) -> serve.Application:
     """The replicas as a Ray Serve application, for ``serve.run`` (which starts it).
@@ -103,6 +104,10 @@ def replica_application(
             router (the less busy of two random replicas), which ignores sessions.
         cpus_per_replica: the CPUs Ray reserves for each replica (a scheduling figure: Ray places
             replicas where the CPUs are free; the engine's threads are ``n_threads``).
+        repack: ``Model``'s: True copies the q4_0, q4_K and iq4_nl matrices into each replica's
+            own memory, in the layout of ggml's faster single-token kernels; False keeps every
+            weight mapped from the file, one copy in the page cache for all the replicas of a
+            machine.
         **app_options: :func:`~gptj_ggml.server.create_app`'s options but the model (``n_slots``,
             ``max_queue``, ``n_ctx``, ``n_threads``, ``api_key``, ``chat_template``, ...), the same
             for every replica. They travel to the replicas pickled: a ChatTemplate or a
@@ -129,7 +134,7 @@ def replica_application(
     }
     if session_affinity:
         options["request_router_config"] = RequestRouterConfig(request_router_class=SESSION_ROUTER_CLASS)
-    return GptjReplica.options(**options).bind(os.path.abspath(model_path), app_options)
+    return GptjReplica.options(**options).bind(os.path.abspath(model_path), repack, app_options)
 
 
 def run_replicas(
@@ -140,6 +145,7 @@ def run_replicas(
     port: int = 8080,
     session_affinity: bool = True,
     cpus_per_replica: float = 1.0,
+    repack: bool = True,
     log_level: str | None = None,
     **app_options: Any,
 ) -> DeploymentHandle:
@@ -156,6 +162,7 @@ def run_replicas(
         replicas=replicas,
         session_affinity=session_affinity,
         cpus_per_replica=cpus_per_replica,
+        repack=repack,
         **app_options,
     )
     serve.start(http_options={"host": host, "port": port})
@@ -173,6 +180,7 @@ class BuildArgs(BaseModel):
     replicas: int = 2
     session_affinity: bool = True
     cpus_per_replica: float = 1.0
+    repack: bool = True
     n_slots: int | None = None
     max_queue: int = DEFAULT_MAX_QUEUE
     n_ctx: int | None = None
