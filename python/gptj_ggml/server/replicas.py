@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 from ray import serve
-from ray.serve.config import RequestRouterConfig
+from ray.serve.config import BackpressureConfig, RequestRouterConfig
 
-from .limits import DEFAULT_MAX_QUEUE
+from .limits import DEFAULT_MAX_QUEUE, RETRY_AFTER_SECONDS
 from .session_router import SESSION_ROUTER_CLASS
 
 if TYPE_CHECKING:
@@ -113,8 +113,9 @@ def replica_application(
             for every replica. They travel to the replicas pickled: a ChatTemplate or a
             SamplingParams is fine, an open file is not.
 
-    A replica takes as many requests as it has slots and queue (``n_slots + max_queue``); beyond
-    that Ray holds them in its proxy until a replica has room.
+    A replica takes as many requests as it has slots and queue (``n_slots + max_queue``); when
+    every replica is that full, each Ray proxy holds up to ``max_queue`` more until a replica has
+    room, and answers the rest 503 with ``Retry-After``, as one server does when its queue is full.
     """
     if replicas < 1:
         raise ValueError(f"replicas must be positive, got {replicas}")
@@ -130,6 +131,9 @@ def replica_application(
     options: dict[str, Any] = {
         "num_replicas": replicas,
         "max_ongoing_requests": n_slots + max_queue,
+        # Ray counts a request as queued while it routes it, too: 0 would refuse every request.
+        "max_queued_requests": max(1, max_queue),
+        "backpressure_config": BackpressureConfig(retry_after_s=RETRY_AFTER_SECONDS),
         "ray_actor_options": {"num_cpus": cpus_per_replica},
     }
     if session_affinity:
