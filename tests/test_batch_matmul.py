@@ -36,7 +36,7 @@ def ggml_products_only():
 
 
 @pytest.mark.parametrize("outtype", ["f32", "f16", "bf16"])
-@pytest.mark.parametrize("n_tokens", [8, 17, 70])
+@pytest.mark.parametrize("n_tokens", [8, 12, 16, 17, 70])
 def test_batched_logits_match_transformers_at_odd_shapes(outtype, n_tokens, tiny_model_path, hf_model):
     ids = random_ids(n_tokens, seed=n_tokens)
     ours = Model(tiny_model_path(outtype, **ODD_SHAPES)).logits(ids)

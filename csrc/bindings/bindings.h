@@ -28,6 +28,7 @@ void bind_quantize(py::module_ & m);  // quantize_bindings.cpp: quantize_rows
 void bind_model(py::module_ & m);     // model_bindings.cpp: Model
 void bind_sampler(py::module_ & m);   // sampler_bindings.cpp: Sampler, the sampling settings
 void bind_session(py::module_ & m);   // session_bindings.cpp: Session, ThreadCountPolicy
+void bind_batch(py::module_ & m);     // batch_bindings.cpp: BatchEvaluator
 
 // Token ids from any Python iterable of integers (numpy integers included). Raises TypeError
 // naming `what` for an element that is no integer (a float, a bool, a str) and ValueError for

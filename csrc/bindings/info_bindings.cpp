@@ -59,6 +59,10 @@ void bind_info(py::module_ & m) {
     m.def("set_batch_matmul_enabled", &gptj::set_batch_matmul_enabled, py::arg("enabled"),
           "Turn our prompt-batch kernel off (every product by ggml_mul_mat) or back on, for graphs built afterwards.");
     m.def("amx_available", &gptj::amx_available, "Whether prompt batches can use our AMX (bf16) kernel on this CPU.");
+    m.def("set_matvec_max_tokens", &gptj::set_matvec_max_tokens, py::arg("n_tokens"),
+          "The most tokens a product sends to the matrix-vector kernel (default and most: 16); for benchmarks.");
+    m.def("set_amx_min_tokens", &gptj::set_amx_min_tokens, py::arg("n_tokens"),
+          "The fewest tokens a product sends to the AMX kernel where it applies; for benchmarks.");
     m.def("set_amx_enabled", &gptj::set_amx_enabled, py::arg("enabled"),
           "Turn the AMX kernel off (non-f32 prompt batches then take the f32 AVX-512 kernel) or back on.");
     m.def("ggml_library_path", [] { return object_path(reinterpret_cast<const void *>(&ggml_version)); },

@@ -118,4 +118,5 @@ PYBIND11_MODULE(_core, m) {
     bind_model(m);
     bind_sampler(m);
     bind_session(m);
+    bind_batch(m);
 }

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "bindings/bindings.h"
-#include "bindings/session_busy.h"
+#include "bindings/py_session.h"
 #include "gptj/error.h"
 #include "gptj/generation.h"
 #include "gptj/sampling.h"
@@ -16,39 +16,6 @@
 #include "gptj/threads.h"
 
 namespace {
-
-// A Session plus a guard: one session used from two threads at once would corrupt its
-// cache, so the second caller gets an exception instead. (The Python Session extends the
-// guard over a generator's whole life.)
-class PySession {
-public:
-    PySession(std::shared_ptr<const gptj::Model> model, const gptj::SessionParams & params)
-        : session_(std::move(model), params) {}
-
-    class Use {
-    public:
-        explicit Use(std::atomic<bool> & busy) : busy_(busy) {
-            if (busy_.exchange(true)) {
-                throw SessionBusy("this Session is already in use by another thread; create one Session per thread");
-            }
-        }
-        ~Use() { busy_.store(false); }
-        Use(const Use &) = delete;
-        Use & operator=(const Use &) = delete;
-
-    private:
-        std::atomic<bool> & busy_;
-    };
-
-    gptj::Session & session() { return session_; }
-    std::atomic<bool> & busy() { return busy_; }
-    std::vector<float> & logits() { return logits_; }
-
-private:
-    gptj::Session session_;
-    std::atomic<bool> busy_{false};
-    std::vector<float> logits_;  // scratch for evaluate_and_sample
-};
 
 void check_vocab(PySession & self, const gptj::Sampler & sampler) {
     if (sampler.n_vocab() != self.session().model().hparams().n_vocab) {
@@ -132,6 +99,17 @@ void bind_session(py::module_ & m) {
         .def("evaluate_and_sample", &evaluate_and_sample, py::arg("tokens"), py::arg("sampler"), py::arg("logprob") = false,
              py::arg("top_logprobs") = 0)
         .def("generate_loop", &generate_loop, py::arg("prompt"), py::arg("n_tokens"), py::arg("sampler"))
+        .def("copy_from", [](PySession & s, PySession & source, int n_tokens) {
+            if (&s == &source) {
+                PySession::Use use(s.busy());
+                s.session().copy_from(source.session(), n_tokens);
+                return;
+            }
+            PySession::Use use(s.busy());
+            PySession::Use reading(source.busy());
+            py::gil_scoped_release release;
+            s.session().copy_from(source.session(), n_tokens);
+        }, py::arg("source"), py::arg("n_tokens"))
         .def("truncate", [](PySession & s, int n_keep) {
             PySession::Use use(s.busy());
             s.session().truncate(n_keep);

@@ -26,14 +26,68 @@ ggml_tensor * rotary(ggml_context * ctx, ggml_tensor * x, ggml_tensor * position
                          /*attn_factor=*/1.0f, /*beta_fast=*/0.0f, /*beta_slow=*/0.0f);
 }
 
-// Causal self-attention of the new tokens over the cache. Writes their keys and values
-// into the cache first (the copies are expanded into the graph before the reads).
-ggml_tensor * self_attention(ggml_context * ctx, ggml_cgraph * graph, const Model & model, const KvCache & cache,
-                             int il, MatmulInput & x, ggml_tensor * positions, int n_past, int n_tokens) {
+// Tokens [first, first + n) of a batch tensor whose dimension token_dim (1 or 2) counts tokens
+// (the tensor itself when that is all of it: a single sequence's graph has no view nodes).
+ggml_tensor * token_columns(ggml_context * ctx, ggml_tensor * t, int token_dim, int64_t first, int64_t n) {
+    if (first == 0 && n == t->ne[token_dim]) return t;
+    if (token_dim == 1) return ggml_view_2d(ctx, t, t->ne[0], n, t->nb[1], static_cast<size_t>(first) * t->nb[1]);
+    return ggml_view_3d(ctx, t, t->ne[0], t->ne[1], n, t->nb[1], t->nb[2], static_cast<size_t>(first) * t->nb[2]);
+}
+
+// One sequence's causal self-attention over its cache: q and k [head_dim, n_head, n] (rotated),
+// v [n_embd, n]. Writes k and v into the cache first (the copies are expanded into the graph
+// before the reads), returns the heads merged, [n_embd, n].
+ggml_tensor * sequence_attention(ggml_context * ctx, ggml_cgraph * graph, const HParams & hp, const KvCache & cache,
+                                 int il, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int n_past, int n) {
+    const int64_t head_dim = hp.head_dim(), n_head = hp.n_head, n_embd = hp.n_embd;
+    const int64_t n_kv = n_past + n;
+
+    ggml_tensor * cache_k = cache.keys(il);
+    ggml_tensor * cache_v = cache.values(il);
+    ggml_tensor * k_slot = ggml_view_1d(ctx, cache_k, n * n_embd, static_cast<size_t>(n_past) * cache_k->nb[1]);
+    ggml_tensor * v_slot = ggml_view_2d(ctx, cache_v, n, n_embd, cache_v->nb[1],
+                                        static_cast<size_t>(n_past) * ggml_element_size(cache_v));
+    ggml_build_forward_expand(graph, ggml_cpy(ctx, k, k_slot));
+    ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_transpose(ctx, v), v_slot));
+
+    // Per head: scores [n_kv, n, n_head] = K^T Q, then softmax(scores / sqrt(head_dim)) with
+    // future positions masked, then V * weights. One sequence per product, so the causal
+    // mask is the diagonal one (each sequence's past is its own cache, nothing to mask across).
+    ggml_tensor * keys = ggml_view_3d(ctx, cache_k, head_dim, n_kv, n_head, cache_k->nb[1],
+                                      static_cast<size_t>(head_dim) * ggml_element_size(cache_k), 0);
+    ggml_tensor * queries = ggml_permute(ctx, q, 0, 2, 1, 3);  // [head_dim, n, n_head]
+    ggml_tensor * scores = ggml_mul_mat(ctx, keys, queries);   // [n_kv, n, n_head]
+    if (n > 1) scores = ggml_diag_mask_inf(ctx, scores, n_past);
+    ggml_tensor * weights = ggml_soft_max_ext(ctx, scores, /*mask=*/nullptr,
+                                              1.0f / std::sqrt(static_cast<float>(head_dim)), /*max_bias=*/0.0f);
+
+    ggml_tensor * values = ggml_view_3d(ctx, cache_v, n_kv, head_dim, n_head, cache_v->nb[1],
+                                        static_cast<size_t>(head_dim) * cache_v->nb[1], 0);
+    ggml_tensor * heads = ggml_mul_mat(ctx, values, weights);  // [head_dim, n, n_head]
+    return ggml_cont_2d(ctx, ggml_permute(ctx, heads, 0, 2, 1, 3), n_embd, n);
+}
+
+// Joins [n_embd, n_i] pieces along the token dimension, pairwise (each element is copied about
+// log2(pieces) times, not once per piece as a chain of concatenations would).
+ggml_tensor * join_tokens(ggml_context * ctx, std::vector<ggml_tensor *> pieces) {
+    while (pieces.size() > 1) {
+        std::vector<ggml_tensor *> joined;
+        for (size_t i = 0; i + 1 < pieces.size(); i += 2) joined.push_back(ggml_concat(ctx, pieces[i], pieces[i + 1], 1));
+        if (pieces.size() % 2 == 1) joined.push_back(pieces.back());
+        pieces = std::move(joined);
+    }
+    return pieces.front();
+}
+
+// The new tokens' attention, each sequence over its own cache, then the output projection
+// (once, over the whole batch).
+ggml_tensor * self_attention(ggml_context * ctx, ggml_cgraph * graph, const Model & model,
+                             const std::vector<GraphSequence> & sequences, int il, MatmulInput & x,
+                             ggml_tensor * positions) {
     const HParams & hp = model.hparams();
     const LayerWeights & w = model.weights().layers[static_cast<size_t>(il)];
-    const int64_t head_dim = hp.head_dim(), n_head = hp.n_head, n_embd = hp.n_embd;
-    const int64_t n_kv = n_past + n_tokens;
+    const int64_t head_dim = hp.head_dim(), n_head = hp.n_head;
+    const int64_t n_tokens = x.x->ne[1];
 
     ggml_tensor * q = ggml_reshape_3d(ctx, product(ctx, model, w.attn_q, x), head_dim, n_head, n_tokens);
     ggml_tensor * k = ggml_reshape_3d(ctx, product(ctx, model, w.attn_k, x), head_dim, n_head, n_tokens);
@@ -41,29 +95,15 @@ ggml_tensor * self_attention(ggml_context * ctx, ggml_cgraph * graph, const Mode
     q = rotary(ctx, q, positions, hp);
     k = rotary(ctx, k, positions, hp);
 
-    ggml_tensor * cache_k = cache.keys(il);
-    ggml_tensor * cache_v = cache.values(il);
-    ggml_tensor * k_slot = ggml_view_1d(ctx, cache_k, n_tokens * n_embd, static_cast<size_t>(n_past) * cache_k->nb[1]);
-    ggml_tensor * v_slot = ggml_view_2d(ctx, cache_v, n_tokens, n_embd, cache_v->nb[1],
-                                        static_cast<size_t>(n_past) * ggml_element_size(cache_v));
-    ggml_build_forward_expand(graph, ggml_cpy(ctx, k, k_slot));
-    ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_transpose(ctx, v), v_slot));
-
-    // Per head: scores [n_kv, n_tokens] = K^T Q, then softmax(scores / sqrt(head_dim)) with
-    // future positions masked, then V * weights.
-    ggml_tensor * keys = ggml_view_3d(ctx, cache_k, head_dim, n_kv, n_head, cache_k->nb[1],
-                                      static_cast<size_t>(head_dim) * ggml_element_size(cache_k), 0);
-    ggml_tensor * queries = ggml_permute(ctx, q, 0, 2, 1, 3);  // [head_dim, n_tokens, n_head]
-    ggml_tensor * scores = ggml_mul_mat(ctx, keys, queries);   // [n_kv, n_tokens, n_head]
-    scores = ggml_diag_mask_inf(ctx, scores, n_past);
-    ggml_tensor * weights = ggml_soft_max_ext(ctx, scores, /*mask=*/nullptr,
-                                              1.0f / std::sqrt(static_cast<float>(head_dim)), /*max_bias=*/0.0f);
-
-    ggml_tensor * values = ggml_view_3d(ctx, cache_v, n_kv, head_dim, n_head, cache_v->nb[1],
-                                        static_cast<size_t>(head_dim) * cache_v->nb[1], 0);
-    ggml_tensor * heads = ggml_mul_mat(ctx, values, weights);  // [head_dim, n_tokens, n_head]
-    ggml_tensor * merged = ggml_cont_2d(ctx, ggml_permute(ctx, heads, 0, 2, 1, 3), n_embd, n_tokens);
-    MatmulInput merged_input{merged};
+    std::vector<ggml_tensor *> merged;
+    int64_t first = 0;
+    for (const GraphSequence & s : sequences) {
+        merged.push_back(sequence_attention(ctx, graph, hp, *s.cache, il, token_columns(ctx, q, 2, first, s.n_tokens),
+                                            token_columns(ctx, k, 2, first, s.n_tokens),
+                                            token_columns(ctx, v, 1, first, s.n_tokens), s.n_past, s.n_tokens));
+        first += s.n_tokens;
+    }
+    MatmulInput merged_input{join_tokens(ctx, merged)};
     return product(ctx, model, w.attn_output, merged_input);
 }
 
@@ -74,18 +114,44 @@ ggml_tensor * feed_forward(ggml_context * ctx, const Model & model, const LayerW
     return ggml_add(ctx, product(ctx, model, w.ffn_down_w, activated), w.ffn_down_b);
 }
 
+int64_t count_outputs(const GraphSequence & s) {
+    switch (s.outputs) {
+        case Outputs::none: return 0;
+        case Outputs::last: return 1;
+        case Outputs::all: return s.n_tokens;
+    }
+    return 0;
+}
+
 }  // namespace
 
-// About 40 nodes per layer with ggml_mul_mat, 60 with batch_matmul (transposes around each product).
-size_t forward_graph_size(int n_layer) { return 128 + 96 * static_cast<size_t>(n_layer); }
+// About 40 nodes per layer with ggml_mul_mat, 60 with batch_matmul (transposes around each
+// product), and about 20 more per sequence for its attention and the join.
+size_t forward_graph_size(int n_layer, size_t n_sequences) {
+    return 128 + 2 * n_sequences + (96 + 24 * n_sequences) * static_cast<size_t>(n_layer);
+}
 
-ForwardGraph build_forward_graph(ggml_context * ctx, const Model & model, const KvCache & cache,
-                                 int n_past, int n_tokens, bool all_logits) {
+std::vector<int32_t> output_rows(const std::vector<GraphSequence> & sequences) {
+    std::vector<int32_t> rows;
+    int32_t first = 0;
+    for (const GraphSequence & s : sequences) {
+        for (int32_t i = static_cast<int32_t>(s.n_tokens - count_outputs(s)); i < s.n_tokens; ++i) rows.push_back(first + i);
+        first += s.n_tokens;
+    }
+    return rows;
+}
+
+ForwardGraph build_forward_graph(ggml_context * ctx, const Model & model, const std::vector<GraphSequence> & sequences) {
     const HParams & hp = model.hparams();
     const Weights & w = model.weights();
     ForwardGraph out{};
-    out.graph = ggml_new_graph_custom(ctx, forward_graph_size(hp.n_layer), /*grads=*/false);
+    out.graph = ggml_new_graph_custom(ctx, forward_graph_size(hp.n_layer, sequences.size()), /*grads=*/false);
 
+    int64_t n_tokens = 0, n_outputs = 0;
+    for (const GraphSequence & s : sequences) {
+        n_tokens += s.n_tokens;
+        n_outputs += count_outputs(s);
+    }
     out.tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens);
     out.positions = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens);
     ggml_set_input(out.tokens);
@@ -96,13 +162,20 @@ ForwardGraph build_forward_graph(ggml_context * ctx, const Model & model, const 
         const LayerWeights & layer = w.layers[static_cast<size_t>(il)];
         // GPT-J's parallel residual: attention and MLP both read the same ln_1 output.
         MatmulInput normed{layer_norm(ctx, x, layer.attn_norm_w, layer.attn_norm_b, hp.norm_eps)};
-        ggml_tensor * attention = self_attention(ctx, out.graph, model, cache, il, normed, out.positions, n_past, n_tokens);
+        ggml_tensor * attention = self_attention(ctx, out.graph, model, sequences, il, normed, out.positions);
         ggml_tensor * mlp = feed_forward(ctx, model, layer, normed);
         x = ggml_add(ctx, x, ggml_add(ctx, attention, mlp));
     }
+    if (n_outputs == 0) return out;  // the cache writes are all that was asked for
 
-    if (!all_logits && n_tokens > 1) {
-        x = ggml_view_2d(ctx, x, hp.n_embd, 1, x->nb[1], static_cast<size_t>(n_tokens - 1) * x->nb[1]);
+    if (n_outputs < n_tokens) {
+        if (sequences.size() == 1) {  // the last position: a view, no gather
+            x = ggml_view_2d(ctx, x, hp.n_embd, 1, x->nb[1], static_cast<size_t>(n_tokens - 1) * x->nb[1]);
+        } else {
+            out.output_rows = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_outputs);
+            ggml_set_input(out.output_rows);
+            x = ggml_get_rows(ctx, x, out.output_rows);
+        }
     }
     x = layer_norm(ctx, x, w.output_norm_w, w.output_norm_b, hp.norm_eps);
     MatmulInput final_input{x};

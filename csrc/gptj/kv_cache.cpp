@@ -1,6 +1,7 @@
 #include "gptj/kv_cache.h"
 
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "ggml-backend.h"
@@ -46,6 +47,22 @@ KvCache::KvCache(const HParams & hparams, int n_ctx) : n_ctx_(n_ctx) {
     }
     // Not cleared: attention only ever reads positions below n_past + n_tokens, all written
     // first, and untouched pages of a large cache then cost no memory.
+}
+
+void KvCache::copy_from(const KvCache & source, int n_positions) {
+    const size_t n = static_cast<size_t>(n_positions);
+    for (size_t il = 0; il < keys_.size(); ++il) {
+        // Keys: one position per row, the first n rows at once.
+        const ggml_tensor * src_k = source.keys_[il];
+        std::memcpy(keys_[il]->data, src_k->data, n * src_k->nb[1]);
+        // Values: one channel per row, the first n positions of each.
+        const ggml_tensor * src_v = source.values_[il];
+        ggml_tensor * dst_v = values_[il];
+        for (int64_t channel = 0; channel < dst_v->ne[1]; ++channel) {
+            std::memcpy(static_cast<char *>(dst_v->data) + channel * dst_v->nb[1],
+                        static_cast<const char *>(src_v->data) + channel * src_v->nb[1], n * ggml_element_size(dst_v));
+        }
+    }
 }
 
 size_t KvCache::size_bytes() const { return ggml_backend_buffer_get_size(buffer_.get()); }

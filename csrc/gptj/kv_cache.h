@@ -27,6 +27,10 @@ public:
     ggml_tensor * values(int layer) const { return values_[static_cast<size_t>(layer)]; }
     size_t size_bytes() const;
 
+    // Copies source's keys and values of positions [0, n_positions) into this cache, which must
+    // be of the same model and hold at least n_positions.
+    void copy_from(const KvCache & source, int n_positions);
+
 private:
     int n_ctx_;
     ggml_context_ptr ctx_;

@@ -1,50 +1,14 @@
 #include "gptj/session.h"
 
 #include <algorithm>
-#include <chrono>
-#include <numeric>
+#include <cstring>
 #include <string>
 
-#include "ggml-alloc.h"
-#include "ggml-backend.h"
-#include "ggml-cpu.h"
 #include "gptj/error.h"
-#include "gptj/ggml_log.h"
-#include "gptj/graph.h"
 #include "gptj/memory.h"
 #include "gptj/threads.h"
 
 namespace gptj {
-namespace {
-
-double steady_seconds() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// ggml's abort callback runs after every graph node on the calling thread; asking the caller
-// (which may take Python's GIL) that often would cost more than the nodes, so it asks only
-// every kInterruptCheckSeconds.
-struct AbortState {
-    const InterruptCheck * interrupted;
-    double next_check;
-    bool stopped = false;
-};
-
-bool abort_requested(void * data) {
-    auto * state = static_cast<AbortState *>(data);
-    if (state->stopped) return true;
-    const double now = steady_seconds();
-    if (now < state->next_check) return false;
-    state->next_check = now + kInterruptCheckSeconds;
-    try {
-        state->stopped = (*state->interrupted)();
-    } catch (...) {  // nothing may unwind through ggml's C code
-        state->stopped = true;
-    }
-    return state->stopped;
-}
-
-}  // namespace
 
 int resolve_n_ctx(const HParams & hparams, int requested) {
     if (requested < 0) throw Error(Error::Kind::invalid_argument, "n_ctx must be positive, got " + std::to_string(requested));
@@ -57,26 +21,13 @@ Session::Session(std::shared_ptr<const Model> model, SessionParams params)
       n_batch_(params.n_batch) {
     if (n_batch_ <= 0) throw Error(Error::Kind::invalid_argument, "n_batch must be positive, got " + std::to_string(n_batch_));
     n_batch_ = std::min(n_batch_, cache_.n_ctx());
-
-    backend_.reset(ggml_backend_cpu_init());
-    if (!backend_) throw Error(Error::Kind::evaluation, "cannot start ggml's CPU backend");
     set_n_threads(params.n_threads);
 
-    const size_t graph_size = forward_graph_size(model_->hparams().n_layer);
-    graph_memory_.resize(ggml_tensor_overhead() * graph_size + ggml_graph_overhead_custom(graph_size, false));
-
-    // Size the compute buffers once for the largest graph a prompt batch builds: a full batch
-    // at the end of the context. Smaller graphs reuse the same memory. (Asking for the logits
-    // of every position, as Model.logits does, grows them once more.)
-    allocator_.reset(ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_.get())));
-    ggml_init_params init{graph_memory_.size(), graph_memory_.data(), /*no_alloc=*/true};
-    ggml_context_ptr ctx(ggml_init(init));
-    const ForwardGraph worst = build_forward_graph(ctx.get(), *model_, cache_, cache_.n_ctx() - n_batch_, n_batch_, false);
-    // Measured before anything is allocated: under overcommit a compute buffer larger than the
-    // machine is granted, and the process killed once a full context touches it.
-    size_t compute_size = 0;
-    ggml_gallocr_reserve_n_size(allocator_.get(), worst.graph, nullptr, nullptr, &compute_size);
-    const double compute_bytes = static_cast<double>(compute_size);
+    // The compute buffers of the largest graph a prompt batch builds, measured before anything
+    // is allocated: under overcommit a compute buffer larger than the machine is granted, and
+    // the process killed once a full context touches it. (Asking for the logits of every
+    // position, as Model.logits does, grows them once more.)
+    const double compute_bytes = static_cast<double>(Evaluator::compute_bytes(*model_, worst_batch()));
     const double cache_bytes = static_cast<double>(cache_.size_bytes());
     const size_t memory = physical_memory_bytes();
     if (memory > 0 && compute_bytes + cache_bytes > static_cast<double>(memory)) {
@@ -87,10 +38,10 @@ Session::Session(std::shared_ptr<const Model> model, SessionParams params)
                         " of compute buffers, more than this machine's " + gib(static_cast<double>(memory)) +
                         " of memory: use a smaller n_ctx or n_batch");
     }
-    clear_last_ggml_error();
-    if (!ggml_gallocr_reserve(allocator_.get(), worst.graph)) {
-        throw Error(Error::Kind::evaluation, "cannot allocate the compute buffers: " + last_ggml_error());
-    }
+}
+
+std::vector<GraphSequence> Session::worst_batch() const {
+    return {{&cache_, cache_.n_ctx() - n_batch_, n_batch_, Outputs::last}};
 }
 
 void Session::set_n_threads(int n_threads) {
@@ -104,6 +55,26 @@ void Session::set_n_threads(int n_threads) {
 void Session::truncate(int n_keep) {
     if (n_keep < 0) throw Error(Error::Kind::invalid_argument, "cannot keep a negative number of tokens");
     if (n_keep < n_past()) history_.resize(static_cast<size_t>(n_keep));
+}
+
+void Session::copy_from(const Session & source, int n_tokens) {
+    if (&source.model() != model_.get()) {
+        throw Error(Error::Kind::invalid_argument, "cannot copy a session of another model");
+    }
+    if (n_tokens < 0 || n_tokens > source.n_past()) {
+        throw Error(Error::Kind::invalid_argument, "cannot copy " + std::to_string(n_tokens) + " tokens from a session holding " +
+                                                       std::to_string(source.n_past()));
+    }
+    if (n_tokens > n_ctx()) {
+        throw Error(Error::Kind::context_full, "cannot copy " + std::to_string(n_tokens) + " tokens into a context of " +
+                                                   std::to_string(n_ctx()));
+    }
+    if (&source == this) {
+        truncate(n_tokens);
+        return;
+    }
+    cache_.copy_from(source.cache_, n_tokens);
+    history_.assign(source.history_.begin(), source.history_.begin() + n_tokens);
 }
 
 void Session::discard(int n_keep, int n_discard, const InterruptCheck & interrupted) {
@@ -135,6 +106,11 @@ void Session::evaluate(const std::vector<int32_t> & tokens, bool all_logits, std
                         " new > n_ctx " + std::to_string(cache_.n_ctx()));
     }
     logits.resize(static_cast<size_t>(n_vocab) * static_cast<size_t>(all_logits ? n_tokens : (n_tokens > 0 ? 1 : 0)));
+    if (n_tokens > 0 && !evaluator_) {
+        auto evaluator = std::make_unique<Evaluator>(model_);
+        evaluator->reserve(worst_batch());  // sized once for every batch this session evaluates
+        evaluator_ = std::move(evaluator);
+    }
 
     const size_t n_past_before = history_.size();
     try {
@@ -145,8 +121,10 @@ void Session::evaluate(const std::vector<int32_t> & tokens, bool all_logits, std
             }
             const int n = std::min(n_batch_, n_tokens - start);
             const bool last = start + n == n_tokens;
+            // The batches before the last need no logits (unless every position's are asked for).
+            const Outputs outputs = all_logits ? Outputs::all : last ? Outputs::last : Outputs::none;
             float * out = all_logits ? logits.data() + static_cast<size_t>(start) * n_vocab : (last ? logits.data() : nullptr);
-            evaluate_batch(tokens.data() + start, n, all_logits, out, interrupted);
+            evaluator_->evaluate({{&cache_, n_past(), tokens.data() + start, n, outputs, out}}, threads_, interrupted);
             history_.insert(history_.end(), tokens.begin() + start, tokens.begin() + start + n);
         }
     } catch (const Error & e) {
@@ -156,43 +134,6 @@ void Session::evaluate(const std::vector<int32_t> & tokens, bool all_logits, std
     } catch (...) {
         history_.resize(n_past_before);
         throw;
-    }
-}
-
-void Session::evaluate_batch(const int32_t * tokens, int n_tokens, bool all_logits, float * logits,
-                             const InterruptCheck & interrupted) {
-    const int n_past = this->n_past();
-    ggml_init_params init{graph_memory_.size(), graph_memory_.data(), /*no_alloc=*/true};
-    ggml_context_ptr ctx(ggml_init(init));
-    const ForwardGraph fg = build_forward_graph(ctx.get(), *model_, cache_, n_past, n_tokens, all_logits);
-
-    clear_last_ggml_error();
-    if (!ggml_gallocr_alloc_graph(allocator_.get(), fg.graph)) {
-        throw Error(Error::Kind::evaluation, "cannot allocate the compute buffers: " + last_ggml_error());
-    }
-    std::vector<int32_t> positions(static_cast<size_t>(n_tokens));
-    std::iota(positions.begin(), positions.end(), n_past);
-    ggml_backend_tensor_set(fg.tokens, tokens, 0, ggml_nbytes(fg.tokens));
-    ggml_backend_tensor_set(fg.positions, positions.data(), 0, ggml_nbytes(fg.positions));
-
-    const double started = steady_seconds();
-    const int n_threads = threads_.next(started);
-    ggml_backend_cpu_set_n_threads(backend_.get(), n_threads);
-    const double cpu_before = thread_cpu_seconds();
-    AbortState abort_state{&interrupted, started + kInterruptCheckSeconds};
-    ggml_backend_cpu_set_abort_callback(backend_.get(), interrupted ? abort_requested : nullptr, &abort_state);
-    const ggml_status status = ggml_backend_graph_compute(backend_.get(), fg.graph);
-    ggml_backend_cpu_set_abort_callback(backend_.get(), nullptr, nullptr);  // abort_state goes out of scope
-    const double finished = steady_seconds();
-    threads_.record(n_threads, finished - started, thread_cpu_seconds() - cpu_before, finished);
-    if (abort_state.stopped) {
-        throw Error(Error::Kind::interrupted, "interrupted during a batch of " + std::to_string(n_tokens) + " tokens");
-    }
-    if (status != GGML_STATUS_SUCCESS) {
-        throw Error(Error::Kind::evaluation, std::string("ggml graph computation failed: ") + ggml_status_to_string(status));
-    }
-    if (logits != nullptr) {
-        ggml_backend_tensor_get(fg.logits, logits, 0, ggml_nbytes(fg.logits));
     }
 }
 

@@ -8,7 +8,7 @@
 #include <memory>
 #include <vector>
 
-#include "ggml-cpp.h"
+#include "gptj/evaluator.h"
 #include "gptj/kv_cache.h"
 #include "gptj/model.h"
 #include "gptj/threads.h"
@@ -20,13 +20,6 @@ struct SessionParams {
     int n_threads = 0;  // 0: up to the physical cores, fewer while they are busy (ThreadCountPolicy)
     int n_batch = 512;  // prompt tokens evaluated per graph
 };
-
-// Asked, during a long evaluation, whether to stop (the bindings run Python's signal handlers
-// in it, so that Ctrl-C works): between batches, and about every kInterruptCheckSeconds inside
-// one (through ggml's abort callback). Returning true stops the evaluation with
-// Error(interrupted).
-using InterruptCheck = std::function<bool()>;
-constexpr double kInterruptCheckSeconds = 0.1;
 
 class Session {
 public:
@@ -49,6 +42,12 @@ public:
     // re-evaluated before an interrupt).
     void discard(int n_keep, int n_discard, const InterruptCheck & interrupted = nullptr);
 
+    // Makes this session hold source's first n_tokens tokens: their keys and values are copied
+    // (one prompt evaluated once, then several completions go on from copies). Throws
+    // Error(invalid_argument) when source holds fewer, they do not fit, or the sessions belong
+    // to different models.
+    void copy_from(const Session & source, int n_tokens);
+
     const Model & model() const { return *model_; }
     const std::vector<int32_t> & history() const { return history_; }
     int n_past() const { return static_cast<int>(history_.size()); }
@@ -64,16 +63,18 @@ public:
     size_t kv_cache_bytes() const { return cache_.size_bytes(); }
 
 private:
-    void evaluate_batch(const int32_t * tokens, int n_tokens, bool all_logits, float * logits,
-                        const InterruptCheck & interrupted);
+    friend class BatchEvaluator;  // evaluates into the cache and extends the history
+
+    // The largest graph one of this session's evaluations builds: a full batch at the end of the context.
+    std::vector<GraphSequence> worst_batch() const;
 
     std::shared_ptr<const Model> model_;
     KvCache cache_;
     int n_batch_;
     ThreadCountPolicy threads_{1, false};
-    ggml_backend_ptr backend_;
-    ggml_gallocr_ptr allocator_;         // compute buffers: sized once, reused by every batch
-    std::vector<uint8_t> graph_memory_;  // tensor and graph headers, rebuilt per batch
+    // Made at the first evaluation: a session that only a BatchEvaluator drives never
+    // allocates compute buffers of its own.
+    std::unique_ptr<Evaluator> evaluator_;
     std::vector<int32_t> history_;
 };
 

@@ -1,5 +1,6 @@
 #include "gptj/kernels/matmul.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -15,6 +16,8 @@ namespace {
 
 std::atomic<bool> g_enabled{true};
 std::atomic<bool> g_amx_enabled{true};
+std::atomic<int> g_matvec_max_tokens{kMatvecMaxTokens};
+std::atomic<int> g_amx_min_tokens{kAmxMinTokens};
 
 // Weights in ordinary host memory, in the file's layout (ggml's CPU_REPACK buffers, holding its
 // interleaved layouts, are not "host" memory).
@@ -27,6 +30,10 @@ bool in_plain_memory(const ggml_tensor * weights) {
 void set_amx_enabled(bool enabled) { g_amx_enabled = enabled; }
 
 void set_batch_matmul_enabled(bool enabled) { g_enabled = enabled; }
+
+void set_amx_min_tokens(int n_tokens) { g_amx_min_tokens = std::max(n_tokens, 1); }
+
+void set_matvec_max_tokens(int n_tokens) { g_matvec_max_tokens = std::clamp(n_tokens, 0, kMatvecMaxTokens); }
 
 // Where the CPU lacks AVX-512 (or the extension was built for another architecture, where
 // cpu_has_avx512f() is false), neither check passes: ggml does every product.
@@ -50,25 +57,32 @@ const char * batch_matmul_kernel() { return cpu_has_avx512f() ? "avx512" : ""; }
 ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & input, ggml_tensor * file_layout) {
     ggml_tensor * x = input.x;
     const int64_t n_tokens = x->ne[1];
+    const int64_t k = w->ne[0], m = w->ne[1];
     const bool ours = g_enabled && x->type == GGML_TYPE_F32 && ggml_n_dims(x) <= 2 && ggml_is_contiguous(x);
-    const bool batch = ours && n_tokens >= kBatchMatmulMinTokens;
-    if (ours && n_tokens <= kMatvecMaxTokens && matvec_supported(w)) {
+    // The copy of the weights a GEMM reads: w, or the file's layout of a matrix ggml repacked.
+    ggml_tensor * weights = nullptr;
+    void * userdata = nullptr;
+    if (ours && batch_matmul_supported(w)) {
+        weights = w;
+    } else if (ours && file_layout != nullptr && batch_matmul_supported(file_layout)) {
+        weights = file_layout;
+        userdata = reinterpret_cast<void *>(&release_mapped_pages);
+    }
+    // AMX first where it applies: its bf16 tiles multiply up to 16 tokens for about the cost of
+    // reading the weights (4-layer 6B-shaped q8_0, 1 thread, CPU ms per evaluation: 8 tokens
+    // 190 against the matrix-vector kernel's 234, 16 tokens 217 against 396). Unpacking q4_0
+    // into tiles costs more (470-520 ms at 1-16 tokens, the matrix-vector kernel 433 at 16), so
+    // q4_0 takes AMX only beyond the matrix-vector kernel's range.
+    const int amx_min_tokens = w->type == GGML_TYPE_Q4_0 ? std::max<int>(g_amx_min_tokens, kMatvecMaxTokens + 1)
+                                                         : g_amx_min_tokens.load();
+    const bool amx = weights != nullptr && g_amx_enabled && weights->type != GGML_TYPE_F32 &&
+                     n_tokens >= amx_min_tokens && k % 32 == 0 && m % 32 == 0 && amx_available();
+    if (!amx && ours && n_tokens <= g_matvec_max_tokens && matvec_supported(w)) {
         ggml_tensor * args[] = {w, x};
         return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], n_tokens, 1, 1, args, 2, matvec_task, GGML_N_TASKS_MAX,
                               nullptr);
     }
-    ggml_tensor * weights = nullptr;
-    void * userdata = nullptr;
-    if (batch && batch_matmul_supported(w)) {
-        weights = w;
-    } else if (batch && file_layout != nullptr && batch_matmul_supported(file_layout)) {
-        weights = file_layout;
-        userdata = reinterpret_cast<void *>(&release_mapped_pages);
-    }
-    if (weights == nullptr) return ggml_mul_mat(ctx, w, x);
-    const int64_t k = w->ne[0], m = w->ne[1];
-    const bool amx = g_amx_enabled && weights->type != GGML_TYPE_F32 && n_tokens >= kAmxMinTokens && k % 32 == 0 &&
-                     m % 32 == 0 && amx_available();
+    if (weights == nullptr || (!amx && n_tokens < kBatchMatmulMinTokens)) return ggml_mul_mat(ctx, w, x);
     // f16 weights: hi + lo bf16 halves of both operands, for f32-like accuracy (gemm_amx.h).
     const bool split = weights->type == GGML_TYPE_F16;
     // The packed input serves one precision; a product wanting the other (a mixed-type

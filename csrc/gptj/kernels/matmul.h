@@ -37,7 +37,17 @@ const char * batch_matmul_kernel();
 // The AMX kernel (bf16 arithmetic) for non-f32 weights where the CPU has AMX; off, those
 // batches take the f32 AVX-512 kernel. Applies to graphs built afterwards.
 void set_amx_enabled(bool enabled);
-constexpr int kAmxMinTokens = 16;
+// From 9 tokens (one more than the matrix-vector kernel holds in registers) AMX is faster
+// where the CPU has it (see batch_matmul).
+constexpr int kAmxMinTokens = 9;
+// The fewest tokens a product sends to the AMX kernel (kAmxMinTokens by default). Applies to
+// graphs built afterwards (for side-by-side measurements).
+void set_amx_min_tokens(int n_tokens);
+
+// The most tokens a product sends to the matrix-vector kernel (kMatvecMaxTokens by default);
+// lower, the GEMMs take the longer batches. Applies to graphs built afterwards (for
+// side-by-side measurements: benchmarks/batch_decode.py --compare-matvec).
+void set_matvec_max_tokens(int n_tokens);
 
 // Batches shorter than this do not take the GEMMs: up to kMatvecMaxTokens (matvec.h) they take
 // the matrix-vector kernel where it applies, ggml_mul_mat otherwise (a product of a few tokens

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include "gptj/kernels/dequantize.h"
 
@@ -22,6 +23,8 @@ constexpr int64_t kPrefetchBytes = 512;
 template <ggml_type TYPE, int TOKENS>
 GPTJ_AVX512 void rows_times_tokens(const ggml_tensor * w, const float * x, int64_t x_stride, int64_t first_row,
                                    int64_t end_row, float * y, int64_t y_stride) {
+    // ROWS x TOKENS accumulators, 2 ROWS converted weight vectors and 2 activation vectors fit
+    // the 32 zmm registers.
     constexpr int ROWS = TOKENS == 1 ? 8 : TOKENS <= 3 ? 4 : 2;
     const int64_t k = w->ne[0];
     const int64_t k_whole = k / 32 * 32;
@@ -79,20 +82,23 @@ GPTJ_AVX512 void rows_times_tokens(const ggml_tensor * w, const float * x, int64
     }
 }
 
+// Rows per block of a multi-pass product: 64 rows of 4096 q8_0 weights are 272 KiB, in L2
+// (2 MiB per core) with the activations.
+constexpr int64_t kPassRows = 64;
+
 using RowsKernel = void (*)(const ggml_tensor *, const float *, int64_t, int64_t, int64_t, float *, int64_t);
+
+template <ggml_type TYPE, int... TOKENS>
+RowsKernel pick_tokens(int tokens, std::integer_sequence<int, TOKENS...>) {
+    RowsKernel kernel = nullptr;
+    // The instance for `tokens` (1..kMatvecPassTokens): rows_times_tokens<TYPE, tokens>.
+    ((kernel = tokens == TOKENS + 1 ? rows_times_tokens<TYPE, TOKENS + 1> : kernel), ...);
+    return kernel;
+}
 
 template <ggml_type TYPE>
 RowsKernel pick_tokens(int tokens) {
-    static_assert(kMatvecMaxTokens == 7, "the dispatch below covers 1..7 tokens");
-    switch (tokens) {
-        case 1: return rows_times_tokens<TYPE, 1>;
-        case 2: return rows_times_tokens<TYPE, 2>;
-        case 3: return rows_times_tokens<TYPE, 3>;
-        case 4: return rows_times_tokens<TYPE, 4>;
-        case 5: return rows_times_tokens<TYPE, 5>;
-        case 6: return rows_times_tokens<TYPE, 6>;
-        default: return rows_times_tokens<TYPE, 7>;
-    }
+    return pick_tokens<TYPE>(tokens, std::make_integer_sequence<int, kMatvecPassTokens>{});
 }
 
 RowsKernel pick(ggml_type type, int tokens) {
@@ -120,9 +126,24 @@ void matvec_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
     const int64_t runs = (m + 15) / 16;
     const int64_t first_row = runs * ith / nth * 16, end_row = std::min(m, runs * (ith + 1) / nth * 16);
     if (first_row >= end_row) return;
-    pick(w->type, static_cast<int>(x->ne[1]))(w, static_cast<const float *>(x->data), int64_t(x->nb[1] / sizeof(float)),
-                                               first_row, end_row, static_cast<float *>(dst->data),
-                                               int64_t(dst->nb[1] / sizeof(float)));
+    const auto * xs = static_cast<const float *>(x->data);
+    auto * y = static_cast<float *>(dst->data);
+    const int64_t x_stride = int64_t(x->nb[1] / sizeof(float)), y_stride = int64_t(dst->nb[1] / sizeof(float));
+    const int n_tokens = static_cast<int>(x->ne[1]);
+    if (n_tokens <= kMatvecPassTokens) {
+        pick(w->type, n_tokens)(w, xs, x_stride, first_row, end_row, y, y_stride);
+        return;
+    }
+    // More tokens than one pass holds in registers: each block of rows is multiplied with
+    // kMatvecPassTokens tokens at a time while it stays in L2, so memory still delivers each
+    // weight once.
+    for (int64_t row = first_row; row < end_row; row += kPassRows) {
+        const int64_t rows_end = std::min(end_row, row + kPassRows);
+        for (int t = 0; t < n_tokens; t += kMatvecPassTokens) {
+            const int tokens = std::min(kMatvecPassTokens, n_tokens - t);
+            pick(w->type, tokens)(w, xs + t * x_stride, x_stride, row, rows_end, y + t * y_stride, y_stride);
+        }
+    }
 }
 
 }  // namespace gptj

@@ -11,8 +11,11 @@
 
 namespace gptj {
 
-// The most tokens a matvec product takes; longer batches go to batch_matmul's kernel.
-constexpr int kMatvecMaxTokens = 7;
+// The most tokens a matvec product takes; longer batches go to batch_matmul's kernel. Up to
+// kMatvecPassTokens they are multiplied in one pass over the weights, held in registers; more
+// take a pass per kMatvecPassTokens over each block of rows while it is in cache.
+constexpr int kMatvecMaxTokens = 16;
+constexpr int kMatvecPassTokens = 8;
 
 // The weight types our kernel multiplies faster than ggml's (4-layer GPT-J-6B-shaped, one token,
 // ms/token ours vs ggml's: f16 71-74 vs 76, q8_0 47.5 vs 64, q4_0 49 vs 68 (ggml's repacked
