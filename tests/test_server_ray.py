@@ -16,6 +16,7 @@ import itertools
 import socket
 import threading
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from ray import serve
 from gptj_ggml import Model
 from gptj_ggml.chat import resolve_template
 from gptj_ggml.server.replicas import REPLICA_ID_HEADER, run_replicas
+from gptj_ggml.server.session_router import ranked_for_session
 
 from server_fixtures import TIMEOUT_SECONDS, common_prefix_length
 
@@ -116,6 +118,24 @@ def reference(model_path):
     model = Model(model_path)
     template = resolve_template(None, model.metadata)
     return lambda messages: model.tokenize(template.render(messages))
+
+
+def _stub_replica(unique_id: str) -> Any:
+    """What the ranking reads of a Ray replica: its id."""
+    return types.SimpleNamespace(replica_id=types.SimpleNamespace(unique_id=unique_id))
+
+
+def test_a_replica_that_leaves_moves_only_the_sessions_it_had():
+    replicas = [_stub_replica(name) for name in ("a", "b", "c")]
+    sessions = [f"session-{n}" for n in range(300)]
+    before = {s: ranked_for_session(s, replicas)[0].replica_id.unique_id for s in sessions}
+
+    after = {s: ranked_for_session(s, replicas[:2])[0].replica_id.unique_id for s in sessions}
+
+    assert set(collections.Counter(before.values())) == {"a", "b", "c"}
+    assert all(after[s] == before[s] for s in sessions if before[s] != "c")
+    # c's sessions go to their second choice: spread over a and b, not all to one.
+    assert {after[s] for s in sessions if before[s] == "c"} == {"a", "b"}
 
 
 def test_both_replicas_answer_requests_without_a_session(replicas):

@@ -7,8 +7,9 @@
 
 Each replica is a Ray actor that opens the model file itself (the path must name the file on every
 machine that runs a replica; the weights mapped from it are one copy in each machine's page cache
-however many replicas it runs, the matrices ``repack`` copies one per replica) and serves ``create_app``'s app through ``@serve.ingress``; Ray's HTTP
-proxy on each machine forwards requests to them, streams included. A client that goes away is
+however many replicas it runs, the matrices ``repack`` copies one per replica) and serves
+``create_app``'s app through ``@serve.ingress``; Ray's HTTP proxy on each machine forwards
+requests to them, streams included. A client that goes away is
 seen by the proxy, which cancels the request in the replica: the route's task is cancelled and
 frees its slot, as under uvicorn. Requests with an ``X-Session-Id`` header go to their session's
 replica (:mod:`.session_router`), where the slot that served the last turn still holds the
@@ -40,12 +41,12 @@ if TYPE_CHECKING:
 REPLICA_ID_HEADER = "X-Replica-Id"
 #: The Serve application's name (``serve status``, the logs).
 APP_NAME = "gptj_ggml"
-#: Attempts at starting a replica before the deployment fails: a model that does not open will
+#: Failed replica starts Ray retries before the deployment fails: a model that does not open will
 #: not open on a retry, and Ray's default (20) hides the error for minutes.
-CONSTRUCTOR_ATTEMPTS = 2
+CONSTRUCTOR_RETRIES = 2
 
 
-@serve.deployment(max_constructor_retry_count=CONSTRUCTOR_ATTEMPTS)
+@serve.deployment(max_constructor_retry_count=CONSTRUCTOR_RETRIES)
 @serve.ingress()
 class GptjReplica:
     """One replica: the model, opened in this process, and ``create_app``'s app over it."""

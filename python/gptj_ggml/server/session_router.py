@@ -43,12 +43,16 @@ class SessionAffinityRouter(RequestRouter):
         session = pending_request.metadata.session_id
         if not session:
             return [random.sample(candidate_replicas, min(2, len(candidate_replicas)))]
-        ranked = sorted(candidate_replicas, key=lambda replica: session_score(session, replica), reverse=True)
         # One replica per rank: the next replica is tried only when the one before it is full.
-        return [[replica] for replica in ranked]
+        return [[replica] for replica in ranked_for_session(session, candidate_replicas)]
 
 
-def session_score(session: str, replica: RunningReplica) -> int:
-    """The replica's rendezvous score for ``session``: the same in every process (unlike ``hash``)."""
-    key = f"{session}\0{replica.replica_id.unique_id}".encode()
+def ranked_for_session(session: str, replicas: list[RunningReplica]) -> list[RunningReplica]:
+    """``replicas``, the session's first: by rendezvous score, the highest first."""
+    return sorted(replicas, key=lambda replica: _score(session, replica.replica_id.unique_id), reverse=True)
+
+
+def _score(session: str, replica_id: str) -> int:
+    # blake2b, not hash(): the same in every process (each proxy has its own router).
+    key = f"{session}\0{replica_id}".encode()
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
