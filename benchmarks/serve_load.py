@@ -9,6 +9,7 @@ first over the time they took) and the total rate (every token of the level over
 
     python benchmarks/serve_load.py --model tiny --requests 32 --tokens 32
     python benchmarks/serve_load.py --model 6b --layers 2 --requests 16 --tokens 16
+    python benchmarks/serve_load.py --model 6b --layers 4 --outtype q4_0 --slots 16 --clients 1,2,4,8,16
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ class Stream:
     decode_seconds: float  # from the first text to the last
 
 
-def write_model(kind: str, layers: int, folder: Path) -> Path:
+def write_model(kind: str, layers: int, outtype: str, folder: Path) -> Path:
     if kind == "tiny":  # the README's quick-start shape: 4 layers, n_embd 256
         return write_random_gptj(folder / "tiny.gguf", 4, "f16", n_embd=256, n_head=8, rotary_dim=16, n_inner=1024)
-    return write_random_gptj(folder / "6b.gguf", layers, "q8_0")  # GPT-J-6B's shapes, fewer layers
+    path = folder / f"6b-{layers}l-{outtype}.gguf"
+    return path if path.exists() else write_random_gptj(path, layers, outtype)  # GPT-J-6B's shapes, fewer layers
 
 
 def free_port() -> int:
@@ -134,9 +136,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=32, help="requests per client count")
     parser.add_argument("--tokens", type=int, default=32, help="tokens per request")
     parser.add_argument("--slots", type=int, default=None, help="server slots (default: the server's)")
+    parser.add_argument("--outtype", default="q8_0", help="weight type of the 6B-shaped model")
+    parser.add_argument("--clients", default=",".join(map(str, CLIENT_COUNTS)), help="client counts, comma-separated")
+    parser.add_argument("--dir", type=Path, default=None, help="keep the model file here (default: a temp folder)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        model = write_model(args.model, args.layers, Path(folder))
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = args.dir or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        model = write_model(args.model, args.layers, args.outtype, folder)
         port = free_port()
         server = start_server(model, port, args.slots, n_ctx=512)
         url = f"http://127.0.0.1:{port}"
@@ -150,7 +157,7 @@ def main() -> None:
             )
             print("| clients | TTFT p50 | TTFT p99 | per-stream tokens/s (median) | total tokens/s |")
             print("|---|---|---|---|---|")
-            for n_clients in CLIENT_COUNTS:
+            for n_clients in [int(n) for n in args.clients.split(",")]:
                 streams, wall = asyncio.run(run_level(url, n_clients, args.requests, args.tokens))
                 ttfts = [s.ttft * 1e3 for s in streams]
                 rates = [(s.tokens - 1) / s.decode_seconds for s in streams if s.tokens > 1 and s.decode_seconds > 0]
