@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -86,3 +87,59 @@ def test_serve_rejects_bad_sizes_in_one_line(tiny_model_path):
     )
 
     assert result.returncode == 1 and result.stderr.strip() == "error: --slots must be positive, got 0"
+
+
+def test_serve_replicas_without_ray_says_which_extra_to_install(tiny_model_path):
+    # Ray made unimportable in the child, as in an install without the ray extra.
+    code = "import sys; sys.modules['ray'] = None; from gptj_ggml.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "serve", str(tiny_model_path("f32")), "--replicas", "2"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECONDS,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --replicas 2 needs Ray Serve: pip install 'gptj_ggml[ray]'"
+
+
+def test_serve_replicas_serves_from_two_replicas_and_stops_on_ctrl_c(tiny_model_path):
+    port = _free_port()
+    command = [sys.executable, "-m", "gptj_ggml", "serve", str(tiny_model_path("f32")), "--port", str(port)]
+    command += ["--replicas", "2", "--slots", "1", "--threads", "1", "--max-tokens", "3", "--log-level", "warning"]
+    # RAY_ADDRESS=local: a Ray of its own, whatever else runs on this machine.
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    stderr_lines: list[str] = []
+    serving = threading.Event()
+
+    def read_stderr() -> None:
+        for line in process.stderr:
+            stderr_lines.append(line)
+            if line.startswith("serving "):
+                serving.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        # Ray's start and two replicas', on a busy CI machine.
+        assert serving.wait(90), "".join(stderr_lines[-20:])
+        replicas = {}
+        for n in range(20):  # a session each: the session router spreads them over the replicas
+            response = httpx.get(f"http://127.0.0.1:{port}/props", headers={"X-Session-Id": f"cli-{n}"}, timeout=30)
+            replicas[response.headers["X-Replica-Id"]] = response.json()
+        completion = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"prompt": "Hi"}, timeout=30).json()
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        reader.join(TIMEOUT_SECONDS)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert len(replicas) == 2
+    assert all(p["n_slots"] == 1 and p["default_generation_settings"]["max_tokens"] == 3 for p in replicas.values())
+    assert completion["usage"]["completion_tokens"] <= 3
+    assert process.returncode == 0
+    assert f"serving {tiny_model_path('f32')} on http://127.0.0.1:{port} (2 Ray Serve replicas" in "".join(stderr_lines)

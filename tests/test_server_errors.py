@@ -59,7 +59,9 @@ def test_every_sampler_setting_is_a_request_field_checked_against_its_range(serv
 @pytest.mark.parametrize(
     ("path", "body", "param"),
     [
-        ("/v1/completions", {"prompt": PROMPT, "n": 2}, "n"),
+        ("/v1/completions", {"prompt": PROMPT, "n": 0}, "n"),
+        ("/v1/completions", {"prompt": PROMPT, "n": 17}, "n"),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
         ("/v1/completions", {"prompt": PROMPT, "max_tokens": -1}, "max_tokens"),
         ("/v1/completions", {"prompt": PROMPT, "logprobs": 6}, "logprobs"),
         ("/v1/completions", {"prompt": PROMPT, "stop": ["x"] * 17}, "stop"),
@@ -164,7 +166,7 @@ def test_a_body_over_the_limit_is_a_413_with_or_without_content_length(server):
 
 
 def test_bad_requests_leave_every_slot_idle_and_the_server_answering(server):
-    for body in ({"prompt": PROMPT, "n": 3}, {"prompt": [99999]}, {"messages": "no"}):
+    for body in ({"prompt": PROMPT, "n": 0}, {"prompt": [99999]}, {"messages": "no"}):
         server.http.post("/v1/completions", json=body)
 
     assert server.wait_until_idle()["slots_idle"] == 2

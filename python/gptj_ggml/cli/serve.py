@@ -1,4 +1,5 @@
-"""``gptj-ggml serve``: the OpenAI-compatible HTTP server (``gptj_ggml.server``) under uvicorn."""
+"""``gptj-ggml serve``: the OpenAI-compatible HTTP server (``gptj_ggml.server``) under uvicorn, or as
+Ray Serve replicas behind Ray's HTTP proxy (``--replicas N``, :mod:`gptj_ggml.server.replicas`)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,23 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
         help="max_tokens of a request that gives none (default: the context size: until end-of-text, a stop "
         "string or a full context)",
     )
+    parser.add_argument(
+        "--no-repack",
+        dest="repack",
+        action="store_false",
+        help="keep every weight mapped from the file: one copy in the page cache for all processes and "
+        "replicas of this machine (default: q4_0, q4_K and iq4_nl matrices are copied into the layout of "
+        "ggml's faster single-token kernels, a copy per process)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N > 1: N Ray Serve replicas (processes, each with the model and its --slots) behind Ray's HTTP "
+        "proxy, a session's requests (header X-Session-Id) on one replica; on the Ray cluster in $RAY_ADDRESS, "
+        "else a local one. Needs the ray extra: pip install 'gptj_ggml[ray]' (default 1: this process alone)",
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_sampling_flags(parser).description = "defaults for requests that do not set them"
     parser.set_defaults(handler=serve)
@@ -107,29 +125,34 @@ def serve(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if args.queue < 0:
         raise ValueError(f"--queue must be >= 0, got {args.queue}")
+    if args.replicas < 1:
+        raise ValueError(f"--replicas must be positive, got {args.replicas}")
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
-    sampling = sampling_from_args(args)
-    model = Model(args.model)  # the context and threads are the slots' own (create_app)
-    app = create_app(
-        model,
-        n_slots=args.slots,
-        max_queue=args.queue,
-        n_ctx=args.ctx,
-        n_threads=args.threads,
-        api_key=api_key,
-        chat_template=args.chat_template,
-        sampling=sampling,
-        cors_origins=args.cors_origin,
-        max_body_bytes=args.max_body,
-        max_tokens=args.max_tokens,
-    )
-    served = app.state.served
+    app_options = {
+        "n_slots": args.slots,
+        "max_queue": args.queue,
+        "n_ctx": args.ctx,
+        "n_threads": args.threads,
+        "api_key": api_key,
+        "chat_template": args.chat_template,
+        "sampling": sampling_from_args(args),
+        "cors_origins": args.cors_origin,
+        "max_body_bytes": args.max_body,
+        "max_tokens": args.max_tokens,
+    }
     if not _is_loopback(args.host) and not api_key:
         print(
             f"warning: listening on {args.host} without an API key: anyone who can reach this port can use the "
             f"model (set --api-key or ${API_KEY_ENV})",
             file=sys.stderr,
         )
+    if args.replicas > 1:
+        from .serve_replicas import serve_replicas
+
+        return serve_replicas(args, app_options)
+    model = Model(args.model, repack=args.repack)  # the context and threads are the slots' own (create_app)
+    app = create_app(model, **app_options)
+    served = app.state.served
     print(
         f"serving {served.model_id} on http://{args.host}:{args.port} ({_count(len(served.scheduler.slots), 'slot')} of "
         f"{served.scheduler.n_ctx} tokens, queue {args.queue}, chat template {served.preparer.chat_template.name}"

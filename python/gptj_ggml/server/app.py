@@ -16,11 +16,13 @@ Routes, as ``docs/server-contract.md`` fixes them (every one but ``/health``, ``
 ``GET /``                      the chat page (``static/index.html``; 404 while it is absent)
 =============================  =========================================================================
 
-A generation runs on a slot's worker thread (see :mod:`.scheduler`); its events reach the event loop
-through ``loop.call_soon_threadsafe``. A streamed response waits for the first event before it sends
-its headers, so a request that fails at the start gets its own status (400, 500) even when streamed;
-a failure later is an ``{"error": ...}`` event, then ``[DONE]``. A client that goes away -- mid-stream,
-or while a non-streamed request waits -- cancels its generation.
+A request's ``n`` choices are ``n`` jobs of the scheduler (see :mod:`.choices`), admitted all
+together or not at all; their events reach the event loop through ``loop.call_soon_threadsafe``. A
+streamed response waits for the first event (of any choice) before it sends its headers, so a
+request that fails at the start gets its own status (400, 500) even when streamed; a failure later
+is an ``{"error": ...}`` event, then ``[DONE]``. A choice's failure is the request's: the other
+choices are cancelled. A client that goes away -- mid-stream, or while a non-streamed request
+waits -- cancels all its choices.
 """
 
 from __future__ import annotations
@@ -45,17 +47,16 @@ from ..chat_templates import TEMPLATES
 from ..errors import ContextFullError
 from ..sampling import SamplingParams
 from . import schemas
+from .choices import ChoiceEvent, Choices
 from .errors import ApiError, install_handlers, logger
 from .limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, RETRY_AFTER_SECONDS
 from .metrics import CONTENT_TYPE_LATEST, RequestMetricsMiddleware, ServerMetrics
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from .request_options import PreparedRequest, RequestPreparer, unknown_model
-from .responses import ChatFormat, CompletionFormat, Ending, ResponseFormat
+from .responses import ChatFormat, CompletionFormat, Ending, FinishedChoice, ResponseFormat
 from .scheduler import (
-    Event,
     FailedEvent,
     FinishedEvent,
-    Job,
     QueueFullError,
     Scheduler,
     SchedulerClosedError,
@@ -95,8 +96,11 @@ def create_app(
 
     Args:
         model: the loaded model; each slot makes its own Session (KV cache) of it.
-        n_slots: requests generated at once (default: the physical cores, at most 4).
-        max_queue: requests that may wait for a slot; beyond, 503 with ``Retry-After``.
+        n_slots: generations at once (one per request, or per choice of a request; default: the
+            physical cores, at most 4).
+        max_queue: jobs (a request's choices are one each) that may wait for a slot; beyond, 503
+            with ``Retry-After``. A request may ask for as many choices (``n``) as the slots and
+            the queue hold together, at most ``schemas.MAX_CHOICES``.
         n_ctx: each slot's context in tokens (default: the model's).
         n_threads: threads per slot (default: adaptive to how busy the cores are).
         api_key: when set, every route but ``/health``, ``/`` and ``/static`` needs
@@ -115,9 +119,10 @@ def create_app(
     The slots' sessions are made here; their threads stop when the app's lifespan ends.
     """
     metrics = ServerMetrics()
+    n_slots = default_slot_count() if n_slots is None else n_slots
     scheduler = Scheduler(
         model,
-        n_slots=default_slot_count() if n_slots is None else n_slots,
+        n_slots=n_slots,
         max_queue=max_queue,
         n_ctx=n_ctx,
         n_threads=n_threads,
@@ -132,7 +137,10 @@ def create_app(
         model_id=model_id or Path(model.path).stem,
         scheduler=scheduler,
         metrics=metrics,
-        preparer=RequestPreparer(model, scheduler.n_ctx, sampling or SamplingParams(), template, max_tokens),
+        preparer=RequestPreparer(
+            model, scheduler.n_ctx, sampling or SamplingParams(), template, max_tokens, capacity=n_slots + max_queue
+        ),
+        max_queue=max_queue,
         api_key_required=bool(api_key),
         max_body_bytes=max_body_bytes,
     )
@@ -180,6 +188,7 @@ class _Served:
         scheduler: Scheduler,
         metrics: ServerMetrics,
         preparer: RequestPreparer,
+        max_queue: int,
         api_key_required: bool,
         max_body_bytes: int,
     ) -> None:
@@ -188,6 +197,7 @@ class _Served:
         self.scheduler = scheduler
         self.metrics = metrics
         self.preparer = preparer
+        self.max_queue = max_queue
         self.api_key_required = api_key_required
         self.max_body_bytes = max_body_bytes
         self.created = int(time.time())
@@ -199,44 +209,6 @@ class _Served:
         # A request may leave the model out, or name it by id or by file name.
         if name and name not in (self.model_id, Path(self.model.path).name):
             raise unknown_model(name, self.model_id)
-
-
-class _JobEvents:
-    """One job's events on the event loop: the worker's sink puts, the route gets.
-
-    ``ttft_ms``: from ``arrived`` to the first token (or to the end, for a reply of no tokens),
-    when the route read it; ``on_first`` is called then (the metrics' histogram).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, arrived: float, on_first: Callable[[float], None]) -> None:
-        self._loop = loop
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        self._arrived = arrived
-        self._on_first = on_first
-        self.ttft_ms: float | None = None
-
-    def sink(self, event: Event) -> None:  # in the worker thread
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
-
-    def _seen(self, event: Event) -> Event:
-        if self.ttft_ms is None and not isinstance(event, FailedEvent):
-            seconds = time.perf_counter() - self._arrived
-            self.ttft_ms = seconds * 1e3
-            self._on_first(seconds)
-        return event
-
-    async def get(self) -> Event:
-        return self._seen(await self._queue.get())
-
-    def ready(self) -> list[Event]:
-        """The events already waiting (none if none): several tokens go out in one write."""
-        events = []
-        while not self._queue.empty():
-            events.append(self._seen(self._queue.get_nowait()))
-        return events
-
-    def ending(self, event: FinishedEvent, prompt_tokens: int) -> Ending:
-        return Ending(event.finish_reason, event.timings, prompt_tokens, self.ttft_ms)
 
 
 async def _client_gone(request: Request) -> None:
@@ -274,7 +246,7 @@ def _sse(data: str) -> str:
 
 
 class _JobStreamingResponse(StreamingResponse):
-    """A stream that cancels its job however it ends (also when it never started: a client gone
+    """A stream that cancels its jobs however it ends (also when it never started: a client gone
     before the first byte)."""
 
     def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]) -> None:
@@ -300,42 +272,38 @@ def _add_routes(app: FastAPI, served: _Served, static_dir: Path) -> None:
         response_format: ResponseFormat,
         arrived: float,
     ) -> Response:
-        events = _JobEvents(asyncio.get_running_loop(), arrived, served.metrics.time_to_first_token.observe)
-        job = Job(prepared.prompt, prepared.options, events.sink)
+        choices = Choices(scheduler, served.max_queue, prepared, arrived, served.metrics.time_to_first_token.observe)
         try:
-            scheduler.submit(job)
+            choices.submit()
         except QueueFullError as error:
             raise ApiError(
                 503, str(error), code="queue_full", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
             ) from None
         except SchedulerClosedError as error:
             raise ApiError(503, str(error), code="shutting_down") from None
-        prompt_tokens = len(prepared.prompt)
         gone = asyncio.ensure_future(_client_gone(request))
         try:
             if parsed.stream:
-                event = await _unless_client_gone(events.get(), gone)
-                if event is None:
-                    scheduler.cancel(job)
+                first = await _unless_client_gone(choices.get(), gone)
+                if first is None:
+                    choices.cancel()
                     return Response(status_code=CLIENT_CLOSED_REQUEST)
-                if isinstance(event, FailedEvent):
-                    raise _failure(event)
+                if isinstance(first.event, FailedEvent):
+                    raise _failure(first.event)
                 gone.cancel()  # from here on the streaming response watches the client
                 include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-                chunks = _stream(events, event, response_format, prompt_tokens, include_usage)
-                return _JobStreamingResponse(chunks, on_close=lambda: scheduler.cancel(job))
-            collected = await _unless_client_gone(_collect(events), gone)
+                chunks = _stream(choices, first, response_format, include_usage)
+                return _JobStreamingResponse(chunks, on_close=choices.cancel)
+            collected = await _unless_client_gone(_collect(choices), gone)
             if collected is None:
-                scheduler.cancel(job)
+                choices.cancel()
                 return Response(status_code=CLIENT_CLOSED_REQUEST)
-            tokens, last = collected
-            if isinstance(last, FailedEvent):
-                raise _failure(last)
-            assert isinstance(last, FinishedEvent)
-            body = response_format.response(tokens, events.ending(last, prompt_tokens))
-            return Response(body, media_type="application/json")
+            if isinstance(collected, FailedEvent):
+                raise _failure(collected)
+            return Response(response_format.response(collected), media_type="application/json")
         except BaseException:
-            scheduler.cancel(job)  # a failure here, or the server stopping: the slot must not keep generating
+            # A failure (a choice's, or here), or the server stopping: no slot may keep generating.
+            choices.cancel()
             raise
         finally:
             gone.cancel()
@@ -351,7 +319,9 @@ def _add_routes(app: FastAPI, served: _Served, static_dir: Path) -> None:
         arrived = time.perf_counter()
         parsed = await parse(request, schemas.CompletionRequest)
         prepared = await run_in_threadpool(served.preparer.completion, parsed)
-        response_format = CompletionFormat(served.model_id, served.model.tokenizer, prepared.top_logprobs)
+        response_format = CompletionFormat(
+            served.model_id, served.model.tokenizer, prepared.top_logprobs, len(prepared.prompt)
+        )
         return await generate(request, parsed, prepared, response_format, arrived)
 
     @app.post("/v1/chat/completions")
@@ -359,7 +329,9 @@ def _add_routes(app: FastAPI, served: _Served, static_dir: Path) -> None:
         arrived = time.perf_counter()
         parsed = await parse(request, schemas.ChatCompletionRequest)
         prepared = await run_in_threadpool(served.preparer.chat, parsed)
-        response_format = ChatFormat(served.model_id, served.model.tokenizer, prepared.top_logprobs)
+        response_format = ChatFormat(
+            served.model_id, served.model.tokenizer, prepared.top_logprobs, len(prepared.prompt)
+        )
         return await generate(request, parsed, prepared, response_format, arrived)
 
     @app.get("/v1/models")
@@ -436,41 +408,52 @@ def _add_routes(app: FastAPI, served: _Served, static_dir: Path) -> None:
     app.mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static")
 
 
-async def _collect(events: _JobEvents) -> tuple[list[Any], Event]:
-    tokens = []
-    while True:
-        event = await events.get()
-        if not isinstance(event, TokenEvent):
-            return tokens, event
-        tokens.append(event.token)
+async def _collect(choices: Choices) -> list[FinishedChoice] | FailedEvent:
+    """Every choice's tokens and ending, in index order; or the first failure."""
+    tokens: list[list[Any]] = [[] for _ in range(choices.n)]
+    endings: dict[int, Ending] = {}
+    while len(endings) < choices.n:
+        item = await choices.get()
+        event = item.event
+        if isinstance(event, TokenEvent):
+            tokens[item.index].append(event.token)
+        elif isinstance(event, FailedEvent):
+            return event
+        else:
+            endings[item.index] = choices.ending(item)
+    return [(tokens[index], endings[index]) for index in range(choices.n)]
 
 
 async def _stream(
-    events: _JobEvents, first: Event, response_format: ResponseFormat, prompt_tokens: int, include_usage: bool
+    choices: Choices, first: ChoiceEvent, response_format: ResponseFormat, include_usage: bool
 ) -> AsyncIterator[str]:
-    """The SSE body: ``data: {chunk}`` per token, the end, ``data: [DONE]``."""
-    chunks = [_sse(chunk) for chunk in response_format.start()]
+    """The SSE body: ``data: {chunk}`` per token of each choice (tagged with its index), each
+    choice's end as it comes, the usage once every choice ended (when asked), ``data: [DONE]``."""
+    chunks = [_sse(chunk) for chunk in response_format.start(choices.n)]
     pending = [first]
-    text_offset = 0
+    text_offsets = [0] * choices.n  # characters of each choice's text already sent
+    endings: dict[int, Ending] = {}
     while True:
-        tokens = []
-        for event in pending:
+        for item in pending:
+            event, index = item.event, item.index
             if isinstance(event, TokenEvent):
-                tokens.append(event.token)
-                continue
-            chunks += [_sse(chunk) for chunk in response_format.tokens(tokens, text_offset)]
-            if isinstance(event, FinishedEvent):
-                chunks += [
-                    _sse(chunk) for chunk in response_format.end(events.ending(event, prompt_tokens), include_usage)
-                ]
+                chunks += [_sse(chunk) for chunk in response_format.tokens([event.token], text_offsets[index], index)]
+                text_offsets[index] += len(event.token.text)
+            elif isinstance(event, FinishedEvent):
+                endings[index] = choices.ending(item)
+                chunks.append(_sse(response_format.end(endings[index], index)))
             else:
                 assert isinstance(event, FailedEvent)
-                chunks.append(_sse(json.dumps(_failure(event).body())))
+                choices.cancel()  # the others must not go on generating for nobody
+                chunks += [_sse(json.dumps(_failure(event).body())), _sse("[DONE]")]
+                yield "".join(chunks)
+                return
+        if len(endings) == choices.n:
+            if include_usage:
+                chunks.append(_sse(response_format.usage_chunk([endings[i] for i in range(choices.n)])))
             chunks.append(_sse("[DONE]"))
             yield "".join(chunks)
             return
-        chunks += [_sse(chunk) for chunk in response_format.tokens(tokens, text_offset)]
-        text_offset += sum(len(token.text) for token in tokens)
         yield "".join(chunks)
         chunks = []
-        pending = [await events.get(), *events.ready()]
+        pending = [await choices.get(), *choices.ready()]

@@ -4,7 +4,9 @@ The registry belongs to the app (not prometheus_client's global one), so several
 -- tests, or a program serving two models -- keep separate figures. Request counts come from an ASGI
 middleware (every response, errors included, by route and status); token counts and rates from the
 scheduler when a job ends (:meth:`ServerMetrics.record_finished`, its ``on_finish``); queue depth and
-busy slots are read from the scheduler when scraped (:meth:`ServerMetrics.watch`).
+busy slots are read from the scheduler when scraped (:meth:`ServerMetrics.watch`). A request of ``n``
+choices is ``n`` generations (``n`` slot uses, ``n`` queue places) but one request and one time to
+first token.
 """
 
 from __future__ import annotations
@@ -59,11 +61,14 @@ class ServerMetrics:
             registry=registry,
         )
         self.queue_wait = Histogram(
-            "gptj_queue_wait_seconds", "time a request waited for a free slot", buckets=_SECONDS, registry=registry
+            "gptj_queue_wait_seconds",
+            "time a generation (one choice of a request) waited for a free slot",
+            buckets=_SECONDS,
+            registry=registry,
         )
         self.tokens_per_second = Histogram(
             "gptj_generation_tokens_per_second",
-            "per-request generation rate (tokens after the first, over the time they took)",
+            "per-generation rate (one choice of a request: tokens after the first, over the time they took)",
             buckets=_TOKENS_PER_SECOND,
             registry=registry,
         )
@@ -73,7 +78,9 @@ class ServerMetrics:
             buckets=(0, 1, 2, 4, 16, 64, 256),
             registry=registry,
         )
-        self.queue_depth = Gauge("gptj_queue_depth", "requests waiting for a slot", registry=registry)
+        self.queue_depth = Gauge(
+            "gptj_queue_depth", "generations (a request's choices, one each) waiting for a slot", registry=registry
+        )
         self.slots_busy = Gauge("gptj_slots_busy", "slots generating", registry=registry)
         self.slots = Gauge("gptj_slots", "slots (sessions with their own KV cache)", registry=registry)
 

@@ -10,6 +10,12 @@ none, the server's default (``gptj-ggml serve --max-tokens``), which is ``n_ctx`
 whole rest of the context, as llama.cpp's server's ``n_predict: -1`` and OpenAI's chat default ("up
 to the model's limit"). A reply then ends by end-of-text, a stop string or the context, and a client
 that wants less says so (``max_tokens``) or goes away (it is cancelled at once).
+
+``n``: the choices, each a job of its own. At most :data:`~.schemas.MAX_CHOICES`, and at most what
+the server can hold at once (its slots plus its queue): more could never be admitted, so it is a
+400 naming ``n`` rather than a 503 to retry. Seeds: a request's ``seed`` s gives choice i the seed
+s + i (so choice i is what an n=1 request with seed s + i generates); without one, each choice
+draws a fresh seed.
 """
 
 from __future__ import annotations
@@ -32,13 +38,21 @@ class PreparedRequest:
 
     Attributes:
         prompt: the whole prompt as token ids.
-        options: keyword arguments of ``Session.generate``.
+        options: keyword arguments of ``Session.generate`` (those of choice 0; see :meth:`choice_options`).
         top_logprobs: alternatives per token to report (0: the chosen token's logprob only); None: no logprobs.
+        n: the choices to generate.
     """
 
     prompt: list[int]
     options: dict[str, Any]
     top_logprobs: int | None
+    n: int = 1
+
+    def choice_options(self, index: int) -> dict[str, Any]:
+        """The ``Session.generate`` options of choice ``index``: the request's seed plus ``index``
+        (the engine takes seeds modulo 2**64), or None for a fresh one."""
+        seed = self.options["seed"]
+        return {**self.options, "seed": None if seed is None else seed + index}
 
 
 class RequestPreparer:
@@ -50,6 +64,8 @@ class RequestPreparer:
         sampling: the server's default sampler settings; a request's fields replace single ones.
         chat_template: the server's template, used unless a request names another.
         max_tokens: the default of ``max_tokens`` (None: ``n_ctx``, the rest of the context).
+        capacity: the jobs the server holds at once (slots plus queue), the most choices a
+            request may ask for below :data:`~.schemas.MAX_CHOICES` (None: no bound below it).
     """
 
     def __init__(
@@ -59,9 +75,11 @@ class RequestPreparer:
         sampling: SamplingParams,
         chat_template: ChatTemplate,
         max_tokens: int | None = None,
+        capacity: int | None = None,
     ) -> None:
         if max_tokens is not None and max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        self.capacity = capacity
         self.model = model
         self.n_ctx = n_ctx
         self.sampling = sampling
@@ -107,6 +125,12 @@ class RequestPreparer:
         stop: list[str],
         top_logprobs: int | None,
     ) -> PreparedRequest:
+        if self.capacity is not None and request.n > self.capacity:
+            raise bad_request(
+                f"n={request.n} choices can never run: this server holds {self.capacity} generations at once "
+                f"(its slots and its queue); ask for at most {self.capacity}",
+                "n",
+            )
         prompt = prompt or [self.model.tokenizer.bos_id]  # as Session.generate starts an empty prompt
         room = self.n_ctx - len(prompt)
         if room < 1:
@@ -127,7 +151,7 @@ class RequestPreparer:
             # max_tokens already fits; this only guards the count above against an engine change.
             "on_context_full": "stop",
         }
-        return PreparedRequest(prompt, options, top_logprobs)
+        return PreparedRequest(prompt, options, top_logprobs, request.n)
 
     def _sampling(self, request: _GenerationRequest) -> SamplingParams:
         changes: dict[str, Any] = {

@@ -1,11 +1,17 @@
 """Engine results -> OpenAI response bodies and stream chunks.
 
 :class:`CompletionFormat` (``/v1/completions``) and :class:`ChatFormat` (``/v1/chat/completions``)
-turn the tokens of one job and its :class:`Ending` into the whole response, or into the chunks of a
-stream: ``start()`` (chat's role chunk), ``tokens(...)`` (a chunk per token), ``end(...)`` (the
-finish reason and ``timings``, then ``usage`` in a chunk of its own with empty ``choices`` when the
-client asked with ``stream_options.include_usage``). Finish reasons: end-of-text and stop strings
-are "stop", the token limit and a full context are "length".
+turn the tokens of a request's choices (one job each) and their :class:`Ending` into the whole
+response, or into the chunks of a stream: ``start(n)`` (chat's role chunk, one per choice),
+``tokens(...)`` (a chunk per token, with its choice's ``index``), ``end(...)`` (a choice's finish
+reason and ``timings``), and ``usage_chunk(...)`` (``usage`` in a chunk of its own with empty
+``choices``, once after every choice ended, when the client asked with
+``stream_options.include_usage``). Finish reasons: end-of-text and stop strings are "stop", the
+token limit and a full context are "length".
+
+``usage`` is OpenAI's: the prompt counted once (the choices share it), the completion tokens summed
+over the choices. ``timings`` describe one generation: a streamed choice's finish chunk carries its
+own; the whole response carries choice 0's.
 """
 
 from __future__ import annotations
@@ -30,25 +36,16 @@ class Ending:
     Attributes:
         finish_reason: the engine's (``Generation.finish_reason``).
         timings: the engine's.
-        prompt_tokens: the whole prompt, reused tokens included (``usage.prompt_tokens``).
-        ttft_ms: from the request's arrival to its first token, as the server saw it.
+        ttft_ms: from the request's arrival to this job's first token, as the server saw it.
     """
 
     finish_reason: FinishReason
     timings: Timings
-    prompt_tokens: int
     ttft_ms: float | None
 
     @property
     def openai_finish_reason(self) -> schemas.FinishReason:
         return "length" if self.finish_reason in ("length", "context") else "stop"
-
-    def usage(self) -> schemas.Usage:
-        # Every token generated counts, the end-of-text or stop string that ended it included.
-        generated = self.timings.generated_tokens
-        return schemas.Usage(
-            prompt_tokens=self.prompt_tokens, completion_tokens=generated, total_tokens=self.prompt_tokens + generated
-        )
 
     def timings_body(self) -> schemas.Timings:
         timings = self.timings
@@ -81,14 +78,29 @@ def _offsets(tokens: Sequence[Token]) -> list[int]:
     return offsets
 
 
+#: A finished choice: its tokens and how it ended (its index is its place in the list).
+FinishedChoice = tuple[Sequence["Token"], Ending]
+
+
 class _Format:
-    def __init__(self, model_id: str, tokenizer: Tokenizer, top_logprobs: int | None, prefix: str) -> None:
+    def __init__(
+        self, model_id: str, tokenizer: Tokenizer, top_logprobs: int | None, prompt_tokens: int, prefix: str
+    ) -> None:
         self.id = f"{prefix}-{secrets.token_hex(12)}"
         self.created = int(time.time())
         self.model_id = model_id
         self.tokenizer = tokenizer
         #: Alternatives per token to report; None: no logprobs at all.
         self.top_logprobs = top_logprobs
+        #: The whole prompt, reused tokens included (``usage.prompt_tokens``).
+        self.prompt_tokens = prompt_tokens
+
+    def usage(self, endings: Sequence[Ending]) -> schemas.Usage:
+        # Every token generated counts, the end-of-text or stop string that ended it included.
+        generated = sum(ending.timings.generated_tokens for ending in endings)
+        return schemas.Usage(
+            prompt_tokens=self.prompt_tokens, completion_tokens=generated, total_tokens=self.prompt_tokens + generated
+        )
 
     def _token_text(self, token_id: int) -> tuple[str, list[int]]:
         # A token can hold part of a UTF-8 character: its text shows U+FFFD, its bytes are exact.
@@ -99,8 +111,8 @@ class _Format:
 class CompletionFormat(_Format):
     """``text_completion`` objects; logprobs in the legacy parallel-lists format."""
 
-    def __init__(self, model_id: str, tokenizer: Tokenizer, top_logprobs: int | None) -> None:
-        super().__init__(model_id, tokenizer, top_logprobs, "cmpl")
+    def __init__(self, model_id: str, tokenizer: Tokenizer, top_logprobs: int | None, prompt_tokens: int) -> None:
+        super().__init__(model_id, tokenizer, top_logprobs, prompt_tokens, "cmpl")
 
     def logprobs(self, tokens: Sequence[Token], text_offset: int = 0) -> schemas.CompletionLogprobs | None:
         if self.top_logprobs is None:
@@ -118,39 +130,48 @@ class CompletionFormat(_Format):
             id=self.id, created=self.created, model=self.model_id, choices=choices, **extra
         ).model_dump_json()
 
-    def response(self, tokens: Sequence[Token], ending: Ending) -> str:
-        choice = schemas.CompletionChoice(
-            text="".join(token.text for token in tokens),
-            logprobs=self.logprobs(tokens),
-            finish_reason=ending.openai_finish_reason,
-        )
-        return self._body([choice], usage=ending.usage(), timings=ending.timings_body())
+    def response(self, choices: Sequence[FinishedChoice]) -> str:
+        bodies = [
+            schemas.CompletionChoice(
+                index=index,
+                text="".join(token.text for token in tokens),
+                logprobs=self.logprobs(tokens),
+                finish_reason=ending.openai_finish_reason,
+            )
+            for index, (tokens, ending) in enumerate(choices)
+        ]
+        endings = [ending for _, ending in choices]
+        return self._body(bodies, usage=self.usage(endings), timings=endings[0].timings_body())
 
-    def start(self) -> list[str]:
+    def start(self, n: int) -> list[str]:
         return []
 
-    def tokens(self, tokens: Sequence[Token], text_offset: int) -> list[str]:
-        """A chunk per token; ``text_offset``: characters of text sent before them."""
+    def tokens(self, tokens: Sequence[Token], text_offset: int, index: int) -> list[str]:
+        """A chunk per token of choice ``index``; ``text_offset``: characters of its text sent before them."""
         return [
             self._body(
-                [schemas.CompletionChoice(text=token.text, logprobs=self.logprobs([token], text_offset + offset))]
+                [
+                    schemas.CompletionChoice(
+                        index=index, text=token.text, logprobs=self.logprobs([token], text_offset + offset)
+                    )
+                ]
             )
             for offset, token in zip(_offsets(tokens), tokens)
         ]
 
-    def end(self, ending: Ending, include_usage: bool) -> list[str]:
-        final = schemas.CompletionChoice(text="", finish_reason=ending.openai_finish_reason)
-        chunks = [self._body([final], timings=ending.timings_body())]
-        if include_usage:
-            chunks.append(self._body([], usage=ending.usage()))
-        return chunks
+    def end(self, ending: Ending, index: int) -> str:
+        final = schemas.CompletionChoice(index=index, text="", finish_reason=ending.openai_finish_reason)
+        return self._body([final], timings=ending.timings_body())
+
+    def usage_chunk(self, endings: Sequence[Ending]) -> str:
+        return self._body([], usage=self.usage(endings))
 
 
 class ChatFormat(_Format):
     """``chat.completion`` objects and ``chat.completion.chunk`` stream chunks."""
 
-    def __init__(self, model_id: str, tokenizer: Tokenizer, top_logprobs: int | None) -> None:
-        super().__init__(model_id, tokenizer, top_logprobs, "chatcmpl")
+    def __init__(self, model_id: str, tokenizer: Tokenizer, top_logprobs: int | None, prompt_tokens: int) -> None:
+        super().__init__(model_id, tokenizer, top_logprobs, prompt_tokens, "chatcmpl")
 
     def logprobs(self, tokens: Sequence[Token]) -> schemas.ChatLogprobs | None:
         if self.top_logprobs is None:
@@ -165,19 +186,24 @@ class ChatFormat(_Format):
             content.append(schemas.TokenLogprob(token=text, logprob=token.logprob or 0.0, bytes=raw, top_logprobs=top))
         return schemas.ChatLogprobs(content=content)
 
-    def response(self, tokens: Sequence[Token], ending: Ending) -> str:
-        choice = schemas.ChatChoice(
-            message=schemas.AssistantMessage(content="".join(token.text for token in tokens)),
-            logprobs=self.logprobs(tokens),
-            finish_reason=ending.openai_finish_reason,
-        )
+    def response(self, choices: Sequence[FinishedChoice]) -> str:
+        bodies = [
+            schemas.ChatChoice(
+                index=index,
+                message=schemas.AssistantMessage(content="".join(token.text for token in tokens)),
+                logprobs=self.logprobs(tokens),
+                finish_reason=ending.openai_finish_reason,
+            )
+            for index, (tokens, ending) in enumerate(choices)
+        ]
+        endings = [ending for _, ending in choices]
         return schemas.ChatCompletion(
             id=self.id,
             created=self.created,
             model=self.model_id,
-            choices=[choice],
-            usage=ending.usage(),
-            timings=ending.timings_body(),
+            choices=bodies,
+            usage=self.usage(endings),
+            timings=endings[0].timings_body(),
         ).model_dump_json()
 
     def _chunk(self, choices: list[schemas.ChatChunkChoice], **extra: object) -> str:
@@ -185,21 +211,26 @@ class ChatFormat(_Format):
             id=self.id, created=self.created, model=self.model_id, choices=choices, **extra
         ).model_dump_json()
 
-    def start(self) -> list[str]:
-        return [self._chunk([schemas.ChatChunkChoice(delta={"role": "assistant", "content": ""})])]
-
-    def tokens(self, tokens: Sequence[Token], text_offset: int) -> list[str]:
+    def start(self, n: int) -> list[str]:
         return [
-            self._chunk([schemas.ChatChunkChoice(delta={"content": token.text}, logprobs=self.logprobs([token]))])
+            self._chunk([schemas.ChatChunkChoice(index=index, delta={"role": "assistant", "content": ""})])
+            for index in range(n)
+        ]
+
+    def tokens(self, tokens: Sequence[Token], text_offset: int, index: int) -> list[str]:
+        return [
+            self._chunk(
+                [schemas.ChatChunkChoice(index=index, delta={"content": token.text}, logprobs=self.logprobs([token]))]
+            )
             for token in tokens
         ]
 
-    def end(self, ending: Ending, include_usage: bool) -> list[str]:
-        final = schemas.ChatChunkChoice(delta={}, finish_reason=ending.openai_finish_reason)
-        chunks = [self._chunk([final], timings=ending.timings_body())]
-        if include_usage:
-            chunks.append(self._chunk([], usage=ending.usage()))
-        return chunks
+    def end(self, ending: Ending, index: int) -> str:
+        final = schemas.ChatChunkChoice(index=index, delta={}, finish_reason=ending.openai_finish_reason)
+        return self._chunk([final], timings=ending.timings_body())
+
+    def usage_chunk(self, endings: Sequence[Ending]) -> str:
+        return self._chunk([], usage=self.usage(endings))
 
 
 ResponseFormat = CompletionFormat | ChatFormat

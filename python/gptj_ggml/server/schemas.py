@@ -24,6 +24,10 @@ MAX_STOP_STRINGS = 16
 #: Alternatives per token: OpenAI's limits for chat (``top_logprobs``) and completions (``logprobs``).
 MAX_TOP_LOGPROBS_CHAT = 20
 MAX_LOGPROBS_COMPLETIONS = 5
+#: Choices a request may ask for (``n``). Each choice is a whole generation on a slot of its own, so
+#: one request of 16 already keeps 4 slots busy four times over; more would let one client take
+#: most of the queue (64 by default). The server may allow fewer: its slots plus its queue.
+MAX_CHOICES = 16
 
 
 class _Request(BaseModel):
@@ -72,18 +76,11 @@ class _GenerationRequest(SamplingFields):  # type: ignore[misc, valid-type]
         validate_default=True,  # always a {token id: value} dict once validated
         description="token id (as a string, as OpenAI sends it) -> value added to its logit, in [-100, 100]",
     )
-    n: int = 1
+    n: int = Field(1, ge=1, le=MAX_CHOICES, description="choices to generate, each a generation of its own")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted, not used
     ignore_eos: bool = False
-
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, n: int) -> int:
-        if n != 1:
-            raise _unsupported("only n=1 is supported (one choice per request)")
-        return n
 
     @field_validator("stop")
     @classmethod
