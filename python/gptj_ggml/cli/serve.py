@@ -33,7 +33,7 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="requests generated at once, each with its own KV cache (default: the physical cores, at most 4)",
+        help="generations at once, each with its own KV cache, decoded together (default 4)",
     )
     parser.add_argument(
         "--queue",

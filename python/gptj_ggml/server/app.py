@@ -96,8 +96,8 @@ def create_app(
 
     Args:
         model: the loaded model; each slot makes its own Session (KV cache) of it.
-        n_slots: generations at once (one per request, or per choice of a request; default: the
-            physical cores, at most 4).
+        n_slots: generations at once (one per request, or per choice of a request), decoded
+            together; default 4.
         max_queue: jobs (a request's choices are one each) that may wait for a slot; beyond, 503
             with ``Retry-After``. A request may ask for as many choices (``n``) as the slots and
             the queue hold together, at most ``schemas.MAX_CHOICES``.

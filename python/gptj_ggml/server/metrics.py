@@ -91,7 +91,7 @@ class ServerMetrics:
         self.slots.set(len(scheduler.slots))
 
     def record_finished(self, job: Job, event: Event) -> None:
-        """The scheduler's ``on_finish``: count what an ended job did (in its worker thread)."""
+        """The scheduler's ``on_finish``: count what an ended job did (in the scheduler's step loop)."""
         if job.queued_seconds is not None:
             self.queue_wait.observe(job.queued_seconds)
         if job.evaluated_after_cancel is not None:

@@ -53,8 +53,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gptj_ggml.server")
 
-#: The most slots the default gives (each holds a KV cache: 896 MiB for GPT-J-6B at n_ctx 2048).
-MAX_DEFAULT_SLOTS = 4
+#: The slots the default gives. Decoded together, a slot costs memory (its KV cache: 896 MiB for
+#: GPT-J-6B at n_ctx 2048), not a core of its own.
+DEFAULT_SLOTS = 4
 
 #: Prompt tokens evaluated per tick while other jobs generate. Evaluating a prompt is bound by
 #: computing, not by reading the weights: each prompt token in a tick lengthens it for every job.
@@ -182,10 +183,8 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def default_slot_count() -> int:
-    """The physical cores, at most :data:`MAX_DEFAULT_SLOTS`."""
-    from .._native import core
-
-    return max(1, min(core.physical_core_count(), MAX_DEFAULT_SLOTS))
+    """:data:`DEFAULT_SLOTS`, whatever the cores (the slots share one batched evaluation)."""
+    return DEFAULT_SLOTS
 
 
 class Scheduler:
