@@ -161,6 +161,14 @@ def test_greedy_follows_penalties_and_bias(logits):
     assert probabilities(logits, GREEDY, [best] * 5)[best] == 1.0  # GREEDY has no penalties
 
 
+def test_greedy_with_every_token_banned_is_an_error_not_token_0(logits):
+    # Before, greedy returned token 0 (max_element over all -inf) where sampling raised.
+    banned = {i: -math.inf for i in range(N_VOCAB)}
+    for params in (plain(temperature=0.0, logit_bias=banned), plain(logit_bias=banned)):
+        with pytest.raises(ValueError, match="every token has a logit of -inf"):
+            params.sampler(N_VOCAB, 0).sample(logits, [])
+
+
 def test_the_default_chain_in_order(logits):
     """Penalties, bias, top-k, typical, top-p, min-p, then temperature, as documented."""
     history = history_with_repeats(logits)

@@ -300,7 +300,14 @@ void Sampler::run_chain(const float * logits, const std::vector<int32_t> & histo
                              " after the repetition penalties and logit_bias (is repeat_penalty too small?)");
         }
     }
-    if (params_.temperature <= 0.0f) return;
+    if (params_.temperature <= 0.0f) {
+        // Greedy picks the largest logit; with every one -inf (banned by logit_bias) there is none.
+        const bool any = std::any_of(c.items.begin(), c.items.end(), [](const Candidate & item) {
+            return item.logit > -std::numeric_limits<float>::infinity();
+        });
+        check(any, "every token has a logit of -inf (check logit_bias)");
+        return;
+    }
     keep_top_n_sigma(c, params_.top_n_sigma);
     keep_top_k(c, params_.top_k);
     keep_typical(c, params_.typical_p);
