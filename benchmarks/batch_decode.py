@@ -61,7 +61,7 @@ def single_stream_ms(model: Model, n_threads: int, context: int, steps: int) -> 
 
 
 def measure(path: Path, counts: list[int], args: argparse.Namespace) -> None:
-    model = Model(str(path))
+    model = Model(str(path), repack=not args.no_repack)
     evaluator = core.BatchEvaluator(model._model, n_threads=args.threads, n_batch=512)
     streams = {n: Streams(model, evaluator, n, args.context) for n in counts}
     for s in streams.values():  # warm: first touches of the caches and compute buffers
@@ -82,7 +82,7 @@ def measure(path: Path, counts: list[int], args: argparse.Namespace) -> None:
     base = statistics.median(single)
     for limit in limits:
         print(
-            f"\n{path.stem}: {model.n_layer} layers, context {args.context}, {args.threads} threads, matvec up to "
+            f"\n{path.stem}{' (not repacked)' if args.no_repack else ''}: {model.n_layer} layers, context {args.context}, {args.threads} threads, matvec up to "
             f"{limit} tokens, {args.rounds} rounds x {args.steps} steps; single session: {base:.1f} ms/token"
         )
         print("| streams | ms/step | per-stream ms/token vs single | total tokens/s | total vs single |")
@@ -102,9 +102,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--matvec-max", default="16", help="limits of the matrix-vector kernel to compare, e.g. 7,16")
+    parser.add_argument("--no-repack", action="store_true", help="keep ggml's repackable matrices in the file layout")
+    parser.add_argument("--amx-min", type=int, default=None, help="the fewest tokens a product sends to AMX")
     parser.add_argument("--dir", type=Path, default=None, help="keep the model files here (default: a temp folder)")
     args = parser.parse_args()
     counts = [int(n) for n in args.streams.split(",")]
+    if args.amx_min is not None:
+        core.set_amx_min_tokens(args.amx_min)
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.dir or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)

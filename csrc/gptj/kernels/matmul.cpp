@@ -82,7 +82,13 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], n_tokens, 1, 1, args, 2, matvec_task, GGML_N_TASKS_MAX,
                               nullptr);
     }
-    if (weights == nullptr || (!amx && n_tokens < kBatchMatmulMinTokens)) return ggml_mul_mat(ctx, w, x);
+    // A matrix ggml repacked keeps ggml's kernels up to decode-batch sizes: its interleaved
+    // layout suits them, and our kernels would read the file's copy, whose pages go back to the
+    // page cache after every product (mapped again at the next step).
+    const bool repacked = weights != nullptr && weights != w;
+    if (weights == nullptr || (!amx && (n_tokens < kBatchMatmulMinTokens || (repacked && n_tokens <= kMatvecMaxTokens)))) {
+        return ggml_mul_mat(ctx, w, x);
+    }
     // f16 weights: hi + lo bf16 halves of both operands, for f32-like accuracy (gemm_amx.h).
     const bool split = weights->type == GGML_TYPE_F16;
     // The packed input serves one precision; a product wanting the other (a mixed-type
