@@ -247,3 +247,7 @@ def test_cors_is_off_unless_an_origin_is_given(model):
         assert response.headers["access-control-allow-origin"] == "http://page.example"
         other = httpx.options(f"{server.url}/v1/completions", headers={**preflight, "Origin": "http://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+        # The chat page sends its conversation's id as X-Session-Id (replica affinity behind Ray Serve).
+        session = {**preflight, "Access-Control-Request-Headers": "authorization, content-type, x-session-id"}
+        allowed = httpx.options(f"{server.url}/v1/chat/completions", headers=session)
+        assert allowed.status_code == 200 and "x-session-id" in allowed.headers["access-control-allow-headers"]

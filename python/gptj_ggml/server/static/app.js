@@ -204,7 +204,9 @@ class Reply {
   async stream(body, onText) {
     const response = await fetch("v1/chat/completions", {
       method: "POST",
-      headers: requestHeaders(),
+      // The conversation's id as its session: behind Ray Serve replicas (serve --replicas N) each
+      // turn then goes to the replica whose slot holds the transcript; one server ignores it.
+      headers: { ...requestHeaders(), "X-Session-Id": this.conversation.id },
       body: JSON.stringify(body),
       signal: this.controller.signal,
     });
