@@ -1,0 +1,206 @@
+#include "gptj/kernels/matvec_int8.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "gptj/kernels/dequantize.h"
+
+namespace gptj {
+namespace {
+
+std::atomic<bool> g_enabled{true};
+
+// The activations' int8 form, per group of 8 tokens (one ggml row per group):
+// - k * 8 bytes: for each run of 8 weights' positions c (k / 8 of them), 64 bytes, token slot
+//   t (0..7) at 8 t: that token's 8 activations at 8 c .. 8 c + 7 as u8 = q + 128 (vpdpbusd
+//   multiplies u8 by s8, and q8_0's weights are the signed side). Each 8 weight bytes of a row,
+//   broadcast to the 8 slots, then meet every token's activations in one vpdpbusd, and a block
+//   of 32 weights accumulates in 4 of them before its scales are applied.
+// - k / 32 * 16 floats: per block, each token's scale twice (its slot's two int32 lanes).
+// Slots past the last token hold q = 0 with scale 0.
+constexpr int kGroupTokens = 8;
+int64_t group_bytes(int64_t k) { return k * 8 + k / 32 * 16 * int64_t(sizeof(float)); }
+
+}  // namespace
+
+void set_int8_matvec_enabled(bool enabled) { g_enabled = enabled; }
+bool int8_matvec_enabled() { return g_enabled; }
+
+}  // namespace gptj
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include "gptj/kernels/weight_loads.h"
+
+#define GPTJ_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,f16c")))
+
+namespace gptj {
+namespace {
+
+// Prefetch distance in each row's stream, as in matvec.cpp.
+constexpr int64_t kPrefetchBytes = 512;
+
+// y[t][row] for the tokens of GROUPS groups, ROWS rows at a time (ROWS memory streams in flight,
+// and each activation vector loaded serves ROWS rows).
+template <int GROUPS>
+GPTJ_AVX512_VNNI void q8_0_rows(const ggml_tensor * w, const uint8_t * x, int64_t x_group_stride, int n_tokens,
+                                int64_t first_row, int64_t end_row, float * y, int64_t y_stride) {
+    constexpr int ROWS = GROUPS == 1 ? 6 : 4;
+    const int64_t k = w->ne[0];
+    const int64_t blocks = k / 32;
+    const auto * w_data = static_cast<const char *>(w->data);
+    const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+    for (int64_t row = first_row; row < end_row; row += ROWS) {
+        const int rows = static_cast<int>(std::min<int64_t>(ROWS, end_row - row));
+        const BlockQ8_0 * w_row[ROWS];
+        for (int r = 0; r < ROWS; ++r) {
+            w_row[r] = reinterpret_cast<const BlockQ8_0 *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+        }
+        __m512 acc[ROWS][GROUPS];
+#pragma GCC unroll 8
+        for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 2
+            for (int g = 0; g < GROUPS; ++g) acc[r][g] = _mm512_setzero_ps();
+        }
+        for (int64_t b = 0; b < blocks; ++b) {
+            if (b % 2 == 0) {
+#pragma GCC unroll 8
+                for (int r = 0; r < ROWS; ++r) {
+                    _mm_prefetch(reinterpret_cast<const char *>(w_row[r] + b) + kPrefetchBytes, _MM_HINT_T0);
+                }
+            }
+            __m512i xv[GROUPS][4];
+            __m512 xs[GROUPS];
+#pragma GCC unroll 2
+            for (int g = 0; g < GROUPS; ++g) {
+                const uint8_t * xg = x + g * x_group_stride;
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; ++j) xv[g][j] = _mm512_loadu_si512(xg + (b * 4 + j) * 64);
+                xs[g] = _mm512_loadu_ps(reinterpret_cast<const float *>(xg + k * 8) + b * 16);
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < ROWS; ++r) {
+                const BlockQ8_0 * block = w_row[r] + b;
+                __m512i wq[4];
+                // 128 * (the block's weights' sum) in every lane pair: what u8 = q + 128 adds.
+                __m512i excess = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; ++j) {
+                    int64_t bytes;
+                    std::memcpy(&bytes, block->values + 8 * j, sizeof(bytes));
+                    wq[j] = _mm512_set1_epi64(bytes);
+                    excess = _mm512_dpbusd_epi32(excess, bias, wq[j]);
+                }
+                const __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(), excess);
+                const __m512 w_scale = _mm512_set1_ps(_cvtsh_ss(block->scale));
+#pragma GCC unroll 2
+                for (int g = 0; g < GROUPS; ++g) {
+                    __m512i dot = start;
+#pragma GCC unroll 4
+                    for (int j = 0; j < 4; ++j) dot = _mm512_dpbusd_epi32(dot, xv[g][j], wq[j]);
+                    acc[r][g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(w_scale, xs[g]), acc[r][g]);
+                }
+            }
+        }
+        for (int r = 0; r < rows; ++r) {
+            for (int g = 0; g < GROUPS; ++g) {
+                alignas(64) float lanes[16];
+                _mm512_store_ps(lanes, acc[r][g]);
+                for (int t = 0; t < kGroupTokens && g * kGroupTokens + t < n_tokens; ++t) {
+                    y[(g * kGroupTokens + t) * y_stride + row + r] = lanes[2 * t] + lanes[2 * t + 1];
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
+bool cpu_has_avx512vnni() {
+    static const bool has = cpu_has_avx512f() && __builtin_cpu_supports("avx512bw") &&
+                            __builtin_cpu_supports("avx512vnni");
+    return has;
+}
+
+bool int8_matvec_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens) {
+    return g_enabled && weights->type == GGML_TYPE_Q8_0 && in_plain_memory && ggml_is_contiguous(weights) &&
+           n_tokens >= kInt8MatvecMinTokens && n_tokens <= kInt8MatvecMaxTokens && weights->ne[0] % 32 == 0 &&
+           cpu_has_avx512vnni();
+}
+
+namespace {
+
+// Quantizes each token's activations per block of 32, symmetric, rounded to nearest (as q8_0
+// does). Thread ith of nth takes a range of blocks of every token.
+void quantize_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
+    const ggml_tensor * x = dst->src[0];
+    const int64_t k = x->ne[0], n_tokens = x->ne[1], blocks = k / 32;
+    const int64_t first = blocks * ith / nth, end = blocks * (ith + 1) / nth;
+    for (int64_t group = 0; group < dst->ne[1]; ++group) {
+        auto * out = static_cast<uint8_t *>(dst->data) + group * dst->nb[1];
+        auto * scales = reinterpret_cast<float *>(out + k * 8);
+        for (int t = 0; t < kGroupTokens; ++t) {
+            const int64_t token = group * kGroupTokens + t;
+            const float * xt = token < n_tokens ? reinterpret_cast<const float *>(
+                                                      static_cast<const char *>(x->data) + token * x->nb[1])
+                                                : nullptr;
+            for (int64_t b = first; b < end; ++b) {
+                float amax = 0.0f;
+                if (xt != nullptr) {
+                    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xt[b * 32 + i]));
+                }
+                const float scale = amax / 127.0f;
+                const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+                for (int i = 0; i < 32; ++i) {
+                    const int64_t position = b * 32 + i;
+                    const int q = xt != nullptr ? static_cast<int>(std::nearbyint(xt[position] * inverse)) : 0;
+                    out[position / 8 * 64 + t * 8 + position % 8] = static_cast<uint8_t>(std::clamp(q, -127, 127) + 128);
+                }
+                scales[b * 16 + 2 * t] = scales[b * 16 + 2 * t + 1] = scale;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+ggml_tensor * int8_activations(ggml_context * ctx, ggml_tensor * x) {
+    ggml_tensor * args[] = {x};
+    const int64_t groups = (x->ne[1] + kGroupTokens - 1) / kGroupTokens;
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, group_bytes(x->ne[0]), groups, 1, 1, args, 1, quantize_task,
+                          GGML_N_TASKS_MAX, nullptr);
+}
+
+void int8_matvec_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
+    const ggml_tensor * w = dst->src[0];
+    const ggml_tensor * x = dst->src[1];
+    const int64_t m = w->ne[1];
+    // Rows in runs of 16 per thread, so no two threads write the same cache line of y.
+    const int64_t runs = (m + 15) / 16;
+    const int64_t first_row = runs * ith / nth * 16, end_row = std::min(m, runs * (ith + 1) / nth * 16);
+    if (first_row >= end_row) return;
+    const auto * xq = static_cast<const uint8_t *>(x->data);
+    auto * y = static_cast<float *>(dst->data);
+    const int64_t y_stride = int64_t(dst->nb[1] / sizeof(float));
+    const int n_tokens = static_cast<int>(dst->ne[1]);
+    if (n_tokens <= kGroupTokens) {
+        q8_0_rows<1>(w, xq, int64_t(x->nb[1]), n_tokens, first_row, end_row, y, y_stride);
+    } else {
+        q8_0_rows<2>(w, xq, int64_t(x->nb[1]), n_tokens, first_row, end_row, y, y_stride);
+    }
+}
+
+}  // namespace gptj
+
+#else
+
+namespace gptj {
+bool cpu_has_avx512vnni() { return false; }
+bool int8_matvec_applies(const ggml_tensor *, bool, int64_t) { return false; }
+ggml_tensor * int8_activations(ggml_context *, ggml_tensor * x) { return x; }  // never called: applies() is false
+void int8_matvec_task(ggml_tensor *, int, int, void *) {}
+}  // namespace gptj
+
+#endif
