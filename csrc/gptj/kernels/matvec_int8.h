@@ -12,7 +12,7 @@
 namespace gptj {
 
 // The fewest and most tokens a product sends to the int8 kernel.
-constexpr int kInt8MatvecMinTokens = 2;
+constexpr int kInt8MatvecMinTokens = 4;
 constexpr int kInt8MatvecMaxTokens = 16;
 
 // Whether this CPU has AVX512-VNNI (with AVX512F/BW), checked once at run time.
