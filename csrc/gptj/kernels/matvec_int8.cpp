@@ -15,14 +15,16 @@ std::atomic<bool> g_enabled{true};
 
 // The activations' int8 form, per group of 8 tokens (one ggml row per group):
 // - k * 8 bytes: for each run of 8 weights' positions c (k / 8 of them), 64 bytes, token slot
-//   t (0..7) at 8 t: that token's 8 activations at 8 c .. 8 c + 7 as u8 = q + 128 (vpdpbusd
-//   multiplies u8 by s8, and q8_0's weights are the signed side). Each 8 weight bytes of a row,
-//   broadcast to the 8 slots, then meet every token's activations in one vpdpbusd, and a block
-//   of 32 weights accumulates in 4 of them before its scales are applied.
+//   t (0..7) at 8 t: that token's 8 activations q at 8 c .. 8 c + 7 (s8). Each 8 weight bytes
+//   of a row, broadcast to the 8 slots, meet every token's activations in one vpdpbusd, and a
+//   block of 32 weights accumulates in 4 of them before its scales are applied.
 // - k / 32 * 16 floats: per block, each token's scale twice (its slot's two int32 lanes).
+// - k / 32 * 16 int32: per block and lane, -128 * the sum of the activations that lane meets.
+//   vpdpbusd multiplies u8 by s8; the weights go in as u8 = w + 128 (an xor, shared by every
+//   token), and the accumulator starts at this, so it ends at sum(w q) exactly.
 // Slots past the last token hold q = 0 with scale 0.
 constexpr int kGroupTokens = 8;
-int64_t group_bytes(int64_t k) { return k * 8 + k / 32 * 16 * int64_t(sizeof(float)); }
+int64_t group_bytes(int64_t k) { return k * 8 + k / 32 * 16 * int64_t(sizeof(float) + sizeof(int32_t)); }
 
 }  // namespace
 
@@ -73,33 +75,31 @@ GPTJ_AVX512_VNNI void q8_0_rows(const ggml_tensor * w, const uint8_t * x, int64_
             }
             __m512i xv[GROUPS][4];
             __m512 xs[GROUPS];
+            __m512i start[GROUPS];
 #pragma GCC unroll 2
             for (int g = 0; g < GROUPS; ++g) {
                 const uint8_t * xg = x + g * x_group_stride;
 #pragma GCC unroll 4
                 for (int j = 0; j < 4; ++j) xv[g][j] = _mm512_loadu_si512(xg + (b * 4 + j) * 64);
                 xs[g] = _mm512_loadu_ps(reinterpret_cast<const float *>(xg + k * 8) + b * 16);
+                start[g] = _mm512_loadu_si512(xg + k * 8 + blocks * 64 + b * 64);
             }
 #pragma GCC unroll 8
             for (int r = 0; r < ROWS; ++r) {
                 const BlockQ8_0 * block = w_row[r] + b;
-                __m512i wq[4];
-                // 128 * (the block's weights' sum) in every lane pair: what u8 = q + 128 adds.
-                __m512i excess = _mm512_setzero_si512();
+                __m512i wq[4];  // the weights as u8 = w + 128
 #pragma GCC unroll 4
                 for (int j = 0; j < 4; ++j) {
                     int64_t bytes;
                     std::memcpy(&bytes, block->values + 8 * j, sizeof(bytes));
-                    wq[j] = _mm512_set1_epi64(bytes);
-                    excess = _mm512_dpbusd_epi32(excess, bias, wq[j]);
+                    wq[j] = _mm512_xor_si512(_mm512_set1_epi64(bytes), bias);
                 }
-                const __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(), excess);
                 const __m512 w_scale = _mm512_set1_ps(_cvtsh_ss(block->scale));
 #pragma GCC unroll 2
                 for (int g = 0; g < GROUPS; ++g) {
-                    __m512i dot = start;
+                    __m512i dot = start[g];
 #pragma GCC unroll 4
-                    for (int j = 0; j < 4; ++j) dot = _mm512_dpbusd_epi32(dot, xv[g][j], wq[j]);
+                    for (int j = 0; j < 4; ++j) dot = _mm512_dpbusd_epi32(dot, wq[j], xv[g][j]);
                     acc[r][g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(w_scale, xs[g]), acc[r][g]);
                 }
             }
@@ -141,6 +141,7 @@ void quantize_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
     for (int64_t group = 0; group < dst->ne[1]; ++group) {
         auto * out = static_cast<uint8_t *>(dst->data) + group * dst->nb[1];
         auto * scales = reinterpret_cast<float *>(out + k * 8);
+        auto * starts = reinterpret_cast<int32_t *>(out + k * 8 + blocks * 64);
         for (int t = 0; t < kGroupTokens; ++t) {
             const int64_t token = group * kGroupTokens + t;
             const float * xt = token < n_tokens ? reinterpret_cast<const float *>(
@@ -153,12 +154,16 @@ void quantize_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
                 }
                 const float scale = amax / 127.0f;
                 const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+                int32_t lane_sums[2] = {0, 0};  // lane 2 t + 0 meets positions 0-3 of each 8, 2 t + 1 positions 4-7
                 for (int i = 0; i < 32; ++i) {
                     const int64_t position = b * 32 + i;
-                    const int q = xt != nullptr ? static_cast<int>(std::nearbyint(xt[position] * inverse)) : 0;
-                    out[position / 8 * 64 + t * 8 + position % 8] = static_cast<uint8_t>(std::clamp(q, -127, 127) + 128);
+                    const int q = xt != nullptr ? std::clamp(static_cast<int>(std::nearbyint(xt[position] * inverse)), -127, 127) : 0;
+                    out[position / 8 * 64 + t * 8 + position % 8] = static_cast<uint8_t>(static_cast<int8_t>(q));
+                    lane_sums[position % 8 / 4] += q;
                 }
                 scales[b * 16 + 2 * t] = scales[b * 16 + 2 * t + 1] = scale;
+                starts[b * 16 + 2 * t] = -128 * lane_sums[0];
+                starts[b * 16 + 2 * t + 1] = -128 * lane_sums[1];
             }
         }
     }
