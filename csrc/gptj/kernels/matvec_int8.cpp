@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "gptj/kernels/dequantize.h"
 
@@ -46,8 +47,10 @@ constexpr int64_t kPrefetchBytes = 512;
 
 // y[t][row] for the tokens of GROUPS groups, ROWS rows at a time (ROWS memory streams in flight,
 // and each activation vector loaded serves ROWS rows).
-template <int GROUPS>
-GPTJ_AVX512_VNNI void q8_0_rows(const ggml_tensor * w, const uint8_t * x, int64_t x_group_stride, int n_tokens,
+// q8_0 weights go in as u8 = w + 128, q4_0's as their nibbles n (w = n - 8), so the
+// accumulator starts at -128 or -8 times the activations' sum.
+template <ggml_type TYPE, int GROUPS>
+GPTJ_AVX512_VNNI void quantized_rows(const ggml_tensor * w, const uint8_t * x, int64_t x_group_stride, int n_tokens,
                                 int64_t first_row, int64_t end_row, float * y, int64_t y_stride) {
     constexpr int ROWS = GROUPS == 1 ? 6 : 4;
     const int64_t k = w->ne[0];
@@ -56,9 +59,10 @@ GPTJ_AVX512_VNNI void q8_0_rows(const ggml_tensor * w, const uint8_t * x, int64_
     const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
     for (int64_t row = first_row; row < end_row; row += ROWS) {
         const int rows = static_cast<int>(std::min<int64_t>(ROWS, end_row - row));
-        const BlockQ8_0 * w_row[ROWS];
+        using Block = std::conditional_t<TYPE == GGML_TYPE_Q8_0, BlockQ8_0, BlockQ4_0>;
+        const Block * w_row[ROWS];
         for (int r = 0; r < ROWS; ++r) {
-            w_row[r] = reinterpret_cast<const BlockQ8_0 *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+            w_row[r] = reinterpret_cast<const Block *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
         }
         __m512 acc[ROWS][GROUPS];
 #pragma GCC unroll 8
@@ -83,16 +87,30 @@ GPTJ_AVX512_VNNI void q8_0_rows(const ggml_tensor * w, const uint8_t * x, int64_
                 for (int j = 0; j < 4; ++j) xv[g][j] = _mm512_loadu_si512(xg + (b * 4 + j) * 64);
                 xs[g] = _mm512_loadu_ps(reinterpret_cast<const float *>(xg + k * 8) + b * 16);
                 start[g] = _mm512_loadu_si512(xg + k * 8 + blocks * 64 + b * 64);
+                if constexpr (TYPE == GGML_TYPE_Q4_0) start[g] = _mm512_srai_epi32(start[g], 4);  // -8 sum
             }
 #pragma GCC unroll 8
             for (int r = 0; r < ROWS; ++r) {
-                const BlockQ8_0 * block = w_row[r] + b;
-                __m512i wq[4];  // the weights as u8 = w + 128
+                const Block * block = w_row[r] + b;
+                __m512i wq[4];  // weights 8 j .. 8 j + 7 as u8, in every 8-byte slot
+                if constexpr (TYPE == GGML_TYPE_Q8_0) {
 #pragma GCC unroll 4
-                for (int j = 0; j < 4; ++j) {
-                    int64_t bytes;
-                    std::memcpy(&bytes, block->values + 8 * j, sizeof(bytes));
-                    wq[j] = _mm512_xor_si512(_mm512_set1_epi64(bytes), bias);
+                    for (int j = 0; j < 4; ++j) {
+                        int64_t bytes;
+                        std::memcpy(&bytes, block->values + 8 * j, sizeof(bytes));
+                        wq[j] = _mm512_xor_si512(_mm512_set1_epi64(bytes), bias);
+                    }
+                } else {
+                    // Weights 0-15 are the low nibbles of bytes 0-15, weights 16-31 the high ones.
+                    const __m512i low_nibbles = _mm512_set1_epi8(0x0F);
+#pragma GCC unroll 2
+                    for (int half = 0; half < 2; ++half) {
+                        int64_t bytes;
+                        std::memcpy(&bytes, block->nibbles + 8 * half, sizeof(bytes));
+                        const __m512i v = _mm512_set1_epi64(bytes);
+                        wq[half] = _mm512_and_si512(v, low_nibbles);
+                        wq[half + 2] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low_nibbles);
+                    }
                 }
                 const __m512 w_scale = _mm512_set1_ps(_cvtsh_ss(block->scale));
 #pragma GCC unroll 2
@@ -125,7 +143,8 @@ bool cpu_has_avx512vnni() {
 }
 
 bool int8_matvec_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens) {
-    return g_enabled && weights->type == GGML_TYPE_Q8_0 && in_plain_memory && ggml_is_contiguous(weights) &&
+    const bool type = weights->type == GGML_TYPE_Q8_0 || weights->type == GGML_TYPE_Q4_0;
+    return g_enabled && type && in_plain_memory && ggml_is_contiguous(weights) &&
            n_tokens >= kInt8MatvecMinTokens && n_tokens <= kInt8MatvecMaxTokens && weights->ne[0] % 32 == 0 &&
            cpu_has_avx512vnni();
 }
@@ -190,11 +209,10 @@ void int8_matvec_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) 
     auto * y = static_cast<float *>(dst->data);
     const int64_t y_stride = int64_t(dst->nb[1] / sizeof(float));
     const int n_tokens = static_cast<int>(dst->ne[1]);
-    if (n_tokens <= kGroupTokens) {
-        q8_0_rows<1>(w, xq, int64_t(x->nb[1]), n_tokens, first_row, end_row, y, y_stride);
-    } else {
-        q8_0_rows<2>(w, xq, int64_t(x->nb[1]), n_tokens, first_row, end_row, y, y_stride);
-    }
+    const bool q8_0 = w->type == GGML_TYPE_Q8_0, one_group = n_tokens <= kGroupTokens;
+    auto * rows = q8_0 ? (one_group ? quantized_rows<GGML_TYPE_Q8_0, 1> : quantized_rows<GGML_TYPE_Q8_0, 2>)
+                       : (one_group ? quantized_rows<GGML_TYPE_Q4_0, 1> : quantized_rows<GGML_TYPE_Q4_0, 2>);
+    rows(w, xq, int64_t(x->nb[1]), n_tokens, first_row, end_row, y, y_stride);
 }
 
 }  // namespace gptj

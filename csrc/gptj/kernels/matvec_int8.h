@@ -1,4 +1,4 @@
-// Products of q8_0 weights with a few tokens (2-16: several streams decoded together) by 8-bit
+// Products of q8_0 and q4_0 weights with a few tokens (3-16: several streams decoded together) by 8-bit
 // integer dot products (AVX512-VNNI's vpdpbusd), where the CPU has them.
 //
 // Why: with every weight read once for all the streams, the f32 matrix-vector kernel (matvec.h)
@@ -12,7 +12,7 @@
 namespace gptj {
 
 // The fewest and most tokens a product sends to the int8 kernel.
-constexpr int kInt8MatvecMinTokens = 4;
+constexpr int kInt8MatvecMinTokens = 3;
 constexpr int kInt8MatvecMaxTokens = 16;
 
 // Whether this CPU has AVX512-VNNI (with AVX512F/BW), checked once at run time.
@@ -23,7 +23,7 @@ bool cpu_has_avx512vnni();
 void set_int8_matvec_enabled(bool enabled);
 bool int8_matvec_enabled();
 
-// Whether the int8 kernel multiplies these weights (q8_0, contiguous, in the file's layout in
+// Whether the int8 kernel multiplies these weights (q8_0 or q4_0, contiguous, in the file's layout in
 // plain memory) with n_tokens tokens on this CPU, switch on.
 bool int8_matvec_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens);
 
@@ -32,7 +32,7 @@ bool int8_matvec_applies(const ggml_tensor * weights, bool in_plain_memory, int6
 // products reading that input.
 ggml_tensor * int8_activations(ggml_context * ctx, ggml_tensor * x);
 
-// ggml custom op: dst F32 [m, n] = src[0] (q8_0 weights [k, m]) times src[1] (int8_activations
+// ggml custom op: dst F32 [m, n] = src[0] (q8_0 or q4_0 weights [k, m]) times src[1] (int8_activations
 // of x [k, n]); n is dst->ne[1]. Thread ith of nth takes a contiguous range of rows.
 void int8_matvec_task(ggml_tensor * dst, int ith, int nth, void * userdata);
 
