@@ -96,7 +96,12 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
     // layout suits them, and our kernels would read the file's copy, whose pages go back to the
     // page cache after every product (mapped again at the next step).
     const bool repacked = weights != nullptr && weights != w;
-    if (weights == nullptr || (!amx && (n_tokens < kBatchMatmulMinTokens || (repacked && n_tokens <= kMatvecMaxTokens)))) {
+    // Likewise types without a vector loader (q6_K: the output matrix of q4_0 files), whose
+    // conversion by ggml's scalar dequantizer makes our GEMM slower than ggml's dot products
+    // for decode batches.
+    const bool scalar_conversion = weights != nullptr && !row_to_f32_is_vectorized(weights->type);
+    if (weights == nullptr ||
+        (!amx && (n_tokens < kBatchMatmulMinTokens || ((repacked || scalar_conversion) && n_tokens <= kMatvecMaxTokens)))) {
         return ggml_mul_mat(ctx, w, x);
     }
     // f16 weights: hi + lo bf16 halves of both operands, for f32-like accuracy (gemm_amx.h).
