@@ -18,7 +18,7 @@ SHAPES = {"multiples_of_32": TINY, "odd_inner": {**TINY, "n_inner": 776}}
 # Relative max error against transformers' float32 allowed for q8_0 products whose activations
 # are rounded (the AMX kernel's q8_0 tolerance, test_batch_matmul.AMX_TOLERANCE).
 Q8_0_TOLERANCE = 4e-2
-N_TOKENS = [3, 8, 12, 16]
+N_TOKENS = [2, 3, 8, 12, 16]
 
 
 def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:

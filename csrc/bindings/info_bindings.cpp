@@ -67,7 +67,8 @@ void bind_info(py::module_ & m) {
     m.def("set_amx_enabled", &gptj::set_amx_enabled, py::arg("enabled"),
           "Turn the AMX kernel off (non-f32 prompt batches then take the f32 AVX-512 kernel) or back on.");
     m.def("set_int8_matvec_enabled", &gptj::set_int8_matvec_enabled, py::arg("enabled"),
-          "Turn the int8 (VNNI) kernel for q8_0 / q4_0 products of 3-16 tokens off (then AMX or the f32 kernel) or back on.");
+          "Turn the int8 (VNNI) kernel for q8_0 / q4_0 products of 2-16 tokens off (AMX or the f32 kernel then) "
+          "or back on, for graphs built afterwards.");
     m.def("int8_matvec_available", &gptj::cpu_has_avx512vnni,
           "Whether this CPU runs the int8 (AVX512-VNNI) kernel for q8_0 / q4_0 products of a few tokens.");
     m.def("ggml_library_path", [] { return object_path(reinterpret_cast<const void *>(&ggml_version)); },

@@ -69,7 +69,7 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         weights = file_layout;
         userdata = reinterpret_cast<void *>(&release_mapped_pages);
     }
-    // q8_0 and q4_0 with 3-16 tokens: 8-bit dot products where the CPU has VNNI, ahead of AMX
+    // q8_0 and q4_0 with 2-16 tokens: 8-bit dot products where the CPU has VNNI, ahead of AMX
     // and the f32 matrix-vector kernel (4-layer 6B-shaped q8_0, 1 thread, CPU ms per evaluation:
     // 8 tokens 136 against the f32 kernel's 252, 16 tokens 190 against AMX's 213).
     if (ours && int8_matvec_applies(w, in_plain_memory(w), n_tokens)) {
@@ -100,8 +100,9 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
     // conversion by ggml's scalar dequantizer makes our GEMM slower than ggml's dot products
     // for decode batches.
     const bool scalar_conversion = weights != nullptr && !row_to_f32_is_vectorized(weights->type);
+    const bool decode_batch = n_tokens <= kMatvecMaxTokens;
     if (weights == nullptr ||
-        (!amx && (n_tokens < kBatchMatmulMinTokens || ((repacked || scalar_conversion) && n_tokens <= kMatvecMaxTokens)))) {
+        (!amx && (n_tokens < kBatchMatmulMinTokens || ((repacked || scalar_conversion) && decode_batch)))) {
         return ggml_mul_mat(ctx, w, x);
     }
     // f16 weights: hi + lo bf16 halves of both operands, for f32-like accuracy (gemm_amx.h).

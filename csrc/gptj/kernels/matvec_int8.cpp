@@ -176,7 +176,8 @@ void quantize_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
                 int32_t lane_sums[2] = {0, 0};  // lane 2 t + 0 meets positions 0-3 of each 8, 2 t + 1 positions 4-7
                 for (int i = 0; i < 32; ++i) {
                     const int64_t position = b * 32 + i;
-                    const int q = xt != nullptr ? std::clamp(static_cast<int>(std::nearbyint(xt[position] * inverse)), -127, 127) : 0;
+                    const int rounded = xt != nullptr ? static_cast<int>(std::nearbyint(xt[position] * inverse)) : 0;
+                    const int q = std::clamp(rounded, -127, 127);
                     out[position / 8 * 64 + t * 8 + position % 8] = static_cast<uint8_t>(static_cast<int8_t>(q));
                     lane_sums[position % 8 / 4] += q;
                 }
