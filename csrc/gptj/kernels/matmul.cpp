@@ -71,7 +71,7 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
     }
     // q8_0 and q4_0 with 2-16 tokens: 8-bit dot products where the CPU has VNNI, ahead of AMX
     // and the f32 matrix-vector kernel (4-layer 6B-shaped q8_0, 1 thread, CPU ms per evaluation:
-    // 8 tokens 136 against the f32 kernel's 252, 16 tokens 190 against AMX's 213).
+    // 8 tokens 128-147 against the f32 kernel's 234-288, 16 tokens 177-238 against AMX's 195-279).
     if (ours && int8_matvec_applies(w, in_plain_memory(w), n_tokens)) {
         if (input.int8 == nullptr) input.int8 = int8_activations(ctx, x);
         ggml_tensor * args[] = {w, input.int8};
@@ -83,8 +83,14 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
     // 190 against the matrix-vector kernel's 234, 16 tokens 217 against 396). Unpacking q4_0
     // into tiles costs more (470-520 ms at 1-16 tokens, the matrix-vector kernel 433 at 16), so
     // q4_0 takes AMX only beyond the matrix-vector kernel's range.
-    const int amx_min_tokens = w->type == GGML_TYPE_Q4_0 ? std::max<int>(g_amx_min_tokens, kMatvecMaxTokens + 1)
-                                                         : g_amx_min_tokens.load();
+    // Types our kernels convert only through ggml's scalar dequantizer (q6_K: the output matrix of
+    // q4_0 files) keep ggml's dot products for decode batches too: converting 4096 x 50400 q6_K
+    // weights cost ~200 ms per product of 8-16 tokens (4-layer 6B q4_0, 1 thread: 8 tokens 348 ->
+    // 167 ms per evaluation).
+    const bool scalar_conversion = weights != nullptr && !row_to_f32_is_vectorized(weights->type);
+    const bool slow_type = w->type == GGML_TYPE_Q4_0 || scalar_conversion;
+    const int amx_min_tokens = slow_type ? std::max<int>(g_amx_min_tokens, kMatvecMaxTokens + 1)
+                                         : g_amx_min_tokens.load();
     const bool amx = weights != nullptr && g_amx_enabled && weights->type != GGML_TYPE_F32 &&
                      n_tokens >= amx_min_tokens && k % 32 == 0 && m % 32 == 0 && amx_available();
     if (!amx && ours && n_tokens <= g_matvec_max_tokens && matvec_supported(w)) {
@@ -96,10 +102,6 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
     // layout suits them, and our kernels would read the file's copy, whose pages go back to the
     // page cache after every product (mapped again at the next step).
     const bool repacked = weights != nullptr && weights != w;
-    // Likewise types without a vector loader (q6_K: the output matrix of q4_0 files), whose
-    // conversion by ggml's scalar dequantizer makes our GEMM slower than ggml's dot products
-    // for decode batches.
-    const bool scalar_conversion = weights != nullptr && !row_to_f32_is_vectorized(weights->type);
     const bool decode_batch = n_tokens <= kMatvecMaxTokens;
     if (weights == nullptr ||
         (!amx && (n_tokens < kBatchMatmulMinTokens || ((repacked || scalar_conversion) && decode_batch)))) {
