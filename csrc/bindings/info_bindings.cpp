@@ -8,6 +8,7 @@
 #include "ggml-cpu.h"
 #include "ggml.h"
 #include "gptj/kernels/gemm_amx.h"
+#include "gptj/kernels/matvec_int8.h"
 #include "gptj/kernels/matmul.h"
 
 
@@ -65,6 +66,11 @@ void bind_info(py::module_ & m) {
           "The fewest tokens a product sends to the AMX kernel where it applies; for benchmarks.");
     m.def("set_amx_enabled", &gptj::set_amx_enabled, py::arg("enabled"),
           "Turn the AMX kernel off (non-f32 prompt batches then take the f32 AVX-512 kernel) or back on.");
+    m.def("set_int8_matvec_enabled", &gptj::set_int8_matvec_enabled, py::arg("enabled"),
+          "Turn the int8 (VNNI) kernel for q8_0 / q4_0 products of 2-16 tokens off (AMX or the f32 kernel then) "
+          "or back on, for graphs built afterwards.");
+    m.def("int8_matvec_available", &gptj::cpu_has_avx512vnni,
+          "Whether this CPU runs the int8 (AVX512-VNNI) kernel for q8_0 / q4_0 products of a few tokens.");
     m.def("ggml_library_path", [] { return object_path(reinterpret_cast<const void *>(&ggml_version)); },
           "The shared library ggml_version() lives in (this extension itself when ggml is built in).");
     m.def("ggml_built_in", [] {

@@ -52,6 +52,11 @@ bool cpu_has_avx512f() {
     return has;
 }
 
+bool row_to_f32_is_vectorized(ggml_type type) {
+    return cpu_has_avx512f() && (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16 ||
+                                 type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_K);
+}
+
 void row_to_f32(ggml_type type, const void * src, int64_t k0, int64_t n, float * dst) {
     switch (type) {
         case GGML_TYPE_F32: return convert<GGML_TYPE_F32>(src, k0, n, dst);
@@ -67,6 +72,8 @@ void row_to_f32(ggml_type type, const void * src, int64_t k0, int64_t n, float *
 #else
 
 bool cpu_has_avx512f() { return false; }
+
+bool row_to_f32_is_vectorized(ggml_type) { return false; }
 
 void row_to_f32(ggml_type type, const void * src, int64_t k0, int64_t n, float * dst) {
     row_to_f32_by_ggml(type, src, k0, n, dst);

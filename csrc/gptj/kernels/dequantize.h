@@ -15,6 +15,10 @@ constexpr int kLanes = 16;  // floats in an AVX-512 register
 // x86-64 and runs its AVX-512 code only where the CPU has it).
 bool cpu_has_avx512f();
 
+// Whether row_to_f32 converts `type` with vector code (the others go through ggml's scalar
+// dequantizers).
+bool row_to_f32_is_vectorized(ggml_type type);
+
 // Writes weights k0 .. k0 + n of the row at `row` (a row of `type` in the file's layout) to
 // dst as f32. For quantized types k0 and n are multiples of the block size (n may end at the
 // row's end). Requires AVX-512F.

@@ -9,6 +9,7 @@
 #include "gptj/kernels/gemm_amx.h"
 #include "gptj/kernels/gemm_avx512.h"
 #include "gptj/kernels/matvec.h"
+#include "gptj/kernels/matvec_int8.h"
 #include "gptj/memory.h"
 
 namespace gptj {
@@ -68,13 +69,28 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         weights = file_layout;
         userdata = reinterpret_cast<void *>(&release_mapped_pages);
     }
+    // q8_0 and q4_0 with 2-16 tokens: 8-bit dot products where the CPU has VNNI, ahead of AMX
+    // and the f32 matrix-vector kernel (4-layer 6B-shaped q8_0, 1 thread, CPU ms per evaluation:
+    // 8 tokens 128-147 against the f32 kernel's 234-288, 16 tokens 177-238 against AMX's 195-279).
+    if (ours && int8_matvec_applies(w, in_plain_memory(w), n_tokens)) {
+        if (input.int8 == nullptr) input.int8 = int8_activations(ctx, x);
+        ggml_tensor * args[] = {w, input.int8};
+        return ggml_custom_4d(ctx, GGML_TYPE_F32, m, n_tokens, 1, 1, args, 2, int8_matvec_task, GGML_N_TASKS_MAX,
+                              nullptr);
+    }
     // AMX first where it applies: its bf16 tiles multiply up to 16 tokens for about the cost of
     // reading the weights (4-layer 6B-shaped q8_0, 1 thread, CPU ms per evaluation: 8 tokens
     // 190 against the matrix-vector kernel's 234, 16 tokens 217 against 396). Unpacking q4_0
     // into tiles costs more (470-520 ms at 1-16 tokens, the matrix-vector kernel 433 at 16), so
     // q4_0 takes AMX only beyond the matrix-vector kernel's range.
-    const int amx_min_tokens = w->type == GGML_TYPE_Q4_0 ? std::max<int>(g_amx_min_tokens, kMatvecMaxTokens + 1)
-                                                         : g_amx_min_tokens.load();
+    // Types our kernels convert only through ggml's scalar dequantizer (q6_K: the output matrix of
+    // q4_0 files) keep ggml's dot products for decode batches too: converting 4096 x 50400 q6_K
+    // weights cost ~200 ms per product of 8-16 tokens (4-layer 6B q4_0, 1 thread: 8 tokens 348 ->
+    // 167 ms per evaluation).
+    const bool scalar_conversion = weights != nullptr && !row_to_f32_is_vectorized(weights->type);
+    const bool slow_type = w->type == GGML_TYPE_Q4_0 || scalar_conversion;
+    const int amx_min_tokens = slow_type ? std::max<int>(g_amx_min_tokens, kMatvecMaxTokens + 1)
+                                         : g_amx_min_tokens.load();
     const bool amx = weights != nullptr && g_amx_enabled && weights->type != GGML_TYPE_F32 &&
                      n_tokens >= amx_min_tokens && k % 32 == 0 && m % 32 == 0 && amx_available();
     if (!amx && ours && n_tokens <= g_matvec_max_tokens && matvec_supported(w)) {
@@ -86,7 +102,9 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
     // layout suits them, and our kernels would read the file's copy, whose pages go back to the
     // page cache after every product (mapped again at the next step).
     const bool repacked = weights != nullptr && weights != w;
-    if (weights == nullptr || (!amx && (n_tokens < kBatchMatmulMinTokens || (repacked && n_tokens <= kMatvecMaxTokens)))) {
+    const bool decode_batch = n_tokens <= kMatvecMaxTokens;
+    if (weights == nullptr ||
+        (!amx && (n_tokens < kBatchMatmulMinTokens || ((repacked || scalar_conversion) && decode_batch)))) {
         return ggml_mul_mat(ctx, w, x);
     }
     // f16 weights: hi + lo bf16 halves of both operands, for f32-like accuracy (gemm_amx.h).

@@ -1,5 +1,5 @@
 // Which kernel computes each weight x activation product of the forward graph: our
-// matrix-vector kernel for a few tokens (matvec.h), for prompt batches our AMX kernel
+// matrix-vector kernels for a few tokens (matvec_int8.h for q8_0 where the CPU has VNNI, matvec.h), for prompt batches our AMX kernel
 // (gemm_amx.h) or our AVX-512 f32 GEMM (gemm_avx512.h), and ggml_mul_mat everywhere else.
 //
 // Why: for f16 weights ggml's CPU backend rounds the activations to f16 and computes every
@@ -18,6 +18,7 @@ struct MatmulInput {
     ggml_tensor * x;   // F32 [k, n_tokens], as ggml_mul_mat takes it
     ggml_tensor * xt = nullptr;  // F32 [n_tokens, k]: x transposed, for our kernel; nullptr when unused
     ggml_tensor * amx_packed = nullptr;  // x in bf16 pairs, for the AMX kernel; nullptr when unused
+    ggml_tensor * int8 = nullptr;  // x rounded to 8 bits per block, for the int8 kernel; nullptr when unused
 };
 
 // Whether our kernel runs products with these weights on this CPU (checked at run time: the
