@@ -121,10 +121,7 @@ bool matvec_handles(ggml_type type) {
 void matvec_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
     const ggml_tensor * w = dst->src[0];
     const ggml_tensor * x = dst->src[1];
-    const int64_t m = w->ne[1];
-    // Rows in runs of 16 per thread, so no two threads write the same cache line of y.
-    const int64_t runs = (m + 15) / 16;
-    const int64_t first_row = runs * ith / nth * 16, end_row = std::min(m, runs * (ith + 1) / nth * 16);
+    const auto [first_row, end_row] = thread_rows(w->ne[1], ith, nth);
     if (first_row >= end_row) return;
     const auto * xs = static_cast<const float *>(x->data);
     auto * y = static_cast<float *>(dst->data);

@@ -7,6 +7,9 @@
 // compute-bound: 20 GB/s of weights on this machine where memory gives 30+.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
+
 #include "ggml.h"
 
 namespace gptj {
@@ -21,6 +24,16 @@ constexpr int kMatvecPassTokens = 8;
 // ms/token ours vs ggml's: f16 71-74 vs 76, q8_0 47.5 vs 64, q4_0 49 vs 68 (ggml's repacked
 // q4_0: 42, which stays); q4_K is not among them: 70 vs ggml's 49, and 28 repacked).
 bool matvec_handles(ggml_type type);
+
+// The output rows [first, end) thread ith of nth computes in a matrix-vector product of m rows:
+// runs of 16, so that no two threads write the same cache line of y (first == end: none).
+struct RowRange {
+    int64_t first, end;
+};
+inline RowRange thread_rows(int64_t m, int ith, int nth) {
+    const int64_t runs = (m + 15) / 16;
+    return {runs * ith / nth * 16, std::min(m, runs * (ith + 1) / nth * 16)};
+}
 
 // ggml custom op: dst F32 [m, n] = src[0] (weights [k, m], a type matvec_handles)
 // times src[1] (F32 [k, n], contiguous rows), n <= kMatvecMaxTokens. Thread ith of nth takes
