@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import _checks
 from .errors import ContextFullError, GptjError
 from .generate_arguments import check_generate_arguments
-from .generation import Completion, FinishReason, Timings, Token, completion_of
+from .generation import Completion, DecodingView, Token, completion_of
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -38,8 +38,10 @@ logger = logging.getLogger("gptj_ggml")
 BatchItem = tuple[Any, list[int], Any, bool, int]
 
 
-class BatchCompletion:
-    """One completion of a :class:`BatchGeneration`, as it runs.
+class BatchCompletion(DecodingView):
+    """One completion of a :class:`BatchGeneration`, as it runs: its ``finish_reason``, ``tokens``,
+    ``text``, ``seed`` (the batch's ``seed`` plus ``index``, or a fresh one) and ``timings`` (a
+    step's evaluation time is the whole batched call's: the completions of a step share it).
 
     Attributes:
         index: its place in the batch (what the batch's iterator pairs its tokens with).
@@ -50,32 +52,6 @@ class BatchCompletion:
         self.index = index
         self.prompt_index = prompt_index
         self._decoding = decoding
-
-    @property
-    def finish_reason(self) -> FinishReason | None:
-        """Why it ended; None while it goes on."""
-        return self._decoding.finish_reason
-
-    @property
-    def tokens(self) -> list[int]:
-        """Ids of its tokens handed out so far."""
-        return self._decoding.tokens
-
-    @property
-    def text(self) -> str:
-        """Its text handed out so far."""
-        return "".join(self._decoding.texts)
-
-    @property
-    def seed(self) -> int:
-        """Its sampler's seed (the batch's ``seed`` plus ``index``, or a fresh one)."""
-        return self._decoding.seed
-
-    @property
-    def timings(self) -> Timings:
-        """Its timings so far (a step's evaluation time is the whole batched call's: the
-        completions of a step share it)."""
-        return self._decoding.timings()
 
     def cancel(self) -> None:
         """End this completion now ("cancelled"; text it held back is dropped); the others go on.

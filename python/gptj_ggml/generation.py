@@ -119,7 +119,38 @@ class Completion:
     seed: int
 
 
-class Generation(Iterator[Token]):
+class DecodingView:
+    """What a running completion shows of its Decoding (Generation and BatchCompletion share it)."""
+
+    _decoding: Decoding
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        """Why it ended; None while it can still go on (running, or paused by a ``break``)."""
+        return self._decoding.finish_reason
+
+    @property
+    def tokens(self) -> list[int]:
+        """Ids of the tokens handed out so far."""
+        return self._decoding.tokens
+
+    @property
+    def text(self) -> str:
+        """The text handed out so far."""
+        return "".join(self._decoding.texts)
+
+    @property
+    def seed(self) -> int:
+        """The random seed of its sampler (pass it back to reproduce a sampled completion)."""
+        return self._decoding.seed
+
+    @property
+    def timings(self) -> Timings:
+        """The timings so far."""
+        return self._decoding.timings()
+
+
+class Generation(DecodingView, Iterator[Token]):
     """The tokens of one generation, yielded as they are produced.
 
     Lazy: each ``next()`` runs the model only as far as the next token. Breaking out of the
@@ -144,31 +175,6 @@ class Generation(Iterator[Token]):
         # caller drops the Generation, the loop is closed at once (no cycle to wait for).
         self._decoding = decoding
         self._steps = _drive(decoding)
-
-    @property
-    def finish_reason(self) -> FinishReason | None:
-        """Why it ended; None while it can still go on (running, or paused by a ``break``)."""
-        return self._decoding.finish_reason
-
-    @property
-    def tokens(self) -> list[int]:
-        """Ids of the tokens yielded so far."""
-        return self._decoding.tokens
-
-    @property
-    def text(self) -> str:
-        """The text yielded so far."""
-        return "".join(self._decoding.texts)
-
-    @property
-    def seed(self) -> int:
-        """The random seed of this generation."""
-        return self._decoding.seed
-
-    @property
-    def timings(self) -> Timings:
-        """The timings so far."""
-        return self._decoding.timings()
 
     def __next__(self) -> Token:
         return next(self._steps)
