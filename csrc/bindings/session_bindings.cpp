@@ -11,6 +11,7 @@
 #include "bindings/py_session.h"
 #include "gptj/error.h"
 #include "gptj/generation.h"
+#include "gptj/speculation.h"
 #include "gptj/sampling.h"
 #include "gptj/session.h"
 #include "gptj/threads.h"
@@ -60,6 +61,28 @@ py::tuple evaluate_and_sample(PySession & self, const py::handle & tokens, gptj:
     return py::make_tuple(step.token, step.logprob, step.eval_ms, step.sample_ms, step.top_logprobs);
 }
 
+py::list evaluate_and_verify(PySession & self, const py::handle & tokens, const py::handle & draft,
+                             gptj::Sampler & sampler, bool logprob, const py::handle & top_logprobs) {
+    const std::vector<int32_t> ids = to_ids(tokens, "tokens");
+    const std::vector<int32_t> drafted = to_ids(draft, "draft");
+    const int32_t n_top = to_int32(top_logprobs, "top_logprobs");
+    check_vocab(self, sampler);
+    std::vector<gptj::Step> steps;
+    {
+        PySession::Use use(self.busy());
+        PythonSignals signals;
+        signals.run([&](const gptj::InterruptCheck & interrupted) {
+            steps = gptj::evaluate_and_verify(self.session(), ids, drafted, sampler, logprob, self.logits(), n_top,
+                                              interrupted);
+        });
+    }
+    py::list out;
+    for (const gptj::Step & step : steps) {
+        out.append(py::make_tuple(step.token, step.logprob, step.eval_ms, step.sample_ms, step.top_logprobs));
+    }
+    return out;
+}
+
 py::tuple generate_loop(PySession & self, const py::handle & prompt, const py::handle & n_tokens, gptj::Sampler & sampler) {
     const std::vector<int32_t> ids = to_ids(prompt, "prompt");
     const int32_t count = to_int32(n_tokens, "n_tokens");
@@ -98,6 +121,8 @@ void bind_session(py::module_ & m) {
         .def("evaluate", &evaluate, py::arg("tokens"), py::arg("all_logits") = false)
         .def("evaluate_and_sample", &evaluate_and_sample, py::arg("tokens"), py::arg("sampler"), py::arg("logprob") = false,
              py::arg("top_logprobs") = 0)
+        .def("evaluate_and_verify", &evaluate_and_verify, py::arg("tokens"), py::arg("draft"), py::arg("sampler"),
+             py::arg("logprob") = false, py::arg("top_logprobs") = 0)
         .def("generate_loop", &generate_loop, py::arg("prompt"), py::arg("n_tokens"), py::arg("sampler"))
         .def("copy_from", [](PySession & s, PySession & source, int n_tokens) {
             if (&s == &source) {

@@ -74,9 +74,16 @@ void BatchEvaluator::evaluate(const std::vector<BatchItem> & items, const Interr
                 const int n = static_cast<int>(std::min<size_t>(static_cast<size_t>(budget), tokens.size() - done[i]));
                 const bool last = done[i] + static_cast<size_t>(n) == tokens.size();
                 Session & session = *items[i].session;
-                const bool wanted = last && items[i].logits != nullptr;
-                spans.push_back({&session.cache_, session.n_past(), tokens.data() + done[i], n,
-                                 wanted ? Outputs::last : Outputs::none, wanted ? items[i].logits : nullptr});
+                const BatchItem & item = items[i];
+                if (item.all_logits && item.logits != nullptr) {
+                    const size_t n_vocab = static_cast<size_t>(model_->hparams().n_vocab);
+                    spans.push_back({&session.cache_, session.n_past(), tokens.data() + done[i], n, Outputs::all,
+                                     item.logits + done[i] * n_vocab});
+                } else {
+                    const bool wanted = last && item.logits != nullptr;
+                    spans.push_back({&session.cache_, session.n_past(), tokens.data() + done[i], n,
+                                     wanted ? Outputs::last : Outputs::none, wanted ? item.logits : nullptr});
+                }
                 owners.push_back(i);
                 budget -= n;
             }

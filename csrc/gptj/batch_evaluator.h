@@ -15,11 +15,14 @@
 namespace gptj {
 
 // One session's part of a batched call: its new tokens, and where the logits after the last
-// one go (n_vocab floats; null when they are not wanted, as for a prompt chunk before its end).
+// one go (n_vocab floats; null when they are not wanted, as for a prompt chunk before its end),
+// or, with all_logits, the logits after every one of them (n_vocab floats per token, in order:
+// a drafted continuation is verified against each position's own).
 struct BatchItem {
     Session * session;
     const std::vector<int32_t> * tokens;
     float * logits;
+    bool all_logits = false;
 };
 
 class BatchEvaluator {

@@ -1,11 +1,12 @@
 #include "gptj/generation.h"
 
 #include <chrono>
-#include <cmath>
 #include <limits>
 #include <string>
 
 #include "gptj/error.h"
+#include "gptj/speculation.h"
+#include "gptj/step_sampling.h"
 
 namespace gptj {
 namespace {
@@ -14,36 +15,6 @@ using Clock = std::chrono::steady_clock;
 
 double ms_since(Clock::time_point start) {
     return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
-// A NaN reaching the sampler would read as a sampling problem; it is the model's (weights
-// holding NaN or inf, or an overflow in f16).
-void check_no_nan(const float * logits, size_t n_vocab, int n_past, const std::string & where) {
-    for (size_t i = 0; i < n_vocab; ++i) {
-        if (std::isnan(logits[i])) {
-            throw Error(Error::Kind::evaluation, where + "the model produced NaN logits (first at token id " +
-                                                     std::to_string(i) + ", after " + std::to_string(n_past) +
-                                                     " tokens): its weights may hold NaN or inf values");
-        }
-    }
-}
-
-void sample_into(Step & step, const float * logits, const std::vector<int32_t> & history, Sampler & sampler,
-                 bool want_logprob, int32_t n_top_logprobs) {
-    const Clock::time_point sampled = Clock::now();
-    step.token = sampler.sample(logits, history);
-    step.logprob = want_logprob ? log_probability(logits, sampler.n_vocab(), step.token)
-                                : std::numeric_limits<float>::quiet_NaN();
-    if (n_top_logprobs > 0) step.top_logprobs = top_log_probabilities(logits, sampler.n_vocab(), n_top_logprobs);
-    step.sample_ms = ms_since(sampled);
-}
-
-void check_sampler(const Sampler & sampler, const Model & model, const std::string & where) {
-    if (sampler.n_vocab() != model.hparams().n_vocab) {
-        throw Error(Error::Kind::invalid_argument, where + "the Sampler was made for " + std::to_string(sampler.n_vocab()) +
-                                                       " tokens, the model has " +
-                                                       std::to_string(model.hparams().n_vocab));
-    }
 }
 
 }  // namespace
@@ -66,32 +37,15 @@ Step evaluate_and_sample(Session & session, const std::vector<int32_t> & tokens,
 
 std::vector<Step> evaluate_and_sample(BatchEvaluator & evaluator, const std::vector<BatchStepItem> & items,
                                       const InterruptCheck & interrupted) {
-    const size_t n_vocab = static_cast<size_t>(evaluator.model().hparams().n_vocab);
-    std::vector<float> logits(n_vocab * items.size());
-    std::vector<BatchItem> batch;
     for (size_t i = 0; i < items.size(); ++i) {
-        const std::string where = "items[" + std::to_string(i) + "]: ";
-        if (items[i].sampler != nullptr) check_sampler(*items[i].sampler, evaluator.model(), where);
-        if (items[i].n_top_logprobs < 0) {
-            throw Error(Error::Kind::invalid_argument, where + "top_logprobs must be >= 0");
+        if (!items[i].draft.empty()) {
+            throw Error(Error::Kind::invalid_argument,
+                        "items[" + std::to_string(i) + "]: a draft is verified by evaluate_and_verify, not sampled");
         }
-        batch.push_back({items[i].session, &items[i].tokens, items[i].sampler ? logits.data() + i * n_vocab : nullptr});
     }
-    const Clock::time_point start = Clock::now();
-    evaluator.evaluate(batch, interrupted);
-    const double eval_ms = ms_since(start);
-
-    std::vector<Step> steps(items.size());
-    for (size_t i = 0; i < items.size(); ++i) {
-        Step & step = steps[i];
-        step.eval_ms = eval_ms;
-        step.token = -1;
-        step.logprob = std::numeric_limits<float>::quiet_NaN();
-        if (items[i].sampler == nullptr) continue;
-        const float * own = logits.data() + i * n_vocab;
-        const Session & session = *items[i].session;
-        check_no_nan(own, n_vocab, session.n_past(), "items[" + std::to_string(i) + "]: ");
-        sample_into(step, own, session.history(), *items[i].sampler, items[i].want_logprob, items[i].n_top_logprobs);
+    std::vector<Step> steps;
+    for (std::vector<Step> & item_steps : evaluate_and_verify(evaluator, items, interrupted)) {
+        steps.push_back(std::move(item_steps.front()));
     }
     return steps;
 }

@@ -36,6 +36,7 @@ struct BatchStepItem {
     Sampler * sampler;
     bool want_logprob;
     int32_t n_top_logprobs;
+    std::vector<int32_t> draft = {};  // guessed tokens after `tokens`, for evaluate_and_verify (speculation.h)
 };
 
 // evaluate_and_sample for several sessions at once: their tokens in one batched evaluation,

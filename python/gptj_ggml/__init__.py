@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .model import Model
     from .sampling import GREEDY, SamplingParams, probabilities
     from .session import Session
+    from .speculation import PromptLookup
 # Imported for the type checker only: the module's namespace holds the public names alone.
 del TYPE_CHECKING
 
@@ -42,6 +43,7 @@ __all__ = [
     "GptjError",
     "Model",
     "ModelFormatError",
+    "PromptLookup",
     "SamplingParams",
     "Session",
     "SessionBusyError",
@@ -63,6 +65,7 @@ _LAZY = {
     "SamplingParams": "sampling",
     "GREEDY": "sampling",
     "probabilities": "sampling",
+    "PromptLookup": "speculation",
 }
 __version__ = "0.1.0"
 

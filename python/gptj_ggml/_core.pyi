@@ -95,6 +95,11 @@ class Session:
         self, tokens: Sequence[int], sampler: Sampler, logprob: bool = False, top_logprobs: int = 0
     ) -> tuple[int, float, float, float, list[tuple[int, float]]]: ...
     # token, logprob (nan unless asked), eval_ms, sample_ms, the top_logprobs most likely (id, logprob)
+    def evaluate_and_verify(
+        self, tokens: Sequence[int], draft: Sequence[int], sampler: Sampler, logprob: bool = False, top_logprobs: int = 0
+    ) -> list[tuple[int, float, float, float, list[tuple[int, float]]]]: ...
+    # tokens then draft in one evaluation; one tuple per sampled token: the accepted drafts, then the
+    # first sample that differed (or followed the whole draft); the cache keeps tokens + accepted drafts
     def generate_loop(
         self, prompt: Sequence[int], n_tokens: int, sampler: Sampler
     ) -> tuple[list[int], float, float]: ...  # tokens, prompt_ms, generation_ms
@@ -124,6 +129,10 @@ class BatchEvaluator:
     ) -> list[tuple[int, float, float, float, list[tuple[int, float]]]]: ...
     # per item (session, tokens, sampler or None: evaluate only, want_logprob, n_top_logprobs): the tuple
     # Session.evaluate_and_sample returns (token -1 without a sampler); eval_ms is the shared evaluation's
+    def evaluate_and_verify(
+        self, items: Sequence[tuple[Session, Sequence[int], Sampler | None, bool, int, Sequence[int]]]
+    ) -> list[list[tuple[int, float, float, float, list[tuple[int, float]]]]]: ...
+    # the same items with a draft each (empty: a plain step): Session.evaluate_and_verify's lists, per item
     @property
     def n_batch(self) -> int: ...
     @property

@@ -3,7 +3,7 @@
 Generation is bound by reading the weights (every token reads each of them once), so decoding
 several sequences in one forward graph costs little more than one. A batch gives every completion
 its own engine session (KV cache), sampler and seed, and steps all of them with one
-``BatchEvaluator.evaluate_and_sample`` call per step; each completion's own logic (stop strings,
+``BatchEvaluator.evaluate_and_verify`` call per step; each completion's own logic (stop strings,
 ``max_tokens``, end-of-text, logprobs, the context policy, cancellation) is the same
 :class:`~gptj_ggml.decoding.Decoding` a single ``generate`` steps. Completions of the same prompt
 share its evaluation: the first evaluates it, the others copy its cache (``Session.copy_from``)
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gptj_ggml")
 
-#: One item of a batched call: (session, tokens, sampler or None, want_logprob, n_top_logprobs).
-BatchItem = tuple[Any, list[int], Any, bool, int]
+#: One item of a batched call: (session, tokens, sampler or None, want_logprob, n_top_logprobs, draft).
+BatchItem = tuple[Any, list[int], Any, bool, int, list[int]]
 
 
 class BatchCompletion(DecodingView):
@@ -191,11 +191,13 @@ def _drive(
                 items.append(item_of(decoding, tokens))
             running = indices
             if items:
+                items = with_drafts([decodings[index] for index in indices], items)
+                n_evaluated = evaluated_tokens([decodings[index] for index in indices], items)
                 for index, outcome in zip(indices, evaluate_each(evaluator, items)):
                     if isinstance(outcome, Exception):
                         raise _naming_completion(outcome, index) from outcome
                     decoding = decodings[index]
-                    decoding.accept(outcome)
+                    decoding.accept_steps(outcome, n_evaluated)
                     for token in decoding.hand_out():
                         yield index, token
             for index in followers:
@@ -207,34 +209,55 @@ def _drive(
             decoding.end()
 
 
-def item_of(decoding: Decoding, tokens: list[int]) -> BatchItem:
-    """The batched call's item that evaluates ``tokens`` and samples the next token."""
-    return (decoding.session, tokens, decoding.sampler, decoding.options.logprobs, decoding.options.top_logprobs)
+def item_of(decoding: Decoding, tokens: list[int], draft: list[int] | None = None) -> BatchItem:
+    """The batched call's item that evaluates ``tokens`` (and ``draft`` after them, verified) and samples."""
+    options = decoding.options
+    return (decoding.session, tokens, decoding.sampler, options.logprobs, options.top_logprobs, draft or [])
 
 
-def evaluate_each(evaluator: _core.BatchEvaluator, items: list[BatchItem]) -> list[StepResult | Exception]:
-    """Each item's result of one batched call, or the exception that item alone raises.
+def with_drafts(decodings: list[Decoding], items: list[BatchItem]) -> list[BatchItem]:
+    """The items with each generating completion's draft (prompt lookup), sized for a call that
+    evaluates one token per generating completion besides it."""
+    base = sum(1 for decoding in decodings if not decoding.reading_prompt)
+    out = []
+    for decoding, item in zip(decodings, items):
+        draft = decoding.draft(base) if item[2] is not None and decoding.speculation is not None else []
+        out.append((*item[:5], draft) if draft else item)
+    return out
+
+
+def evaluated_tokens(decodings: list[Decoding], items: list[BatchItem]) -> int | None:
+    """The tokens a call of ``items`` evaluates, or None when it reads a prompt (no generation
+    step's cost to learn from)."""
+    if any(decoding.reading_prompt for decoding in decodings):
+        return None
+    return sum(len(item[1]) + len(item[5]) for item in items)
+
+
+def evaluate_each(evaluator: _core.BatchEvaluator, items: list[BatchItem]) -> list[list[StepResult] | Exception]:
+    """Each item's results of one batched call (``BatchEvaluator.evaluate_and_verify``), or the
+    exception that item alone raises.
 
     The engine raises for the whole call (a sampler with nothing left to sample, NaN logits)
-    without saying which item failed, after it may have evaluated every item; then each session
-    goes back to where it was and each item is evaluated alone, so that one item's failure is
-    that item's only. (A sampler of the failed call may already have drawn its token: a seeded
-    completion that shares a step with a failing one can then draw differently from its seed alone.)
+    without saying which item failed; every session is then back where it was, and each item is
+    evaluated alone, so that one item's failure is that item's only. (A sampler of the failed call
+    may already have drawn its token: a seeded completion that shares a step with a failing one can
+    then draw differently from its seed alone.)
     """
     n_past = [item[0].n_past for item in items]
     try:
-        return evaluator.evaluate_and_sample(items)
+        return evaluator.evaluate_and_verify(items)
     except Exception as error:
         if len(items) == 1:  # nothing to tell apart
             items[0][0].truncate(n_past[0])
             return [error]
         logger.debug("a batched call of %d items failed; evaluating each alone", len(items), exc_info=True)
-    outcomes: list[StepResult | Exception] = []
+    outcomes: list[list[StepResult] | Exception] = []
     for item, before in zip(items, n_past):
         session = item[0]
         session.truncate(before)
         try:
-            outcomes.append(evaluator.evaluate_and_sample([item])[0])
+            outcomes.append(evaluator.evaluate_and_verify([item])[0])
         except Exception as error:  # noqa: BLE001 - handed to the caller, as this item's outcome
             session.truncate(before)
             outcomes.append(error)

@@ -7,8 +7,9 @@ held back while it could start one, UTF-8 characters split over tokens, log-prob
 timings and cancellation. A driver repeats::
 
     tokens = decoding.next_tokens()    # None: the completion has ended (finish_reason is set)
-    result = ...                       # evaluate tokens on decoding.session, sample with decoding.sampler
-    decoding.accept(result)            # the tuple Session.evaluate_and_sample returns
+    draft = decoding.draft()           # guessed tokens to verify after them ([] without lookup)
+    results = ...                      # evaluate tokens (+ draft) on decoding.session, sample with decoding.sampler
+    decoding.accept_steps(results)     # the list Session.evaluate_and_verify returns
     for token in decoding.hand_out():  # the tokens that step released (and those an end released)
         ...
 
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from .errors import ContextFullError
 from .generation import Timings, Token
+from .speculation import PromptLookup, Speculation
 from .stop import StopStrings
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ class DecodingOptions:
     on_context_full: ContextPolicy
     n_keep: int
     is_cancelled: Callable[[], bool] | None = None
+    lookup: PromptLookup | None = None
 
 
 class Decoding:
@@ -109,6 +112,8 @@ class Decoding:
         self._eos_id = tokenizer.eos_id
         self._started: float | None = None
         self._ended = False
+        #: Prompt lookup's drafts and what they gave (None: no speculation).
+        self.speculation = Speculation(options.lookup, prompt) if options.lookup is not None else None
 
     # -- what a driver asks -------------------------------------------------------------
     @property
@@ -154,6 +159,39 @@ class Decoding:
             self.finish_reason = "cancelled"
             return None
         return pending
+
+    def draft(self, base_tokens: int = 1) -> list[int]:
+        """Tokens guessed to follow the next step's token, for the step to verify (call after
+        :meth:`next_tokens`): none without ``lookup``, while reading the prompt, or where the
+        policy expects no gain. ``base_tokens``: what the engine call evaluates besides them."""
+        speculation, pending, session = self.speculation, self._pending, self.session
+        if speculation is None or self.generated == 0 or pending is None or len(pending) != 1:
+            return []
+        # The draft must fit in the context, and each accepted token counts toward max_tokens.
+        limit = min(session.n_ctx - session.n_past - 1, self.options.max_tokens - self.generated - 1)
+        return speculation.draft(limit, base_tokens) if limit > 0 else []
+
+    def accept_steps(self, results: list[StepResult], n_evaluated: int | None = None) -> None:
+        """Take the results of evaluating :meth:`next_tokens` and :meth:`draft` and verifying the
+        draft (one result per token sampled: the accepted drafts, then one more). An end among them
+        (end-of-text, a stop string) drops the rest, and the session is cut back to where it would
+        be had the tokens come one step at a time. ``n_evaluated``: the tokens the engine call
+        evaluated, all items together (None when it read a prompt too: no cost to learn from)."""
+        reading_prompt = self.generated == 0
+        # The session holds the step's tokens and the accepted drafts (all but the last result).
+        held_before_last = self.session.n_past - (len(results) - 1)
+        consumed = 0
+        for result in results:
+            self.accept(result)
+            consumed += 1
+            if self.finish_reason is not None:
+                break
+        if consumed < len(results):
+            self.session.truncate(held_before_last + consumed - 1)
+        if self.speculation is not None:
+            step_ms = sum(result[2] + result[3] for result in results)
+            produced = [result[0] for result in results]
+            self.speculation.record_step(produced, None if reading_prompt else n_evaluated, step_ms)
 
     def accept(self, result: StepResult) -> None:
         """Take the result of evaluating all of :meth:`next_tokens` and sampling the next token."""
@@ -220,6 +258,8 @@ class Decoding:
             generation_ms=self.generation_ms,
             sample_ms=self.sample_ms,
             total_ms=self.total_ms,
+            drafted_tokens=self.speculation.drafted if self.speculation is not None else 0,
+            accepted_tokens=self.speculation.accepted if self.speculation is not None else 0,
         )
 
     # -- the steps' parts -----------------------------------------------------------------

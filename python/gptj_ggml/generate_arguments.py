@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import _checks
 from .decoding import Decoding, DecodingOptions
 from .sampling import SamplingParams, check_names
+from .speculation import PromptLookup, prompt_lookup
 from .stop import StopStrings
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ def check_generate_arguments(
     on_context_full: ContextPolicy = "error",
     n_keep: int = 0,
     is_cancelled: Callable[[], bool] | None = None,
+    lookup: int | PromptLookup | None = None,
     **sampling_overrides: Any,
 ) -> GenerateArguments:
     """Check the arguments of ``Session.generate`` (see there) for a session of ``n_ctx`` tokens.
@@ -110,6 +112,7 @@ def check_generate_arguments(
         on_context_full=on_context_full,
         n_keep=n_keep,
         is_cancelled=is_cancelled,
+        lookup=prompt_lookup(lookup),
     )
     return GenerateArguments(model, ids, params, options, seed)
 

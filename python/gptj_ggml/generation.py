@@ -59,6 +59,8 @@ class Timings:
             next one (``generated_tokens - 1`` steps), plus any context shift.
         sample_ms: the part of prompt_ms and generation_ms spent sampling.
         total_ms: wall time from the first step to the end, Python included.
+        drafted_tokens: tokens guessed by prompt lookup and verified (``lookup=``; 0 without).
+        accepted_tokens: those of them the model agreed with (each one a token without a step of its own).
     """
 
     load_ms: float
@@ -69,6 +71,8 @@ class Timings:
     generation_ms: float
     sample_ms: float
     total_ms: float
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
 
     @property
     def ms_per_token(self) -> float:
@@ -92,8 +96,13 @@ class Timings:
                 f"({self.ms_per_token:.2f} ms/token, {rate(steps, self.generation_ms)})"
             ),
             f"sampling:   {self.sample_ms:9.1f} ms for {self.generated_tokens} tokens",
-            f"total:      {self.total_ms:9.1f} ms",
         ]
+        if self.drafted_tokens:
+            share = self.accepted_tokens / self.drafted_tokens
+            lines.append(
+                f"lookup:     {self.accepted_tokens} of {self.drafted_tokens} drafted tokens accepted ({share:.0%})"
+            )
+        lines.append(f"total:      {self.total_ms:9.1f} ms")
         return "\n".join(lines)
 
 
@@ -218,12 +227,21 @@ def completion_of(decoding: Decoding) -> Completion:
 
 
 def _drive(decoding: Decoding) -> Iterator[Token]:
-    """The single-session loop: one ``Session.evaluate_and_sample`` per step."""
+    """The single-session loop: one engine call per step (``evaluate_and_verify`` when it has a draft)."""
     session, sampler = decoding.session, decoding.sampler
     want_logprob, n_top_logprobs = decoding.options.logprobs, decoding.options.top_logprobs
+    speculating = decoding.speculation is not None
     try:
         while (tokens := decoding.next_tokens()) is not None:
-            decoding.accept(session.evaluate_and_sample(tokens, sampler, want_logprob, n_top_logprobs))
+            draft = decoding.draft() if speculating else None
+            if draft:
+                steps = session.evaluate_and_verify(tokens, draft, sampler, want_logprob, n_top_logprobs)
+                decoding.accept_steps(steps, len(tokens) + len(draft))
+            elif speculating:
+                steps = [session.evaluate_and_sample(tokens, sampler, want_logprob, n_top_logprobs)]
+                decoding.accept_steps(steps, len(tokens))
+            else:
+                decoding.accept(session.evaluate_and_sample(tokens, sampler, want_logprob, n_top_logprobs))
             yield from decoding.hand_out()
         yield from decoding.hand_out()
         if decoding.error is not None:

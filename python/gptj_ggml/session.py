@@ -17,6 +17,7 @@ from .errors import SessionBusyError
 from .generate_arguments import check_generate_arguments
 from .generation import Completion, ContextPolicy, Generation
 from .sampling import FIELDS, SamplingParams
+from .speculation import PromptLookup
 
 if TYPE_CHECKING:
     from . import _core
@@ -158,6 +159,7 @@ class Session:
         on_context_full: ContextPolicy = "error",
         n_keep: int = 0,
         is_cancelled: Callable[[], bool] | None = None,
+        lookup: int | PromptLookup | None = None,
         **sampling_overrides: Any,
     ) -> Generation:
         """Yield the tokens that continue ``prompt``, one at a time, as they are produced.
@@ -190,6 +192,14 @@ class Session:
                 generation (a server whose client went away), which ``close()`` cannot: only
                 the iterating thread may close it. Text held back (a possible stop string)
                 is dropped.
+            lookup: prompt lookup speculative decoding: the most tokens to guess per step from
+                earlier text (the tokens that followed the latest occurrence of the last few)
+                and verify in one evaluation, or a :class:`~gptj_ggml.PromptLookup`; 0 or None:
+                off. The tokens are those the sampler would have drawn one step at a time (greedy
+                output is identical, a seed gives the same tokens, up to the float rounding of
+                evaluating several tokens at once); quoting, editing or continuing given text
+                gets faster, and drafting stops by itself where guesses fail.
+                ``Generation.timings`` counts the drafted and accepted tokens.
 
         Returns:
             a :class:`Generation`: iterate it for :class:`Token` objects; afterwards its
@@ -218,6 +228,7 @@ class Session:
             on_context_full=on_context_full,
             n_keep=n_keep,
             is_cancelled=is_cancelled,
+            lookup=lookup,
             **sampling_overrides,
         )
         decoding = arguments.decoding(self._core, on_end=self._release)

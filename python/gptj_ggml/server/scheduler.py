@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..batch import BatchItem, evaluate_each, item_of
+from ..batch import BatchItem, evaluate_each, evaluated_tokens, item_of, with_drafts
 from ..generate_arguments import check_generate_arguments
 
 if TYPE_CHECKING:
@@ -341,15 +341,18 @@ class Scheduler:
         steps = self._plan(wanted)
         if not steps:
             return
-        outcomes = evaluate_each(self._evaluator, [item for _, _, item in steps])
+        decodings = [decoding for _, decoding, _ in steps]
+        items = with_drafts(decodings, [item for _, _, item in steps])
+        n_evaluated = evaluated_tokens(decodings, items)
+        outcomes = evaluate_each(self._evaluator, items)
         for (slot, decoding, item), outcome in zip(steps, outcomes):
             if isinstance(outcome, Exception):
                 logger.debug("job %d failed on slot %d", slot.job.id, slot.index, exc_info=outcome)
                 self._end(slot, FailedEvent(outcome))
             elif item[2] is None:
-                decoding.accept_prompt_chunk(len(item[1]), outcome[2])
+                decoding.accept_prompt_chunk(len(item[1]), outcome[0][2])
             else:
-                decoding.accept(outcome)
+                decoding.accept_steps(outcome, n_evaluated)
                 self._send_released(slot, decoding)
                 if decoding.finish_reason is not None:  # a stop string or end-of-text: the slot frees now
                     self._end_decoding(slot, decoding)
@@ -368,7 +371,7 @@ class Scheduler:
             if len(tokens) <= budget:
                 steps.append((slot, decoding, item_of(decoding, tokens)))
             else:
-                steps.append((slot, decoding, (decoding.session, tokens[:budget], None, False, 0)))
+                steps.append((slot, decoding, (decoding.session, tokens[:budget], None, False, 0, [])))
             budget -= len(tokens)
         return steps
 
