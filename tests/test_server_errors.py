@@ -215,11 +215,11 @@ def test_an_engine_failure_is_that_requests_500_and_frees_its_slot(model, monkey
         n_batch = real.n_batch
         calls = 0
 
-        def evaluate_and_sample(self, items):
+        def evaluate_and_verify(self, items):
             self.calls += 1
             if self.calls in (1, 3):
                 raise RuntimeError("the engine broke")
-            return real.evaluate_and_sample(items)
+            return real.evaluate_and_verify(items)
 
     monkeypatch.setattr(scheduler, "_evaluator", BreakingEvaluator())
     with running_server(app) as server:

@@ -328,9 +328,9 @@ def test_alone_a_long_prompt_takes_whole_graphs_not_chunks(model, scheduler_fact
     class CountingEvaluator:
         n_batch = real.n_batch
 
-        def evaluate_and_sample(self, items):
+        def evaluate_and_verify(self, items):
             calls.append(sum(len(item[1]) for item in items))
-            return real.evaluate_and_sample(items)
+            return real.evaluate_and_verify(items)
 
     scheduler._evaluator = CountingEvaluator()
     scheduler.submit(job(model, list(range(1000, 1060)), recorder, max_tokens=2, ignore_eos=True))
@@ -382,10 +382,10 @@ def test_a_job_that_fails_mid_stream_ends_with_its_failure_and_frees_its_slot(mo
 
         n_batch = real.n_batch
 
-        def evaluate_and_sample(self, items):
+        def evaluate_and_verify(self, items):
             if any(item[0] is broken_session and broken_session.n_past > 0 for item in items):
                 raise RuntimeError("the engine broke")
-            return real.evaluate_and_sample(items)
+            return real.evaluate_and_verify(items)
 
     scheduler._evaluator = BreakingEvaluator()
     victim, other = Recorder(), Recorder()
