@@ -225,6 +225,39 @@ def test_interactive_turn_statistics_start_on_a_line_of_their_own(model_f16):
     assert result.stdout.count("\n[turn ") == 2, result.stdout
 
 
+REPEATING = "one two three four one two three four one two"
+
+
+def test_run_with_lookup_prints_what_run_without_it_does_and_counts_the_drafts(model_f16):
+    flags = ("run", "-m", str(model_f16), "-p", REPEATING, "-n", "24", "--temp", "0", "--ignore-eos", "-t", "1")
+
+    plain = _run_cli(*flags)
+    fast = _run_cli(*flags, "--lookup", "4")
+
+    assert plain.returncode == fast.returncode == 0, fast.stderr
+    assert fast.stdout == plain.stdout
+    assert re.search(r"^lookup: +\d+ of [1-9]\d* drafted tokens accepted", fast.stderr, re.MULTILINE), fast.stderr
+    assert "lookup:" not in plain.stderr
+
+
+def test_interactive_turns_with_lookup_are_the_turns_without_it(model_f16):
+    flags = ("run", "-m", str(model_f16), "-i", "-n", "24", "--temp", "0", "--ignore-eos", "-t", "1")
+    turns = f"{REPEATING}\n{REPEATING} three\n"
+
+    plain = _run_cli(*flags, stdin=turns)
+    fast = _run_cli(*flags, "--lookup", "4", stdin=turns)
+
+    assert plain.returncode == fast.returncode == 0, fast.stderr
+    assert fast.stdout == plain.stdout
+    assert re.search(r"^\[turn \d+: .* \d+ of [1-9]\d* drafted accepted; ", fast.stderr, re.MULTILINE), fast.stderr
+
+
+def test_run_lookup_beyond_15_is_one_error_line_naming_the_flag(model_f16):
+    _assert_one_error_line(
+        _run_cli("run", "-m", str(model_f16), "-p", "hi", "--lookup", "16"), "--lookup must be <= 15"
+    )
+
+
 def test_info_describes_hparams_tensor_groups_tokenizer_and_metadata(model_f16):
     result = _run_cli("info", str(model_f16))
 

@@ -52,7 +52,9 @@ def serve(tiny_model_path):
 
 
 def test_serve_answers_with_the_key_and_stops_on_ctrl_c(serve):
-    process, url = serve("--slots", "1", "--api-key", "sesame", "--temperature", "0", "--max-tokens", "3")
+    process, url = serve(
+        "--slots", "1", "--api-key", "sesame", "--temperature", "0", "--max-tokens", "3", "--lookup", "4"
+    )
 
     assert httpx.post(f"{url}/v1/completions", json={"prompt": "Hi"}).status_code == 401
     response = httpx.post(f"{url}/v1/completions", json={"prompt": "Hi"}, headers={"Authorization": "Bearer sesame"})
@@ -65,6 +67,7 @@ def test_serve_answers_with_the_key_and_stops_on_ctrl_c(serve):
     assert (
         props["default_generation_settings"]["temperature"] == 0
         and props["default_generation_settings"]["max_tokens"] == 3
+        and props["default_generation_settings"]["lookup"] == 4
     )
     assert process.returncode == 0
     assert f"serving tiny-f32 on {url}" in stderr and "API key required" in stderr
@@ -87,6 +90,18 @@ def test_serve_rejects_bad_sizes_in_one_line(tiny_model_path):
     )
 
     assert result.returncode == 1 and result.stderr.strip() == "error: --slots must be positive, got 0"
+
+
+def test_serve_rejects_a_lookup_beyond_15_in_one_line(tiny_model_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "gptj_ggml", "serve", str(tiny_model_path("f32")), "--lookup", "16"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECONDS,
+        check=False,
+    )
+
+    assert result.returncode == 1 and result.stderr.strip() == "error: --lookup must be <= 15, got 16"
 
 
 def test_serve_replicas_without_ray_says_which_extra_to_install(tiny_model_path):

@@ -67,6 +67,7 @@ def test_props_give_the_context_slots_templates_and_default_settings(server, mod
             "temperature": 0.5,
             "top_k": 10,
             "max_tokens": 100,
+            "lookup": 0,
         },
         "api_key_required": False,
     }
@@ -120,6 +121,8 @@ def test_timings_report_what_the_slot_reused_and_evaluated(server, model):
         "predicted_ms",
         "predicted_per_second",
         "ttft_ms",
+        "draft_n",
+        "draft_n_accepted",
     }
     assert timings["cached_n"] >= len(model.tokenize(PROMPT))
     assert timings["cached_n"] + timings["prompt_n"] == second["usage"]["prompt_tokens"]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ContextFullError
 from .formatting import busy_cores_warning, format_bytes, peak_rss_bytes
+from .lookup_flag import add_lookup_flag, lookup_from_args
 from .sampling_flags import add_sampling_flags, sampling_from_args
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
     sampling.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one, printed)")
     parser.add_argument("--stop", action="append", default=[], help="stop at this text (repeatable)")
     parser.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-text")
+    add_lookup_flag(parser, "; the timings then count the drafted and accepted tokens")
     parser.set_defaults(handler=run)
 
 
@@ -96,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("run needs a prompt (-p TEXT), or -i / --chat to read turns from stdin")
     if args.chat_template is not None and not args.chat:
         raise ValueError("--chat-template needs --chat")
+    lookup = lookup_from_args(args)  # checked before the model loads
     if (args.interactive or args.chat) and args.context_full is not None:
         raise ValueError(
             "--context-full is for a single completion; with -i a conversation ends when it fills the context"
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--keep must be from 0 to {session.n_ctx - 2} (the context, {session.n_ctx}, minus 2), got {args.keep}"
         )
-    options = _generate_options(args)
+    options = {**_generate_options(args), "lookup": lookup}
     if args.chat:
         template = resolve_template(args.chat_template) if args.chat_template else model.chat_template
         status = converse_with_template(session, template, args.prompt, options)
@@ -152,9 +155,7 @@ def _complete(session: Session, prompt: str, options: dict[str, Any]) -> int:
         ) from None
     _write("\n")
     print(generation.timings, file=sys.stderr)
-    print(
-        f"finish:     {generation.finish_reason}, seed {generation.seed}, {_threads_text(session)}", file=sys.stderr
-    )
+    print(f"finish:     {generation.finish_reason}, seed {generation.seed}, {_threads_text(session)}", file=sys.stderr)
     return 0
 
 
@@ -225,10 +226,13 @@ def _write(text: str) -> None:
 def _report_turn(turn: int, generation: Generation) -> None:
     timings = generation.timings
     per_token = "-" if math.isnan(timings.ms_per_token) else f"{timings.ms_per_token:.2f}"
+    lookup = (
+        f"{timings.accepted_tokens} of {timings.drafted_tokens} drafted accepted; " if timings.drafted_tokens else ""
+    )
     print(
         f"[turn {turn}: {timings.prompt_tokens} tokens evaluated, {timings.reused_tokens} reused, "
         f"{timings.prompt_ms:.1f} ms; {timings.generated_tokens} generated, {per_token} ms/token; "
-        f"{generation.finish_reason}]",
+        f"{lookup}{generation.finish_reason}]",
         file=sys.stderr,
     )
 

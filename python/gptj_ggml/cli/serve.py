@@ -9,6 +9,7 @@ import os
 import sys
 
 from ..chat_templates import TEMPLATES
+from .lookup_flag import add_lookup_flag, lookup_from_args
 from .sampling_flags import add_sampling_flags, sampling_from_args
 
 #: Where the API key may come from instead of the command line (which other users can read in ``ps``).
@@ -104,6 +105,7 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
         "proxy, a session's requests (header X-Session-Id) on one replica; on the Ray cluster in $RAY_ADDRESS, "
         "else a local one. Needs the ray extra: pip install 'gptj_ggml[ray]' (default 1: this process alone)",
     )
+    add_lookup_flag(parser, "; the default of requests that do not set lookup")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_sampling_flags(parser).description = "defaults for requests that do not set them"
     parser.set_defaults(handler=serve)
@@ -139,6 +141,7 @@ def serve(args: argparse.Namespace) -> int:
         "cors_origins": args.cors_origin,
         "max_body_bytes": args.max_body,
         "max_tokens": args.max_tokens,
+        "lookup": lookup_from_args(args),
     }
     if not _is_loopback(args.host) and not api_key:
         print(

@@ -91,6 +91,7 @@ def create_app(
     max_tokens: int | None = None,
     model_id: str | None = None,
     static_dir: str | os.PathLike[str] = STATIC_DIR,
+    lookup: int = 0,
 ) -> FastAPI:
     """The server for ``model`` as a FastAPI app (run it with uvicorn, or ``gptj-ggml serve``).
 
@@ -115,6 +116,9 @@ def create_app(
         model_id: the name in ``/v1/models`` and responses (default: the file's stem).
         static_dir: the page's folder: ``/`` is its ``index.html``, ``/static/<file>`` its files
             (default: the package's ``server/static``).
+        lookup: ``lookup`` of a request that gives none: prompt lookup speculative decoding's most
+            drafted tokens per step, 1 to 15 (default 0: off). Replies are the same, only faster
+            where they repeat their prompt.
 
     The slots' sessions are made here; their threads stop when the app's lifespan ends.
     """
@@ -138,7 +142,13 @@ def create_app(
         scheduler=scheduler,
         metrics=metrics,
         preparer=RequestPreparer(
-            model, scheduler.n_ctx, sampling or SamplingParams(), template, max_tokens, capacity=n_slots + max_queue
+            model,
+            scheduler.n_ctx,
+            sampling or SamplingParams(),
+            template,
+            max_tokens,
+            capacity=n_slots + max_queue,
+            lookup=lookup,
         ),
         max_queue=max_queue,
         api_key_required=bool(api_key),
@@ -375,7 +385,11 @@ def _add_routes(app: FastAPI, served: _Served, static_dir: Path) -> None:
             "n_slots": len(scheduler.slots),
             "chat_template": preparer.chat_template.name,
             "chat_templates": list(TEMPLATES),
-            "default_generation_settings": {**preparer.sampling.settings(), "max_tokens": preparer.max_tokens},
+            "default_generation_settings": {
+                **preparer.sampling.settings(),
+                "max_tokens": preparer.max_tokens,
+                "lookup": preparer.lookup,
+            },
             "api_key_required": served.api_key_required,
         }
 

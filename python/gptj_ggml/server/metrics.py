@@ -48,6 +48,16 @@ class ServerMetrics:
             registry=registry,
         )
         self.generated_tokens = Counter("gptj_generated_tokens", "tokens generated", registry=registry)
+        self.lookup_drafted_tokens = Counter(
+            "gptj_lookup_drafted_tokens",
+            "tokens drafted by prompt lookup (requests' lookup) and verified",
+            registry=registry,
+        )
+        self.lookup_accepted_tokens = Counter(
+            "gptj_lookup_accepted_tokens",
+            "drafted tokens the model agreed with (each a token generated without a step of its own)",
+            registry=registry,
+        )
         self.finished = Counter(
             "gptj_generations",
             "generations ended, by reason (cancelled: the client went away)",
@@ -105,6 +115,8 @@ class ServerMetrics:
         self.prompt_tokens.inc(timings.prompt_tokens)
         self.prompt_tokens_reused.inc(timings.reused_tokens)
         self.generated_tokens.inc(timings.generated_tokens)
+        self.lookup_drafted_tokens.inc(timings.drafted_tokens)
+        self.lookup_accepted_tokens.inc(timings.accepted_tokens)
         steps = timings.generated_tokens - 1
         if steps > 0 and timings.generation_ms > 0:
             self.tokens_per_second.observe(steps / timings.generation_ms * 1e3)

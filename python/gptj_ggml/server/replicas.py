@@ -195,6 +195,7 @@ class BuildArgs(BaseModel):
     cors_origins: list[str] = []
     max_tokens: int | None = None
     model_id: str | None = None
+    lookup: int = 0
 
 
 def build(args: dict[str, Any]) -> serve.Application:

@@ -16,6 +16,10 @@ the server can hold at once (its slots plus its queue): more could never be admi
 400 naming ``n`` rather than a 503 to retry. Seeds: a request's ``seed`` s gives choice i the seed
 s + i (so choice i is what an n=1 request with seed s + i generates); without one, each choice
 draws a fresh seed.
+
+``lookup``: prompt lookup speculative decoding's most drafted tokens per step (0: off), the
+server's default (``gptj-ggml serve --lookup``) when a request gives none. It changes only how
+fast a reply comes, never its tokens.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from .. import _checks
 from ..chat import ChatTemplate, ChatTemplateError, named_template
 from ..sampling import SETTINGS, SamplingParams
+from ..speculation.prompt_lookup import MAX_DRAFT
 from .errors import ApiError, bad_request
 
 if TYPE_CHECKING:
@@ -66,6 +72,7 @@ class RequestPreparer:
         max_tokens: the default of ``max_tokens`` (None: ``n_ctx``, the rest of the context).
         capacity: the jobs the server holds at once (slots plus queue), the most choices a
             request may ask for below :data:`~.schemas.MAX_CHOICES` (None: no bound below it).
+        lookup: the default of ``lookup``, prompt lookup's most drafted tokens per step (0: off).
     """
 
     def __init__(
@@ -76,9 +83,11 @@ class RequestPreparer:
         chat_template: ChatTemplate,
         max_tokens: int | None = None,
         capacity: int | None = None,
+        lookup: int = 0,
     ) -> None:
         if max_tokens is not None and max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        self.lookup = _checks.integer("lookup", lookup, minimum=0, maximum=MAX_DRAFT)
         self.capacity = capacity
         self.model = model
         self.n_ctx = n_ctx
@@ -148,6 +157,7 @@ class RequestPreparer:
             "ignore_eos": request.ignore_eos,
             "logprobs": top_logprobs is not None,
             "top_logprobs": top_logprobs or 0,
+            "lookup": self.lookup if request.lookup is None else request.lookup,
             # max_tokens already fits; this only guards the count above against an engine change.
             "on_context_full": "stop",
         }

@@ -60,6 +60,8 @@ class Ending:
             if steps > 0 and timings.generation_ms > 0
             else None,
             ttft_ms=self.ttft_ms,
+            draft_n=timings.drafted_tokens,
+            draft_n_accepted=timings.accepted_tokens,
         )
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
 from ..sampling import SETTINGS, SamplingSetting
+from ..speculation.prompt_lookup import MAX_DRAFT
 
 #: Stop strings a request may give (OpenAI allows 4; a chat template adds its own besides).
 MAX_STOP_STRINGS = 16
@@ -81,6 +82,13 @@ class _GenerationRequest(SamplingFields):  # type: ignore[misc, valid-type]
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted, not used
     ignore_eos: bool = False
+    lookup: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_DRAFT,
+        description="prompt lookup speculative decoding: the most tokens guessed per step from earlier text (0: "
+        "off; default: the server's); the output is unchanged, only faster where it repeats the prompt",
+    )
 
     @field_validator("stop")
     @classmethod
@@ -233,6 +241,8 @@ class Timings(BaseModel):
     predicted_ms: float
     predicted_per_second: float | None
     ttft_ms: float | None
+    draft_n: int
+    draft_n_accepted: int
 
 
 class TopLogprob(BaseModel):
