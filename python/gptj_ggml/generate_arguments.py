@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import _checks
 from .decoding import Decoding, DecodingOptions
 from .sampling import SamplingParams, check_names
-from .speculation import PromptLookup, prompt_lookup
+from .speculation import PromptLookup, lookup_options
 from .stop import StopStrings
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def check_generate_arguments(
         on_context_full=on_context_full,
         n_keep=n_keep,
         is_cancelled=is_cancelled,
-        lookup=prompt_lookup(lookup),
+        lookup=lookup_options(lookup),
     )
     return GenerateArguments(model, ids, params, options, seed)
 

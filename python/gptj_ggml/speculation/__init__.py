@@ -7,6 +7,6 @@ would be without speculation), and :mod:`.draft_policy` decides from what the gu
 steps have cost so far how many to try, or none.
 """
 
-from .prompt_lookup import PromptLookup, Speculation, prompt_lookup
+from .prompt_lookup import PromptLookup, Speculation, lookup_options
 
-__all__ = ["PromptLookup", "Speculation", "prompt_lookup"]
+__all__ = ["PromptLookup", "Speculation", "lookup_options"]

@@ -53,7 +53,7 @@ class PromptLookup:
             raise TypeError(f"lookup.adaptive must be a bool, got {type(self.adaptive).__name__}")
 
 
-def prompt_lookup(value: object) -> PromptLookup | None:
+def lookup_options(value: object) -> PromptLookup | None:
     """The ``lookup`` argument as options: None or 0 is off, an integer is ``max_draft``."""
     if value is None or isinstance(value, PromptLookup):
         return value
