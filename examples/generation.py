@@ -46,3 +46,11 @@ logits = model.logits(model.tokenize("The weather today is"))[-1]
 for name, params in [("greedy", GREEDY), ("default", SamplingParams()), ("top_k=5", SamplingParams(top_k=5))]:
     p = probabilities(logits, params)
     print(f"{name:>8}: {np.count_nonzero(p):5d} candidates, most likely {model.detokenize([int(p.argmax())])!r} p={p.max():.3f}")
+
+# 5. Prompt lookup: tokens guessed from earlier text are verified several per step. The output is
+#    the same as without it (greedy here); only the speed changes, where the text repeats itself.
+code = "def area(width, height):\n    return width * height\n\n"
+plain = model.complete(code + "def area(", max_tokens=24, temperature=0)
+fast = model.complete(code + "def area(", max_tokens=24, temperature=0, lookup=8)
+assert fast.tokens == plain.tokens
+print(f"lookup: {fast.timings.accepted_tokens} of {fast.timings.drafted_tokens} drafted tokens accepted")
