@@ -95,7 +95,9 @@ def stdlib_split() -> tuple[list[Path], list[Path]]:
 def load_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast.from_pretrained(TOKENIZER_DIR)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(TOKENIZER_DIR)
+    tokenizer.model_max_length = sys.maxsize  # whole files are tokenized, then cut into windows: no warning
+    return tokenizer
 
 
 def token_stream(tokenizer, files: Sequence[Path]) -> np.ndarray:
@@ -159,7 +161,8 @@ def train(settings: TrainSettings, train_ids: np.ndarray, out: Path) -> dict:
     step, losses, start = 0, [], time.perf_counter()
     last_report = start
     print(
-        f"training: {sum(p.numel() for p in model.transformer.parameters()) / 1e6:.1f} M parameters in the body, "
+        f"training: {sum(p.numel() for p in model.transformer.parameters()) / 1e6:.1f} M parameters in the "
+        "embedding and layers, "
         f"LM head over {len(used)} of {N_VOCAB} tokens; {len(train_ids) / 1e6:.2f} M training tokens; "
         f"{tokens_per_step} tokens per step; {settings.minutes:g} minutes",
         flush=True,
