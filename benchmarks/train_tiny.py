@@ -147,8 +147,9 @@ def train(settings: TrainSettings, train_ids: np.ndarray, out: Path) -> dict:
     head_weight = torch.nn.Parameter(torch.randn(len(used), settings.n_embd) * config.initializer_range)
     head_bias = torch.nn.Parameter(torch.zeros(len(used)))
 
-    matrices = [p for name, p in model.transformer.named_parameters() if p.dim() == 2] + [head_weight]
-    others = [p for name, p in model.transformer.named_parameters() if p.dim() != 2] + [head_bias]
+    # Weight decay on the matrices only: decaying norm gains towards 0, or biases, only fights the data.
+    matrices = [p for p in model.transformer.parameters() if p.dim() == 2] + [head_weight]
+    others = [p for p in model.transformer.parameters() if p.dim() != 2] + [head_bias]
     optimizer = torch.optim.AdamW(
         [{"params": matrices, "weight_decay": 0.1}, {"params": others, "weight_decay": 0.0}],
         lr=settings.learning_rate, betas=(0.9, 0.95),
@@ -188,7 +189,7 @@ def train(settings: TrainSettings, train_ids: np.ndarray, out: Path) -> dict:
             recent = losses[-20:]
             print(
                 f"step {step:5d}  loss {sum(recent) / len(recent):.3f}  lr {optimizer.param_groups[0]['lr']:.2e}  "
-                f"{step * tokens_per_step / (now - start):.0f} tokens/s  {(now - start) / 60:.1f} min",
+                f"{step * tokens_per_step / (now - start):.0f} tokens/s so far  {(now - start) / 60:.1f} min",
                 flush=True,
             )
     seconds = time.perf_counter() - start
