@@ -61,7 +61,7 @@ class TrainSettings:
     n_embd: int = 256
     n_layer: int = 4
     n_ctx: int = 512
-    batch_size: int = 4
+    batch_size: int = 2
     learning_rate: float = 2e-3
     minutes: float = 13.0
     seed: int = 0
