@@ -160,23 +160,35 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-draft", type=int, default=8)
     parser.add_argument("--cost", type=Path, default=None, help="verify_cost.py --json output, for the 6B projection")
-    parser.add_argument("--cost-type", default="q8_0", help="which type's ratios of --cost to use")
+    parser.add_argument(
+        "--cost-types", default=None, help="which types' ratios of --cost to project with (default: all)"
+    )
     args = parser.parse_args()
     path = args.model or gguf_path(default_out())
     if not path.exists():
         sys.exit(f"{path} does not exist: run `python benchmarks/train_tiny.py` first (about 15 minutes)")
     model = Model(str(path), n_ctx=args.context, n_threads=args.threads)
-    cost = None
+    costs: dict[str, dict[int, float]] = {}
     if args.cost is not None:
-        cost = {int(k): v for k, v in json.loads(args.cost.read_text())[args.cost_type].items()}
+        table = json.loads(args.cost.read_text())
+        for name in args.cost_types.split(",") if args.cost_types else table:
+            costs[name] = {int(k): v for k, v in table[name].items()}
     lookup = PromptLookup(max_draft=args.max_draft)
     all_tasks = list(tasks(model, args.files, args.context - args.tokens))
-    modes = {"greedy": {"temperature": 0.0}, "sampled": {"temperature": 0.7, "seed": 1}}
+    # "sampled": the library's default sampler (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05), seeded.
+    # "penalized": the same with repeat_penalty 1.2 over the last 64 tokens, which keeps this small
+    # model out of the loops it otherwise falls into (see the "repeating itself" column).
+    modes = {
+        "greedy": {"temperature": 0.0},
+        "sampled": {"seed": 1},
+        "penalized": {"seed": 1, "repeat_penalty": 1.2},
+    }
     rows = []
     for mode, sampling in modes.items():
         for kind in ("grounded", "open-ended"):
             speedups, accepted, drafted, steps, produced, same = [], 0, 0, 0, 0, True
-            projected_plain = projected_fast = 0.0
+            looping = generated = 0
+            projected = {name: [0.0, 0.0] for name in costs}  # plain steps, charged cost
             for task in (t for t in all_tasks if t.kind == kind):
                 options = {"max_tokens": args.tokens, "ignore_eos": True, **sampling}
                 session = model.session  # a fresh session (cache) per run: nothing reused across them
@@ -197,10 +209,12 @@ def main() -> None:
                         accepted += fast.timings.accepted_tokens
                         steps += len(log.steps)
                         produced += sum(n for _, n in log.steps)
-                        if cost is not None:
-                            projected, plog = _logged_run(session, task.prompt, {**options, "lookup": lookup}, cost)
-                            projected_plain += sum(n for _, n in plog.steps)
-                            projected_fast += sum(cost.get(d, cost[max(cost)]) for d, _ in plog.steps)
+                        looping += _self_repeats(plain.tokens)
+                        generated += len(plain.tokens)
+                        for name, cost in costs.items():
+                            _, plog = _logged_run(session, task.prompt, {**options, "lookup": lookup}, cost)
+                            projected[name][0] += sum(n for _, n in plog.steps)
+                            projected[name][1] += sum(cost.get(d, cost[max(cost)]) for d, _ in plog.steps)
             rows.append(
                 (
                     mode,
@@ -208,7 +222,8 @@ def main() -> None:
                     accepted / drafted if drafted else 0.0,
                     produced / steps if steps else 1.0,
                     statistics.median(speedups),
-                    projected_plain / projected_fast if projected_fast else None,
+                    {name: plain_steps / charged for name, (plain_steps, charged) in projected.items()},
+                    looping / generated if generated else 0.0,
                     same,
                 )
             )
@@ -217,15 +232,26 @@ def main() -> None:
         f"{len(all_tasks)} prompts from {args.files} held-out files, {args.rounds} rounds, lookup max_draft {args.max_draft}"
     )
     header = "| sampling | prompts | drafts accepted | tokens per step | ms/token speedup (this model) |"
-    if cost is not None:
-        header += f" projected at 6B shapes ({args.cost_type}) |"
-    print(header + " same tokens |")
-    print("|" + "---|" * (header.count("|")))
-    for mode, kind, rate, per_step, speedup, projected, same in rows:
+    header += "".join(f" projected, 6B shapes {name} |" for name in costs)
+    header += " output repeating itself | same tokens |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for mode, kind, rate, per_step, speedup, projected, looping, same in rows:
         line = f"| {mode} | {kind} | {rate:.0%} | {per_step:.2f} | {speedup:.2f}x |"
-        if cost is not None:
-            line += f" {projected:.2f}x |"
-        print(line + f" {'yes' if same else 'NO'} |")
+        line += "".join(f" {projected[name]:.2f}x |" for name in costs)
+        print(line + f" {looping:.0%} | {'yes' if same else 'NO'} |")
+
+
+def _self_repeats(tokens: list[int], n: int = 6) -> int:
+    """Generated positions whose last n tokens already occurred earlier in the generated text (a
+    model stuck in a loop: there drafts are right almost always, which flatters lookup)."""
+    seen: set[tuple[int, ...]] = set()
+    count = 0
+    for end in range(n, len(tokens) + 1):
+        gram = tuple(tokens[end - n : end])
+        count += gram in seen
+        seen.add(gram)
+    return count
 
 
 if __name__ == "__main__":

@@ -29,9 +29,13 @@ def test_the_tail_never_matches_itself_and_nothing_matches_new_text():
     assert index.lookup(0) == ([], 0)
 
 
-def test_a_run_of_one_token_drafts_more_of_it():
-    index = NgramIndex([1, 2], [4, 4, 4])
-    assert index.lookup(3) == ([4], 2)  # only one token followed "4 4" so far
+def test_a_repetition_reaching_the_tail_drafts_more_of_it():
+    # "4 4" last occurred just before the end: what follows is more of the run, not one token.
+    assert NgramIndex([1, 2], [4, 4, 4]).lookup(3) == ([4, 4, 4], 2)
+    # A repeated line (period 3) goes on repeating.
+    assert NgramIndex([2], [7, 1, 2, 3, 1, 2, 3, 1, 2]).lookup(5) == ([3, 1, 2, 3, 1], 2)
+    # A copy from far back is just the text that followed.
+    assert NgramIndex([2], [1, 2, 3, 4, 5, 6, 9, 1, 2]).lookup(3) == ([3, 4, 5], 2)
 
 
 def test_the_step_cost_line_is_fitted_to_the_steps_seen():

@@ -3,7 +3,8 @@
 For each n-gram size the index maps an n-gram to the position right after its latest
 occurrence that has a continuation (an n-gram is entered when the token after it arrives, so
 the sequence's own tail never finds itself). A lookup tries the longest size first: a longer
-match is a better predictor of what comes next.
+match is a better predictor of what comes next. A continuation that reaches the end of the
+sequence goes on as the repetition it is.
 """
 
 from __future__ import annotations
@@ -45,5 +46,17 @@ class NgramIndex:
                 continue
             start = self._after[n].get(tuple(tokens[length - n :]))
             if start is not None:
-                return tokens[start : start + limit], n
+                return _continuation(tokens, start, limit), n
         return [], 0
+
+
+def _continuation(tokens: list[int], start: int, limit: int) -> list[int]:
+    """``limit`` tokens copied from ``start`` on, the copy running on into itself past the end:
+    a match close to the tail is a repetition of period ``len(tokens) - start`` (a run of spaces,
+    a repeated line), and what follows it is more of the same, not just the tokens left before
+    the end."""
+    period = len(tokens) - start
+    draft = tokens[start : start + limit]
+    while len(draft) < limit:
+        draft.append(draft[len(draft) - period])
+    return draft
