@@ -8,6 +8,7 @@
 #include "ggml-cpu.h"
 #include "ggml.h"
 #include "gptj/kernels/gemm_amx.h"
+#include "gptj/kernels/isa.h"
 #include "gptj/kernels/matvec_int8.h"
 #include "gptj/kernels/matmul.h"
 
@@ -59,6 +60,10 @@ void bind_info(py::module_ & m) {
           "Our kernel for prompt batches with f32/f16/bf16 weights on this CPU: \"avx512\", or \"\" (ggml's then).");
     m.def("set_batch_matmul_enabled", &gptj::set_batch_matmul_enabled, py::arg("enabled"),
           "Turn our prompt-batch kernel off (every product by ggml_mul_mat) or back on, for graphs built afterwards.");
+    m.def("isa_cap", [] { return std::string(gptj::isa_cap_name()); },
+          "The highest instruction set level our kernels may use (GPTJ_GGML_ISA: avx2, avx512 or amx; amx when unset).");
+    m.def("isa_cap_error", [] { return std::string(gptj::isa_cap_error()); },
+          "What is wrong with GPTJ_GGML_ISA (\"\" when it is unset or understood).");
     m.def("amx_available", &gptj::amx_available, "Whether prompt batches can use our AMX (bf16) kernel on this CPU.");
     m.def("set_matvec_max_tokens", &gptj::set_matvec_max_tokens, py::arg("n_tokens"),
           "The most tokens a product sends to the matrix-vector kernel (default and most: 16); for benchmarks.");

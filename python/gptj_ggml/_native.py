@@ -40,3 +40,7 @@ def load_core() -> ModuleType:
 
 
 core = load_core()
+
+# A cap on our kernels' instruction sets that is not understood would silently measure the wrong path.
+if core.isa_cap_error():
+    raise ValueError(core.isa_cap_error())

@@ -17,6 +17,7 @@ void row_to_f32_by_ggml(ggml_type type, const void * src, int64_t k0, int64_t n,
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 }  // namespace gptj
 
+#include "gptj/kernels/isa.h"
 #include "gptj/kernels/weight_loads.h"
 
 namespace gptj {
@@ -48,7 +49,8 @@ GPTJ_AVX512 void convert(const void * src, int64_t k0, int64_t n, float * dst) {
 }  // namespace
 
 bool cpu_has_avx512f() {
-    static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c");
+    static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c") &&
+                            isa_cap() >= IsaLevel::avx512;
     return has;
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gptj/kernels/dequantize.h"
+#include "gptj/kernels/isa.h"
 
 // AMX and AVX512-BF16 intrinsics: GCC 11+, Clang 12+ (older compilers build without this kernel).
 #if defined(__clang__)
@@ -124,7 +125,8 @@ GPTJ_TARGET_AMX void any_row_to_bf16(ggml_type type, const void * row, int64_t k
 
 bool amx_available() {
     static const bool available = __builtin_cpu_supports("amx-bf16") && __builtin_cpu_supports("avx512bf16") &&
-                                  cpu_has_avx512f() && request_amx_permission();
+                                  cpu_has_avx512f() && isa_cap() >= IsaLevel::amx &&
+                                  request_amx_permission();
     return available;
 }
 

@@ -120,8 +120,12 @@ def system_text(system: SystemInfo) -> str:
             + "; ggml's for repacked single tokens"
             if system.prompt_kernel
             else "ggml's (this CPU has no AVX-512 for gptj_ggml's kernels)"
+            if system.isa_cap == "amx"
+            else "ggml's (gptj_ggml's AVX-512 kernels are off: GPTJ_GGML_ISA=avx2)"
         ),
     ]
+    if system.isa_cap != "amx":
+        lines.append(f"kernel cap:    GPTJ_GGML_ISA={system.isa_cap}: gptj_ggml's kernels use nothing above {system.isa_cap.upper()}")
     if system.missed_features:
         lines.append(
             f"CPU has, ggml does not use: {' '.join(system.missed_features)} "

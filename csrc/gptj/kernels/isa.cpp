@@ -1,0 +1,47 @@
+#include "gptj/kernels/isa.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace gptj {
+namespace {
+
+struct IsaCap {
+    IsaLevel level = IsaLevel::amx;
+    std::string error;
+};
+
+const IsaCap & cap() {
+    static const IsaCap value = [] {
+        IsaCap read;
+        const char * env = std::getenv("GPTJ_GGML_ISA");
+        if (env == nullptr || *env == '\0') return read;
+        if (std::strcmp(env, "avx2") == 0) {
+            read.level = IsaLevel::avx2;
+        } else if (std::strcmp(env, "avx512") == 0) {
+            read.level = IsaLevel::avx512;
+        } else if (std::strcmp(env, "amx") != 0) {
+            read.error = std::string("GPTJ_GGML_ISA=") + env + " is not an instruction set level: use avx2, avx512 or amx";
+        }
+        return read;
+    }();
+    return value;
+}
+
+}  // namespace
+
+IsaLevel isa_cap() { return cap().level; }
+
+const char * isa_cap_name() {
+    switch (cap().level) {
+        case IsaLevel::avx2: return "avx2";
+        case IsaLevel::avx512: return "avx512";
+        case IsaLevel::amx: return "amx";
+    }
+    return "amx";
+}
+
+const char * isa_cap_error() { return cap().error.c_str(); }
+
+}  // namespace gptj

@@ -1,0 +1,20 @@
+// The instruction sets our kernels may use: what the CPU has, capped by the environment
+// variable GPTJ_GGML_ISA, so that one machine can measure and test the paths another CPU
+// would take (an AVX-512 machine standing in for an AVX2 laptop). ggml's own kernels are
+// not affected: they are chosen when its library was built.
+#pragma once
+
+namespace gptj {
+
+// Ordered: a cap allows its level and those below it.
+enum class IsaLevel { avx2 = 0, avx512 = 1, amx = 2 };
+
+// GPTJ_GGML_ISA read once: "avx2" (our AVX-512 and AMX kernels off: ggml runs every product),
+// "avx512" (AMX off), "amx" or unset (no cap). An unknown value caps nothing and is reported by
+// isa_cap_error(), which the Python layer raises on import.
+IsaLevel isa_cap();
+const char * isa_cap_name();
+// Empty when GPTJ_GGML_ISA is unset or understood; otherwise what is wrong with it.
+const char * isa_cap_error();
+
+}  // namespace gptj
