@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from random_gguf import write_random_gptj
+from random_gguf import six_b_shaped
 
 from gptj_ggml import Model, SamplingParams
 from gptj_ggml._native import core
@@ -113,9 +113,7 @@ def main() -> None:
         folder = args.dir or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
         for outtype in args.types.split(","):
-            path = folder / f"6b-{args.layers}l-{outtype}.gguf"
-            if not path.exists():
-                write_random_gptj(path, args.layers, outtype)
+            path = six_b_shaped(folder, args.layers, outtype)
             measure(path, counts, args)
 
 

@@ -45,6 +45,15 @@ class _RandomRecord:
             remaining -= n
 
 
+def six_b_shaped(folder: Path, n_layer: int, outtype: str) -> Path:
+    """``folder/6b-{n_layer}l-{outtype}.gguf``, GPT-J-6B's shapes with n_layer layers, written if missing
+    (benchmarks given the same ``--dir`` share the files)."""
+    path = folder / f"6b-{n_layer}l-{outtype}.gguf"
+    if not path.exists():
+        write_random_gptj(path, n_layer, outtype)
+    return path
+
+
 def write_random_gptj(path: Path, n_layer: int, outtype: str = "f16", **shape: int) -> Path:
     """Write a random GPT-J GGUF of n_layer layers (GPT-J-6B's shapes unless overridden)."""
     dims = {**GPTJ_6B, **shape}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from random_gguf import write_random_gptj
+from random_gguf import six_b_shaped
 
 from gptj_ggml import Model, SamplingParams
 from gptj_ggml._native import core
@@ -97,9 +97,7 @@ def main() -> None:
         folder = args.dir or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
         for outtype in args.types.split(","):
-            path = folder / f"6b-{args.layers}l-{outtype}.gguf"
-            if not path.exists():
-                write_random_gptj(path, args.layers, outtype)
+            path = six_b_shaped(folder, args.layers, outtype)
             ratios[outtype] = measure(path, args)
     if args.json is not None:
         args.json.write_text(json.dumps(ratios, indent=1))

@@ -190,14 +190,19 @@ def new_session(model, n_ctx=160):
     return core.Session(model._model, n_ctx=n_ctx, n_threads=1)
 
 
+def plain_greedy(model, prompt, n_tokens, greedy):
+    """The next n_tokens of the plain one-token-per-step greedy loop."""
+    session, out, pending = new_session(model), [], prompt
+    for _ in range(n_tokens):
+        out.append(session.evaluate_and_sample(pending, greedy)[0])
+        pending = [out[-1]]
+    return out
+
+
 def test_verification_keeps_the_agreeing_prefix_and_one_more_token(model):
     prompt = model.tokenize(PROMPTS[0])
     greedy = SamplingParams(temperature=0).sampler(model.n_vocab, 0)
-    reference = new_session(model)
-    expected, pending = [], prompt
-    for _ in range(6):
-        expected.append(reference.evaluate_and_sample(pending, greedy)[0])
-        pending = [expected[-1]]
+    expected = plain_greedy(model, prompt, 6, greedy)
 
     session = new_session(model)
     session.evaluate(prompt[:-1])
@@ -213,11 +218,7 @@ def test_verification_keeps_the_agreeing_prefix_and_one_more_token(model):
 def test_a_fully_accepted_draft_gives_a_token_after_it(model):
     prompt = model.tokenize(PROMPTS[1])
     greedy = SamplingParams(temperature=0).sampler(model.n_vocab, 0)
-    reference = new_session(model)
-    expected, pending = [], prompt
-    for _ in range(4):
-        expected.append(reference.evaluate_and_sample(pending, greedy)[0])
-        pending = [expected[-1]]
+    expected = plain_greedy(model, prompt, 4, greedy)
 
     session = new_session(model)
     session.evaluate(prompt[:-1])

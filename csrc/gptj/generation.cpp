@@ -1,21 +1,15 @@
 #include "gptj/generation.h"
 
 #include <chrono>
-#include <limits>
 #include <string>
 
 #include "gptj/error.h"
-#include "gptj/speculation.h"
 #include "gptj/step_sampling.h"
 
 namespace gptj {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point start) {
-    return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
 
 }  // namespace
 
@@ -33,21 +27,6 @@ Step evaluate_and_sample(Session & session, const std::vector<int32_t> & tokens,
     check_no_nan(logits.data(), logits.size(), session.n_past(), "");
     sample_into(step, logits.data(), session.history(), sampler, want_logprob, n_top_logprobs);
     return step;
-}
-
-std::vector<Step> evaluate_and_sample(BatchEvaluator & evaluator, const std::vector<BatchStepItem> & items,
-                                      const InterruptCheck & interrupted) {
-    for (size_t i = 0; i < items.size(); ++i) {
-        if (!items[i].draft.empty()) {
-            throw Error(Error::Kind::invalid_argument,
-                        "items[" + std::to_string(i) + "]: a draft is verified by evaluate_and_verify, not sampled");
-        }
-    }
-    std::vector<Step> steps;
-    for (std::vector<Step> & item_steps : evaluate_and_verify(evaluator, items, interrupted)) {
-        steps.push_back(std::move(item_steps.front()));
-    }
-    return steps;
 }
 
 LoopResult generate_loop(Session & session, const std::vector<int32_t> & prompt, int n_tokens, Sampler & sampler,

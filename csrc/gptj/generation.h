@@ -6,7 +6,6 @@
 #include <utility>
 #include <vector>
 
-#include "gptj/batch_evaluator.h"
 #include "gptj/sampling.h"
 #include "gptj/session.h"
 
@@ -28,23 +27,17 @@ Step evaluate_and_sample(Session & session, const std::vector<int32_t> & tokens,
                          bool want_logprob, std::vector<float> & logits, int32_t n_top_logprobs = 0,
                          const InterruptCheck & interrupted = nullptr);
 
-// One session's part of a batched step: its new tokens and its sampler (null: evaluate only,
-// as for a prompt chunk before the prompt's end; its Step then has token -1).
+// One session's part of a batched step (evaluate_and_verify in speculation.h): its new tokens,
+// the guessed tokens after them, and its sampler (null: evaluate only, as for a prompt chunk
+// before the prompt's end; its Step then has token -1).
 struct BatchStepItem {
     Session * session;
     std::vector<int32_t> tokens;
     Sampler * sampler;
     bool want_logprob;
     int32_t n_top_logprobs;
-    std::vector<int32_t> draft = {};  // guessed tokens after `tokens`, for evaluate_and_verify (speculation.h)
+    std::vector<int32_t> draft = {};
 };
-
-// evaluate_and_sample for several sessions at once: their tokens in one batched evaluation,
-// then each item's next token from its own logits with its own sampler. Each Step's eval_ms
-// is the shared evaluation's. Errors as BatchEvaluator::evaluate's (checked before anything
-// runs), and Error(evaluation) naming the item whose logits hold NaN.
-std::vector<Step> evaluate_and_sample(BatchEvaluator & evaluator, const std::vector<BatchStepItem> & items,
-                                      const InterruptCheck & interrupted = nullptr);
 
 struct LoopResult {
     std::vector<int32_t> tokens;  // n_tokens sampled tokens (the last one is not evaluated)

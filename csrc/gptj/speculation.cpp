@@ -12,10 +12,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double ms_since(Clock::time_point start) {
-    return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
 void check_draft(const std::vector<int32_t> & tokens, const std::vector<int32_t> & draft, const std::string & where) {
     if (tokens.empty()) throw Error(Error::Kind::invalid_argument, where + "no tokens to evaluate");
     if (!draft.empty() && tokens.size() != 1) {

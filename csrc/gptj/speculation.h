@@ -37,8 +37,10 @@ std::vector<Step> evaluate_and_verify(Session & session, const std::vector<int32
                                       const InterruptCheck & interrupted = nullptr);
 
 // The same for several sessions in one batched evaluation (BatchStepItem::draft; an item
-// without a sampler has no draft and gives one Step with token -1). Errors as the batched
-// evaluate_and_sample's, naming items[i].
+// without a sampler has no draft and gives one Step with token -1; without drafts it is one
+// sampled step per item). Errors as BatchEvaluator::evaluate's (checked before anything runs),
+// and Error(evaluation) naming the item whose logits hold NaN; after any error every session is
+// back where it was.
 std::vector<std::vector<Step>> evaluate_and_verify(BatchEvaluator & evaluator, const std::vector<BatchStepItem> & items,
                                                    const InterruptCheck & interrupted = nullptr);
 

@@ -1,6 +1,5 @@
 #include "gptj/step_sampling.h"
 
-#include <chrono>
 #include <cmath>
 #include <limits>
 
@@ -33,7 +32,7 @@ void sample_into(Step & step, const float * logits, const std::vector<int32_t> &
     step.logprob = want_logprob ? log_probability(logits, sampler.n_vocab(), step.token)
                                 : std::numeric_limits<float>::quiet_NaN();
     if (n_top_logprobs > 0) step.top_logprobs = top_log_probabilities(logits, sampler.n_vocab(), n_top_logprobs);
-    step.sample_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - sampled).count();
+    step.sample_ms = ms_since(sampled);
 }
 
 }  // namespace gptj

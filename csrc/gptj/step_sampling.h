@@ -3,6 +3,7 @@
 // (speculation.cpp), so both report the same things the same way.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -12,6 +13,11 @@
 #include "gptj/sampling.h"
 
 namespace gptj {
+
+// Milliseconds from `start` to now: how every step times its parts.
+inline double ms_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
 
 // A NaN reaching the sampler would read as a sampling problem; it is the model's (weights
 // holding NaN or inf, or an overflow in f16). `where` prefixes the message ("items[2]: ").

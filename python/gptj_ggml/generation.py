@@ -233,13 +233,10 @@ def _drive(decoding: Decoding) -> Iterator[Token]:
     speculating = decoding.speculation is not None
     try:
         while (tokens := decoding.next_tokens()) is not None:
-            draft = decoding.draft() if speculating else None
-            if draft:
+            if speculating:  # an empty draft is a plain step
+                draft = decoding.draft()
                 steps = session.evaluate_and_verify(tokens, draft, sampler, want_logprob, n_top_logprobs)
                 decoding.accept_steps(steps, len(tokens) + len(draft))
-            elif speculating:
-                steps = [session.evaluate_and_sample(tokens, sampler, want_logprob, n_top_logprobs)]
-                decoding.accept_steps(steps, len(tokens))
             else:
                 decoding.accept(session.evaluate_and_sample(tokens, sampler, want_logprob, n_top_logprobs))
             yield from decoding.hand_out()
