@@ -44,4 +44,14 @@ const char * isa_cap_name() {
 
 const char * isa_cap_error() { return cap().error.c_str(); }
 
+bool cpu_has_avx2() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                            __builtin_cpu_supports("f16c");
+    return has;
+#else
+    return false;
+#endif
+}
+
 }  // namespace gptj

@@ -17,4 +17,9 @@ const char * isa_cap_name();
 // Empty when GPTJ_GGML_ISA is unset or understood; otherwise what is wrong with it.
 const char * isa_cap_error();
 
+// Whether this CPU runs our AVX2 kernels: AVX2 with FMA and F16C (every x86-64 laptop and
+// desktop of the last decade), checked once at run time. No cap turns them off: GPTJ_GGML_ISA=avx2
+// is the level that runs them on a CPU with more.
+bool cpu_has_avx2();
+
 }  // namespace gptj
