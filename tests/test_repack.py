@@ -20,7 +20,8 @@ def test_repacked_weights_give_the_logits_of_mapped_weights(outtype, quant_model
     path = quant_model_path(outtype, pure=True)
     repacked, mapped = Model(path, repack=True), Model(path, repack=False)
     assert mapped.repacked_bytes == 0
-    assert (repacked.repacked_bytes > 0) == HAS_REPACK
+    # Where our kernel multiplies a type faster in the file's layout (q4_0 on AVX2 CPUs), it stays mapped.
+    assert (repacked.repacked_bytes > 0) == (HAS_REPACK and not core.keeps_file_layout(outtype))
     ours, reference = repacked.logits(PROMPT), mapped.logits(PROMPT)
     # The same weights; the repacked kernels quantize the activations of a batch in interleaved
     # groups and sum in another order, so the logits differ a little (measured: up to 0.9% of

@@ -7,9 +7,11 @@
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
+#include "gptj/kernels/dequantize.h"
 #include "gptj/kernels/gemm_amx.h"
 #include "gptj/kernels/isa.h"
 #include "gptj/kernels/matvec_int8.h"
+#include "gptj/kernels/matvec_int8_avx2.h"
 #include "gptj/kernels/matmul.h"
 
 
@@ -23,6 +25,15 @@ std::string object_path(const void * address) {
 }
 
 const char * const kMergesKey = "tokenizer.ggml.merges";
+
+// The ggml type named `name` ("q4_0"); a ValueError naming it when there is none.
+ggml_type type_named(const std::string & name) {
+    for (int t = 0; t < GGML_TYPE_COUNT; ++t) {
+        const char * type_name = ggml_type_name(static_cast<ggml_type>(t));
+        if (type_name != nullptr && name == type_name) return static_cast<ggml_type>(t);
+    }
+    throw py::value_error("no ggml type is named " + name);
+}
 
 }  // namespace
 
@@ -76,6 +87,12 @@ void bind_info(py::module_ & m) {
           "or back on, for graphs built afterwards.");
     m.def("int8_matvec_available", &gptj::cpu_has_avx512vnni,
           "Whether this CPU runs the int8 (AVX512-VNNI) kernel for q8_0 / q4_0 products of a few tokens.");
+    m.def("avx2_kernels_active", [] { return gptj::cpu_has_avx2() && !gptj::cpu_has_avx512f(); },
+          "Whether our AVX2 kernels run the products here (an AVX2 CPU without AVX-512, or GPTJ_GGML_ISA=avx2).");
+    m.def("keeps_file_layout", [](const std::string & type) { return gptj::int8_avx2_prefers_file_layout(type_named(type)); },
+          py::arg("type"),
+          "Whether a Model leaves matrices of this type in the file's layout even with repack=True (our kernel "
+          "multiplies them faster than ggml's repacked one on this CPU).");
     m.def("ggml_library_path", [] { return object_path(reinterpret_cast<const void *>(&ggml_version)); },
           "The shared library ggml_version() lives in (this extension itself when ggml is built in).");
     m.def("ggml_built_in", [] {

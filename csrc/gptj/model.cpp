@@ -8,6 +8,7 @@
 #include "ggml-backend.h"
 #include "gptj/error.h"
 #include "gptj/kernels/matmul.h"
+#include "gptj/kernels/matvec_int8_avx2.h"
 #include "gptj/memory.h"
 #include "gptj/repack.h"
 #include "gptj/threads.h"
@@ -130,6 +131,11 @@ void Model::place_weights(const ModelParams & params) {
         for (const LayerWeights & l : weights_.layers) {
             matrices.insert(matrices.end(), {l.attn_q, l.attn_k, l.attn_v, l.attn_output, l.ffn_up_w, l.ffn_down_w});
         }
+        // Types our kernels multiply faster in the file's layout than ggml's do repacked stay
+        // mapped: no copy, no repacking time.
+        matrices.erase(std::remove_if(matrices.begin(), matrices.end(),
+                                      [](const ggml_tensor * t) { return int8_avx2_prefers_file_layout(t->type); }),
+                       matrices.end());
         const int n_threads = params.n_threads > 0 ? params.n_threads : physical_core_count();
         auto release = [&](const ggml_tensor * t) {  // the repacked copy replaces these pages
             const GgufTensorInfo * info = file_.find_tensor(ggml_get_name(t));

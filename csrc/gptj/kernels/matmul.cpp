@@ -9,7 +9,9 @@
 #include "gptj/kernels/gemm_amx.h"
 #include "gptj/kernels/gemm_avx512.h"
 #include "gptj/kernels/matvec.h"
+#include "gptj/kernels/matvec_avx2.h"
 #include "gptj/kernels/matvec_int8.h"
+#include "gptj/kernels/matvec_int8_avx2.h"
 #include "gptj/memory.h"
 
 namespace gptj {
@@ -69,6 +71,16 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         weights = file_layout;
         userdata = reinterpret_cast<void *>(&release_mapped_pages);
     }
+    // q8_0, q4_0 and q4_K with 1-16 tokens on CPUs with AVX2 but not AVX-512 (most laptops): 8-bit
+    // dot products reading the file's layout (matvec_int8_avx2.h).
+    if (ours && int8_avx2_applies(w, in_plain_memory(w), n_tokens)) {
+        static_assert(kInt8Avx2Forms == sizeof(input.int8_avx2) / sizeof(input.int8_avx2[0]), "one slot per form");
+        ggml_tensor *& form = input.int8_avx2[int8_avx2_form(w->type)];
+        if (form == nullptr) form = int8_avx2_activations(ctx, x, w->type);
+        ggml_tensor * args[] = {w, form};
+        return ggml_custom_4d(ctx, GGML_TYPE_F32, m, n_tokens, 1, 1, args, 2, int8_avx2_matvec_task, GGML_N_TASKS_MAX,
+                              nullptr);
+    }
     // q8_0 and q4_0 with 2-16 tokens: 8-bit dot products where the CPU has VNNI, ahead of AMX
     // and the f32 matrix-vector kernel (4-layer 6B-shaped q8_0, 1 thread, CPU ms per evaluation:
     // 8 tokens 128-147 against the f32 kernel's 234-288, 16 tokens 177-238 against AMX's 195-279).
@@ -97,6 +109,11 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         ggml_tensor * args[] = {w, x};
         return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], n_tokens, 1, 1, args, 2, matvec_task, GGML_N_TASKS_MAX,
                               nullptr);
+    }
+    if (ours && n_tokens <= g_matvec_max_tokens && matvec_avx2_supported(w, in_plain_memory(w))) {
+        ggml_tensor * args[] = {w, x};
+        return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], n_tokens, 1, 1, args, 2, matvec_avx2_task,
+                              GGML_N_TASKS_MAX, nullptr);
     }
     // A matrix ggml repacked keeps ggml's kernels up to decode-batch sizes: its interleaved
     // layout suits them, and our kernels would read the file's copy, whose pages go back to the

@@ -19,6 +19,8 @@ struct MatmulInput {
     ggml_tensor * xt = nullptr;  // F32 [n_tokens, k]: x transposed, for our kernel; nullptr when unused
     ggml_tensor * amx_packed = nullptr;  // x in bf16 pairs, for the AMX kernel; nullptr when unused
     ggml_tensor * int8 = nullptr;  // x rounded to 8 bits per block, for the int8 kernel; nullptr when unused
+    // x rounded to 8 bits in each form the AVX2 int8 kernel reads (int8_avx2_form); nullptr when unused
+    ggml_tensor * int8_avx2[3] = {nullptr, nullptr, nullptr};
 };
 
 // Whether our kernel runs products with these weights on this CPU (checked at run time: the

@@ -12,40 +12,9 @@
 #include <cstdint>
 
 #include "ggml.h"
+#include "gptj/kernels/quant_blocks.h"
 
 namespace gptj {
-
-// GGUF's q8_0 and q4_0 blocks (fixed by the file format): 32 weights and one f16 scale.
-struct BlockQ8_0 {
-    ggml_fp16_t scale;
-    int8_t values[32];
-};
-struct BlockQ4_0 {
-    ggml_fp16_t scale;
-    uint8_t nibbles[16];  // weight j in the low nibble of byte j, weight 16 + j in the high one; minus 8
-};
-// q4_K: 256 weights in 8 groups of 32; group g's weight is scale_g * nibble - min_g, with the
-// 6-bit scale_g and min_g (packed in `scales`) multiplied by the f16 `scale` and `min_scale`.
-// Groups 2i and 2i + 1 share the 32 bytes nibbles[32 i ..]: low nibbles, then high ones.
-struct BlockQ4_K {
-    ggml_fp16_t scale;
-    ggml_fp16_t min_scale;
-    uint8_t scales[12];
-    uint8_t nibbles[128];
-};
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_K) == 144, "GGUF block layouts");
-
-// Group g's 6-bit scale and min: groups 0-3 in the low 6 bits of bytes g and g + 4; groups 4-7
-// in the nibbles of byte g + 4 with their top 2 bits in the top bits of bytes g - 4 and g.
-inline void q4_k_scale_min(const uint8_t * scales, int g, int & scale, int & min) {
-    if (g < 4) {
-        scale = scales[g] & 63;
-        min = scales[g + 4] & 63;
-    } else {
-        scale = (scales[g + 4] & 0xF) | ((scales[g - 4] >> 6) << 4);
-        min = (scales[g + 4] >> 4) | ((scales[g] >> 6) << 4);
-    }
-}
 
 // Weights k .. k + 31 (k a multiple of 32) of a row of TYPE, as two f32 vectors.
 template <ggml_type TYPE>
