@@ -102,3 +102,39 @@ def test_decode_batches_match_transformers(outtype, shapes, tiny_model_path, hf_
             error,
             relative_error(logits["ggml"], expected),
         )
+
+
+NAN_PROBE = """
+import sys
+from gptj_ggml import EvaluationError, Model
+try:
+    Model(sys.argv[1], repack=False).complete([1, 2, 3], max_tokens=2)
+except EvaluationError as e:
+    print("EvaluationError:", e)
+"""
+
+
+@pytest.mark.parametrize("outtype", ["f16", "q8_0", "q4_0", "q4_K"])
+def test_a_nan_activation_gives_nan_logits_not_numbers(outtype, quant_model_path, tmp_path):
+    # The int8 kernels round activations to integers: a NaN must not become a plausible number.
+    # The final norm's NaN reaches the output matrix (of the file's type: --pure) directly.
+    from gguf_edit import rewrite_gguf
+
+    def poison(name, data):
+        if name != "output_norm.weight":
+            return data
+        data = data.copy()
+        data[0] = np.nan  # one activation of a block: its maximum must not skip it
+        return data
+
+    path = rewrite_gguf(quant_model_path(outtype, pure=True), tmp_path / "nan.gguf", change_tensor=poison)
+    done = subprocess.run(
+        [sys.executable, "-c", NAN_PROBE, str(path)],
+        env={**os.environ, "GPTJ_GGML_ISA": "avx2"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "EvaluationError: " in done.stdout and "the model produced NaN logits" in done.stdout

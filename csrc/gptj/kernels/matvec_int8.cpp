@@ -169,10 +169,14 @@ void quantize_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
                                                 : nullptr;
             for (int64_t b = first; b < end; ++b) {
                 float amax = 0.0f;
+                bool nan = false;  // std::max skips a NaN: a NaN activation must give NaN outputs, not numbers
                 if (xt != nullptr) {
-                    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xt[b * 32 + i]));
+                    for (int i = 0; i < 32; ++i) {
+                        amax = std::max(amax, std::fabs(xt[b * 32 + i]));
+                        nan = nan || std::isnan(xt[b * 32 + i]);
+                    }
                 }
-                const float scale = amax / 127.0f;
+                const float scale = nan ? NAN : amax / 127.0f;
                 const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
                 int32_t lane_sums[2] = {0, 0};  // lane 2 t + 0 meets positions 0-3 of each 8, 2 t + 1 positions 4-7
                 for (int i = 0; i < 32; ++i) {
