@@ -1,12 +1,17 @@
 """gptj_ggml against the alternatives, on the same random weights with GPT-J-6B's real shapes.
 
-    python benchmarks/compare.py [--layers 2,4] [--types f16,q8_0,q4_0,q4_K] [--reps 3]
-                                 [--runtimes ours,ggml,ctransformers,transformers] [--threads N]
+    python benchmarks/compare.py [--layers 4,8] [--types f16,q8_0,q4_0,q4_K] [--reps 3]
+                                 [--runtimes ours,ours-avx2,ggml,ggml-avx2,ggml-llamafile,ctransformers,transformers]
+                                 [--threads N]
 
-Runtimes: this project (weights memory-mapped, and copied with --no-mmap); ggml's own examples/gpt-j (built from the ggml source inside the
-libggml-python sdist, in the scratch folder, on the same weights converted by its own
-convert-h5-to-ggml.py and quantized by its gpt-j-quantize); ctransformers 0.2.27 (in a scratch
-venv, on those legacy files); Hugging Face transformers (float32 and bfloat16; needs torch).
+Runtimes: this project (weights memory-mapped; copied with ours-no-mmap; ours-avx2 with
+GPTJ_GGML_ISA=avx2, the kernels an AVX2 laptop runs, which an AVX-512 machine can measure); ggml's
+own examples/gpt-j (built from the ggml source inside the libggml-python sdist, in the scratch
+folder, on the same weights converted by its own convert-h5-to-ggml.py and quantized by its
+gpt-j-quantize): `ggml` built -march=native without llamafile's sgemm (ggml's default),
+`ggml-llamafile` native with it (ggml at its best for prompts), `ggml-avx2` for AVX2 + FMA + F16C
+only (GGML_NATIVE=OFF: what an AVX2 laptop runs); ctransformers 0.2.27 (in a scratch venv, on those
+legacy files); Hugging Face transformers (float32 and bfloat16; needs torch).
 
 Every figure is measured in a fresh process, runtimes alternate within each repetition (this
 machine's memory bandwidth drifts minute to minute), medians are reported, and each figure is
@@ -91,13 +96,23 @@ def ggml_sdist(scratch: Path) -> Path:
     return source
 
 
-def ggml_example(scratch: Path) -> Path:
-    build = scratch / "ggml-build"
+# ggml's builds of its example: the folder suffix and the CMake options of each.
+GGML_BUILDS = {
+    "ggml": ("", ["-DGGML_NATIVE=ON", "-DGGML_LLAMAFILE=OFF"]),
+    "ggml-llamafile": ("-llamafile", ["-DGGML_NATIVE=ON", "-DGGML_LLAMAFILE=ON"]),
+    "ggml-avx2": ("-avx2", ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
+                            "-DGGML_BMI2=ON", "-DGGML_AVX512=OFF", "-DGGML_LLAMAFILE=OFF"]),
+}
+
+
+def ggml_example(scratch: Path, runtime: str = "ggml") -> Path:
+    suffix, options = GGML_BUILDS[runtime]
+    build = scratch / f"ggml-build{suffix}"
     binary = build / "bin" / "gpt-j"
     if not binary.exists():
         source = ggml_sdist(scratch)
         run(["cmake", "-S", str(source), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-             "-DGGML_BUILD_EXAMPLES=ON"])
+             "-DGGML_BUILD_EXAMPLES=ON", *options])
         run(["ninja", "-C", str(build), "gpt-j", "gpt-j-quantize"])
     return build / "bin"
 
@@ -246,8 +261,8 @@ def warm_page_cache(model: Path) -> None:
 
 
 def job_model(job: object) -> Path:
-    """The model file or folder a job loads (each command takes it as its first argument)."""
-    return Path(job[1]) if isinstance(job, tuple) else Path(job[3])
+    """The model file or folder a job loads (each command takes it as its first argument, after its code)."""
+    return Path(job[1]) if isinstance(job, tuple) else Path(job[job.index("-c") + 2])
 
 
 def read_bandwidth_gbs(threads: int, gib: float = 2.0) -> float:
@@ -284,9 +299,9 @@ def fit_at(layers: list[int], values: list[float], target: int = GPTJ_6B_LAYERS)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layers", default="2,4")
+    parser.add_argument("--layers", default="4,8", help="layer counts measured (8: beyond every cache)")
     parser.add_argument("--types", default="f16,q8_0,q4_0,q4_K")
-    parser.add_argument("--runtimes", default="ours,ours-no-mmap,ggml,ctransformers,transformers")
+    parser.add_argument("--runtimes", default="ours,ours-avx2,ggml,ggml-avx2,ggml-llamafile,transformers")
     parser.add_argument("--prompts", default="128,512")
     parser.add_argument("--n-gen", type=int, default=32)
     parser.add_argument("--reps", type=int, default=3)
@@ -305,22 +320,29 @@ def main() -> None:
     # What to run: (runtime, type) -> {n_layer: command or callable}
     jobs: dict[tuple[str, str], dict[int, object]] = {}
     bytes_per_token: dict[tuple[str, int], int] = {}
-    bin_dir = ggml_example(args.scratch) if ({"ggml", "ctransformers"} & set(runtimes)) else None
+    needs_legacy = {"ggml", "ggml-avx2", "ggml-llamafile", "ctransformers"} & set(runtimes)
+    bin_dir = ggml_example(args.scratch) if needs_legacy else None
+    other_ggml = {r: ggml_example(args.scratch, r) for r in ("ggml-avx2", "ggml-llamafile") if r in runtimes}
     ct_python = ctransformers_python(args.scratch) if "ctransformers" in runtimes else None
     for n_layer in layers:
         checkpoint = make_checkpoint(args.scratch, n_layer)
         ours = our_models(args.scratch, checkpoint, n_layer, types)
         for t, path in ours.items():
             bytes_per_token[(t, n_layer)] = weight_bytes_per_token(path)
-            for runtime, name, mode in (("ours", "gptj_ggml", "mmap"), ("ours-no-mmap", "gptj_ggml --no-mmap", "copy")):
+            for runtime, name, mode, env in (("ours", "gptj_ggml", "mmap", []),
+                                             ("ours-avx2", "gptj_ggml ISA=avx2", "mmap", ["GPTJ_GGML_ISA=avx2"]),
+                                             ("ours-no-mmap", "gptj_ggml --no-mmap", "copy", [])):
                 if runtime in runtimes:
-                    jobs.setdefault((name, t), {})[n_layer] = [sys.executable, "-c", OURS_CHILD, str(path),
+                    jobs.setdefault((name, t), {})[n_layer] = ["env", *env, sys.executable, "-c", OURS_CHILD, str(path),
                                                               str(args.threads), prompts, str(args.n_gen), mode]
         if bin_dir is not None:
             legacy = legacy_models(args.scratch, checkpoint, n_layer, types, bin_dir)
             for t, path in legacy.items():
                 if "ggml" in runtimes:
                     jobs.setdefault(("ggml examples/gpt-j", t), {})[n_layer] = (bin_dir / "gpt-j", path)
+                for runtime, other_bin in other_ggml.items():
+                    # The same legacy files: gpt-j-quantize's output does not depend on the build.
+                    jobs.setdefault((f"{runtime} examples/gpt-j", t), {})[n_layer] = (other_bin / "gpt-j", path)
                 if ct_python is not None:
                     jobs.setdefault(("ctransformers 0.2.27", t), {})[n_layer] = [str(ct_python), "-c", CT_CHILD, str(path),
                                                                                str(args.threads), prompts, str(args.n_gen)]
@@ -349,8 +371,8 @@ def main() -> None:
     print(f"\n{args.threads} threads; read bandwidth median {bw:.1f} GB/s (range {min(bandwidth):.1f}-{max(bandwidth):.1f}); "
           f"figures are medians of {args.reps} runs, extrapolated to {GPTJ_6B_LAYERS} layers from {args.layers} layers\n")
     header = "| runtime | type | gen ms/token | " + " | ".join(f"prompt {p} tok/s" for p in prompt_lens)
-    print(header + " | load ms | peak RSS MiB (measured, largest model) | bandwidth used |")
-    print("|" + "---|" * (header.count("|") + 3))
+    print(header + " | load ms | peak RSS MiB (measured, largest model) | bandwidth used | vs ggml (gen / prompts) |")
+    print("|" + "---|" * (header.count("|") + 4))
     table = []
     for (runtime, t), per in results.items():
         def at28(field: str, per: dict = per) -> float:
@@ -366,8 +388,18 @@ def main() -> None:
         bpt = fit_at(layers, [bytes_per_token.get((t, n), 0) for n in layers]) if t != "-" else 0
         row["bandwidth_fraction"] = (bpt / (gen / 1e3)) / (bw * 1e9) if bpt else float("nan")
         table.append(row)
-        print(f"| {runtime} | {t} | {gen:.0f} | " + " | ".join(f"{row[f'pp{p}']:.1f}" for p in prompt_lens)
-              + f" | {row['load_ms']:.0f} | {row['rss_mib']:.0f} | {row['bandwidth_fraction']:.0%} |")
+    by_key = {(r["runtime"], r["type"]): r for r in table}
+    for row in table:
+        # Ratios against ggml's example of the same type in this run: the AVX2-capped rows against
+        # its AVX2 build, the others against its default (native) build.
+        baseline = by_key.get(("ggml-avx2 examples/gpt-j" if "avx2" in row["runtime"] else "ggml examples/gpt-j", row["type"]))
+        ratios = ""
+        if baseline is not None and baseline is not row:
+            ratios = f"{baseline['gen_ms'] / row['gen_ms']:.2f}x / " + " / ".join(
+                f"{row[f'pp{p}'] / baseline[f'pp{p}']:.2f}x" for p in prompt_lens)
+        row["vs_ggml"] = ratios
+        print(f"| {row['runtime']} | {row['type']} | {row['gen_ms']:.0f} | " + " | ".join(f"{row[f'pp{p}']:.1f}" for p in prompt_lens)
+              + f" | {row['load_ms']:.0f} | {row['rss_mib']:.0f} | {row['bandwidth_fraction']:.0%} | {ratios} |")
     if args.json:
         args.json.write_text(json.dumps({"bandwidth_gbs": bandwidth, "table": table,
                                          "raw": {f"{k[0]}|{k[1]}": v for k, v in results.items()}}, indent=1))
