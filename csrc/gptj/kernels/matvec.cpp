@@ -17,6 +17,15 @@ namespace {
 // 2 KiB 93.5 / 58.5.
 constexpr int64_t kPrefetchBytes = 512;
 
+// Bytes of 32 weights of a row (a constant: the prefetch address was a 64-bit division per 64
+// weights).
+template <ggml_type TYPE>
+constexpr int64_t kBytesPer32Weights = TYPE == GGML_TYPE_F32   ? 128
+                                       : TYPE == GGML_TYPE_Q8_0 ? 34
+                                       : TYPE == GGML_TYPE_Q4_0 ? 18
+                                       : TYPE == GGML_TYPE_Q4_K ? 18
+                                                                : 64;  // f16, bf16
+
 // y[t][row] = dot(w_row, x[t]) for t < TOKENS, converting each weight as it streams by.
 // ROWS rows at a time: ROWS memory streams in flight per thread (one stream left the memory
 // bus half idle) and each activation load serves ROWS rows.
@@ -39,13 +48,12 @@ GPTJ_AVX512 void rows_times_tokens(const ggml_tensor * w, const float * x, int64
 #pragma GCC unroll 8
             for (int t = 0; t < TOKENS; ++t) acc[r][t] = _mm512_setzero_ps();
         }
-        const int64_t row_bytes = static_cast<int64_t>(w->nb[1]);
         for (int64_t i = 0; i < k_whole; i += 32) {
             __m512 low[ROWS], high[ROWS];
             if (i % 64 == 0) {  // one prefetch per row per 64 weights (at least one cache line of them)
 #pragma GCC unroll 8
                 for (int r = 0; r < ROWS; ++r) {
-                    const int64_t ahead = i * row_bytes / k + kPrefetchBytes;
+                    const int64_t ahead = i / 32 * kBytesPer32Weights<TYPE> + kPrefetchBytes;
                     _mm_prefetch(static_cast<const char *>(w_row[r]) + ahead, _MM_HINT_T0);
                 }
             }
