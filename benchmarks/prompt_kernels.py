@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from random_gguf import six_b_shaped
 
 from gptj_ggml import Model
 from gptj_ggml._native import core
-
-from random_gguf import six_b_shaped
 
 
 def prompt_seconds(model: Model, ids: list[int], ours: bool, clock=time.perf_counter) -> float:
