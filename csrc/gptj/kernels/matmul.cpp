@@ -132,11 +132,17 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
                                           userdata);
         return transpose_f32(ctx, ggml_view_2d(ctx, yt, n_tokens, m, yt->nb[1], 0));
     }
+    if (avx2_gemm_in_use()) {
+        if (input.avx2_packed == nullptr) input.avx2_packed = pack_tokens_avx2(ctx, x);
+        ggml_tensor * args[] = {weights, input.avx2_packed};
+        ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_tokens, m, 1, 1, args, 2, gemm_avx2_task,
+                                          GGML_N_TASKS_MAX, userdata);
+        return transpose_f32(ctx, yt);
+    }
     if (input.xt == nullptr) input.xt = transpose_f32(ctx, x);
     ggml_tensor * args[] = {weights, input.xt};
-    ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_tokens, w->ne[1], 1, 1, args, 2,
-                                      avx2_gemm_in_use() ? gemm_avx2_task : gemm_avx512_task, GGML_N_TASKS_MAX,
-                                      userdata);
+    ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_tokens, w->ne[1], 1, 1, args, 2, gemm_avx512_task,
+                                      GGML_N_TASKS_MAX, userdata);
     return transpose_f32(ctx, yt);
 }
 

@@ -17,6 +17,7 @@ namespace gptj {
 struct MatmulInput {
     ggml_tensor * x;   // F32 [k, n_tokens], as ggml_mul_mat takes it
     ggml_tensor * xt = nullptr;  // F32 [n_tokens, k]: x transposed, for our kernel; nullptr when unused
+    ggml_tensor * avx2_packed = nullptr;  // x in token tiles, for the AVX2 GEMM; nullptr when unused
     ggml_tensor * amx_packed = nullptr;  // x in bf16 pairs, for the AMX kernel; nullptr when unused
     ggml_tensor * int8 = nullptr;  // x rounded to 8 bits per block, for the int8 kernel; nullptr when unused
 };
