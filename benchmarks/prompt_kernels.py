@@ -2,7 +2,8 @@
 products (set_batch_matmul_enabled(False)), on random GPT-J-6B-shaped GGUF files.
 
     python benchmarks/prompt_kernels.py [--dir /tmp/bench] [--layers 4] [--types f16,q8_0,q4_0,q4_K]
-                                        [--prompts 128,512] [--reps 3] [--threads 2]
+                                        [--prompts 128,512] [--reps 3] [--threads 2] [--cpu-time]
+                                        [--no-repack]
 
 The two alternate within each repetition (A B A B: the machine's speed drifts, and other work may
 share its cores); each prints the median tokens/s and ours / ggml's.
@@ -39,6 +40,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--no-repack", action="store_true", help="keep ggml from repacking q4_0/q4_K (its kernels then read the file's layout)"
+    )
+    parser.add_argument(
         "--cpu-time",
         action="store_true",
         help="one thread, timed by its CPU time (steadier than wall time while other work shares the cores)",
@@ -48,10 +52,11 @@ def main() -> None:
         args.threads = 1
     clock = time.thread_time if args.cpu_time else time.perf_counter
     print(f"kernel: {core.batch_matmul_kernel() or 'none'}; {args.layers} layers, {args.threads} threads, "
-          f"{'CPU' if args.cpu_time else 'wall'} time, median of {args.reps}")
+          f"{'CPU' if args.cpu_time else 'wall'} time, median of {args.reps}{', no repacking' if args.no_repack else ''}")
     print(f"{'type':<6} {'prompt':>6} {'ours tok/s':>11} {'ggml tok/s':>11} {'ours/ggml':>10}")
     for outtype in args.types.split(","):
-        model = Model(six_b_shaped(args.dir, args.layers, outtype), n_threads=args.threads, n_ctx=1024, n_batch=512)
+        model = Model(six_b_shaped(args.dir, args.layers, outtype), n_threads=args.threads, n_ctx=1024, n_batch=512,
+                      repack=not args.no_repack)
         for n_tokens in map(int, args.prompts.split(",")):
             ids = np.random.default_rng(n_tokens).integers(0, 50400, n_tokens).tolist()
             prompt_seconds(model, ids, True, clock)  # warm-up: weights paged in

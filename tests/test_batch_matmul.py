@@ -91,11 +91,15 @@ def test_quantized_batches_read_the_file_layout_when_ggml_repacked(outtype, tiny
     plain = Model(path, repack=False)
     if outtype != "q8_0":
         assert repacked.repacked_bytes > 0
-    if core.batch_matmul_kernel():
-        # Our kernel reads the same file bytes either way: the same logits, bit for bit.
+    if core.batch_matmul_kernel() == "avx512":
+        # Our kernel reads the same file bytes either way: the same logits, bit for bit. (The AVX2
+        # GEMM leaves repacked matrices to ggml's int8 kernels: matmul.cpp.)
         np.testing.assert_array_equal(repacked.logits(ids), plain.logits(ids))
     else:
-        assert relative_error(repacked.logits(ids), plain.logits(ids)) <= 1e-2
+        # ggml's int8 kernels on the repacked copy (activations rounded to 8 bits) against ggml's, or
+        # the AVX2 GEMM's f32 products, on the file layout (test_quantized_batch_and_token_by_token_agree's
+        # bound; AVX2 GEMM, q4_K: 1.2e-2 measured).
+        assert relative_error(repacked.logits(ids), plain.logits(ids)) <= 3e-2
 
 
 @pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K"])
