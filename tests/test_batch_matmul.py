@@ -68,8 +68,8 @@ def test_batch_and_token_by_token_give_the_same_next_token_logits(tiny_model_pat
 
 
 def test_the_kernel_can_be_switched_off_and_on(tiny_model_path, ggml_products_only):
-    assert core.batch_matmul_kernel() in ("avx512", "")
-    ids = random_ids(16, seed=3)
+    assert core.batch_matmul_kernel() in ("avx512", "avx2", "")
+    ids = random_ids(20, seed=3)  # a prompt batch for every GEMM (the AVX2 one takes more than 16 tokens)
     model = Model(tiny_model_path("f32", **ODD_SHAPES))
     off = model.logits(ids)
     core.set_batch_matmul_enabled(True)
@@ -92,11 +92,15 @@ def test_quantized_batches_read_the_file_layout_when_ggml_repacked(outtype, tiny
     plain = Model(path, repack=False)
     if outtype != "q8_0" and not core.keeps_file_layout(outtype):
         assert repacked.repacked_bytes > 0
-    if core.batch_matmul_kernel():
-        # Our kernel reads the same file bytes either way: the same logits, bit for bit.
+    if core.batch_matmul_kernel() == "avx512":
+        # Our kernel reads the same file bytes either way: the same logits, bit for bit. (The AVX2
+        # GEMM leaves repacked matrices to ggml's int8 kernels: matmul.cpp.)
         np.testing.assert_array_equal(repacked.logits(ids), plain.logits(ids))
     else:
-        assert relative_error(repacked.logits(ids), plain.logits(ids)) <= 1e-2
+        # ggml's int8 kernels on the repacked copy (activations rounded to 8 bits) against ggml's, or
+        # the AVX2 GEMM's f32 products, on the file layout (test_quantized_batch_and_token_by_token_agree's
+        # bound; AVX2 GEMM, q4_K: 1.2e-2 measured).
+        assert relative_error(repacked.logits(ids), plain.logits(ids)) <= 3e-2
 
 
 @pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K"])

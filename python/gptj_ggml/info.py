@@ -196,7 +196,7 @@ class SystemInfo:
     cpu_flags: frozenset[str]  # from /proc/cpuinfo (empty elsewhere)
     physical_cores: int
     default_threads: int
-    prompt_kernel: str  # our matrix kernels ("avx512"), or "" where this CPU runs ggml's
+    prompt_kernel: str  # our prompt GEMM ("avx512" or "avx2"), or "" where this CPU runs ggml's
     amx: bool  # prompt batches of non-f32 weights on our AMX (bf16 tile) kernel
     isa_cap: str = "amx"  # GPTJ_GGML_ISA: the highest level our kernels may use ("amx": no cap)
 

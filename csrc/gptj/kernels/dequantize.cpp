@@ -19,6 +19,7 @@ void row_to_f32_by_ggml(ggml_type type, const void * src, int64_t k0, int64_t n,
 
 #include "gptj/kernels/isa.h"
 #include "gptj/kernels/weight_loads.h"
+#include "gptj/kernels/weight_loads_avx2.h"
 
 namespace gptj {
 namespace {
@@ -46,20 +47,35 @@ GPTJ_AVX512 void convert(const void * src, int64_t k0, int64_t n, float * dst) {
     }
 }
 
-}  // namespace
-
-bool cpu_has_avx512f() {
-    static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c") &&
-                            isa_cap() >= IsaLevel::avx512;
-    return has;
+// The AVX2 twin of convert, for CPUs without AVX-512.
+template <ggml_type TYPE>
+GPTJ_AVX2 void convert_avx2(const void * src, int64_t k0, int64_t n, float * dst) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256 weights[4];
+        load_32_weights_avx2<TYPE>(src, k0 + i, weights);
+        for (int v = 0; v < 4; ++v) _mm256_storeu_ps(dst + i + kLanesAvx2 * v, weights[v]);
+    }
+    if (i == n) return;
+    // The row's last few weights (a dense type: quantized rows are whole blocks).
+    if constexpr (TYPE == GGML_TYPE_F32) {
+        std::memcpy(dst + i, static_cast<const float *>(src) + k0 + i, static_cast<size_t>(n - i) * sizeof(float));
+    } else if constexpr (TYPE == GGML_TYPE_F16) {
+        for (; i < n; ++i) dst[i] = _cvtsh_ss(static_cast<const ggml_fp16_t *>(src)[k0 + i]);
+    } else if constexpr (TYPE == GGML_TYPE_BF16) {
+        for (; i < n; ++i) {
+            const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t *>(src)[k0 + i]) << 16;
+            std::memcpy(dst + i, &bits, sizeof bits);
+        }
+    }
 }
 
-bool row_to_f32_is_vectorized(ggml_type type) {
-    return cpu_has_avx512f() && (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16 ||
-                                 type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_K);
+bool has_vector_converter(ggml_type type) {
+    return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16 || type == GGML_TYPE_Q8_0 ||
+           type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_K;
 }
 
-void row_to_f32(ggml_type type, const void * src, int64_t k0, int64_t n, float * dst) {
+void row_to_f32_avx512(ggml_type type, const void * src, int64_t k0, int64_t n, float * dst) {
     switch (type) {
         case GGML_TYPE_F32: return convert<GGML_TYPE_F32>(src, k0, n, dst);
         case GGML_TYPE_F16: return convert<GGML_TYPE_F16>(src, k0, n, dst);
@@ -69,6 +85,37 @@ void row_to_f32(ggml_type type, const void * src, int64_t k0, int64_t n, float *
         case GGML_TYPE_Q4_K: return convert<GGML_TYPE_Q4_K>(src, k0, n, dst);
         default: return row_to_f32_by_ggml(type, src, k0, n, dst);
     }
+}
+
+void row_to_f32_avx2(ggml_type type, const void * src, int64_t k0, int64_t n, float * dst) {
+    switch (type) {
+        case GGML_TYPE_F32: return convert_avx2<GGML_TYPE_F32>(src, k0, n, dst);
+        case GGML_TYPE_F16: return convert_avx2<GGML_TYPE_F16>(src, k0, n, dst);
+        case GGML_TYPE_BF16: return convert_avx2<GGML_TYPE_BF16>(src, k0, n, dst);
+        case GGML_TYPE_Q8_0: return convert_avx2<GGML_TYPE_Q8_0>(src, k0, n, dst);
+        case GGML_TYPE_Q4_0: return convert_avx2<GGML_TYPE_Q4_0>(src, k0, n, dst);
+        case GGML_TYPE_Q4_K: return convert_avx2<GGML_TYPE_Q4_K>(src, k0, n, dst);
+        default: return row_to_f32_by_ggml(type, src, k0, n, dst);
+    }
+}
+
+}  // namespace
+
+bool cpu_has_avx512f() {
+    static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c") &&
+                            isa_cap() >= IsaLevel::avx512;
+    return has;
+}
+
+bool row_to_f32_is_vectorized(ggml_type type) {
+    return (cpu_has_avx512f() || cpu_has_avx2()) && has_vector_converter(type);
+}
+
+// AVX-512 where the CPU has it (and the cap allows it), AVX2 else, ggml's scalar code on older CPUs.
+void row_to_f32(ggml_type type, const void * src, int64_t k0, int64_t n, float * dst) {
+    if (cpu_has_avx512f()) return row_to_f32_avx512(type, src, k0, n, dst);
+    if (cpu_has_avx2()) return row_to_f32_avx2(type, src, k0, n, dst);
+    row_to_f32_by_ggml(type, src, k0, n, dst);
 }
 
 #else

@@ -1,6 +1,7 @@
 // Weights as f32, a stretch of one row at a time, for our matrix kernels (gemm_avx512.cpp,
-// matvec.cpp, gemm_amx.cpp). Vectorized with AVX-512 for f32, f16, bf16, q8_0, q4_0 and q4_K;
-// other quantized types go through ggml's own (scalar) dequantizers.
+// matvec.cpp, gemm_amx.cpp, gemm_avx2.cpp). Vectorized with AVX-512 (or AVX2 where the CPU has
+// no AVX-512) for f32, f16, bf16, q8_0, q4_0 and q4_K; other quantized types, and CPUs without
+// AVX2, go through ggml's own (scalar) dequantizers.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +22,7 @@ bool row_to_f32_is_vectorized(ggml_type type);
 
 // Writes weights k0 .. k0 + n of the row at `row` (a row of `type` in the file's layout) to
 // dst as f32. For quantized types k0 and n are multiples of the block size (n may end at the
-// row's end). Requires AVX-512F.
+// row's end). Runs on any x86-64 CPU.
 void row_to_f32(ggml_type type, const void * row, int64_t k0, int64_t n, float * dst);
 
 }  // namespace gptj

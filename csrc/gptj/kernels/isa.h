@@ -9,7 +9,7 @@ namespace gptj {
 // Ordered: a cap allows its level and those below it.
 enum class IsaLevel { avx2 = 0, avx512 = 1, amx = 2 };
 
-// GPTJ_GGML_ISA read once: "avx2" (our AVX-512 and AMX kernels off: ggml runs every product),
+// GPTJ_GGML_ISA read once: "avx2" (our AVX-512 and AMX kernels off, the AVX2 ones on),
 // "avx512" (AMX off), "amx" or unset (no cap). An unknown value caps nothing and is reported by
 // isa_cap_error(), which the Python layer raises on import.
 IsaLevel isa_cap();

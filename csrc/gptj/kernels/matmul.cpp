@@ -7,7 +7,9 @@
 #include "ggml-backend.h"
 #include "gptj/kernels/dequantize.h"
 #include "gptj/kernels/gemm_amx.h"
+#include "gptj/kernels/gemm_avx2.h"
 #include "gptj/kernels/gemm_avx512.h"
+#include "gptj/kernels/isa.h"
 #include "gptj/kernels/matvec.h"
 #include "gptj/kernels/matvec_avx2.h"
 #include "gptj/kernels/matvec_int8.h"
@@ -28,6 +30,10 @@ bool in_plain_memory(const ggml_tensor * weights) {
     return weights->buffer == nullptr || ggml_backend_buffer_is_host(weights->buffer);
 }
 
+// Where the CPU (or GPTJ_GGML_ISA) has AVX2 but no AVX-512, prompt batches take the AVX2 GEMM
+// (gemm_avx2.h); shorter batches stay with ggml's kernels.
+bool avx2_gemm_in_use() { return !cpu_has_avx512f() && cpu_has_avx2(); }
+
 }  // namespace
 
 void set_amx_enabled(bool enabled) { g_amx_enabled = enabled; }
@@ -38,10 +44,10 @@ void set_amx_min_tokens(int n_tokens) { g_amx_min_tokens = std::max(n_tokens, 1)
 
 void set_matvec_max_tokens(int n_tokens) { g_matvec_max_tokens = std::clamp(n_tokens, 0, kMatvecMaxTokens); }
 
-// Where the CPU lacks AVX-512 (or the extension was built for another architecture, where
-// cpu_has_avx512f() is false), neither check passes: ggml does every product.
+// Where the CPU lacks AVX-512 and AVX2 (or the extension was built for another architecture,
+// where both checks are false), ggml does every product.
 bool batch_matmul_supported(const ggml_tensor * weights) {
-    if (!cpu_has_avx512f() || !ggml_is_contiguous(weights)) return false;
+    if (!(cpu_has_avx512f() || avx2_gemm_in_use()) || !ggml_is_contiguous(weights)) return false;
     const ggml_type type = weights->type;
     if (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) return true;
     // Quantized weights in their file layout (ggml's dequantizer reads them); not the ones
@@ -55,7 +61,7 @@ bool matvec_supported(const ggml_tensor * weights) {
     return cpu_has_avx512f() && ggml_is_contiguous(weights) && in_plain_memory(weights) && matvec_handles(weights->type);
 }
 
-const char * batch_matmul_kernel() { return cpu_has_avx512f() ? "avx512" : ""; }
+const char * batch_matmul_kernel() { return cpu_has_avx512f() ? "avx512" : avx2_gemm_in_use() ? "avx2" : ""; }
 
 ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & input, ggml_tensor * file_layout) {
     ggml_tensor * x = input.x;
@@ -124,6 +130,12 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         (!amx && (n_tokens < kBatchMatmulMinTokens || ((repacked || scalar_conversion) && decode_batch)))) {
         return ggml_mul_mat(ctx, w, x);
     }
+    // AVX2 GEMM: prompt batches only (more than kMatvecMaxTokens tokens); decode batches keep
+    // ggml's kernels, whose dot products read each weight once for the few tokens. Matrices ggml
+    // repacked (q4_0, q4_K) keep its int8 GEMMs for their interleaved layouts, which were as fast
+    // or faster than the f32 GEMM on the file's copy (4-layer 6B-shaped, 2 threads, ours / ggml's:
+    // q4_0 pp128 1.04x, pp512 0.73x; q4_K 0.88x, 0.98x); unrepacked, they take the AVX2 GEMM.
+    if (avx2_gemm_in_use() && (decode_batch || repacked)) return ggml_mul_mat(ctx, w, x);
     // f16 weights: hi + lo bf16 halves of both operands, for f32-like accuracy (gemm_amx.h).
     const bool split = weights->type == GGML_TYPE_F16;
     // The packed input serves one precision; a product wanting the other (a mixed-type
@@ -139,6 +151,13 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_pad, m, 1, 1, args, 2, amx_matmul_task, GGML_N_TASKS_MAX,
                                           userdata);
         return transpose_f32(ctx, ggml_view_2d(ctx, yt, n_tokens, m, yt->nb[1], 0));
+    }
+    if (avx2_gemm_in_use()) {
+        if (input.avx2_packed == nullptr) input.avx2_packed = pack_tokens_avx2(ctx, x);
+        ggml_tensor * args[] = {weights, input.avx2_packed};
+        ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_tokens, m, 1, 1, args, 2, gemm_avx2_task,
+                                          GGML_N_TASKS_MAX, userdata);
+        return transpose_f32(ctx, yt);
     }
     if (input.xt == nullptr) input.xt = transpose_f32(ctx, x);
     ggml_tensor * args[] = {weights, input.xt};

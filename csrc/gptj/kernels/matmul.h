@@ -1,6 +1,7 @@
 // Which kernel computes each weight x activation product of the forward graph: our
 // matrix-vector kernels for a few tokens (matvec_int8.h for q8_0 where the CPU has VNNI, matvec.h), for prompt batches our AMX kernel
-// (gemm_amx.h) or our AVX-512 f32 GEMM (gemm_avx512.h), and ggml_mul_mat everywhere else.
+// (gemm_amx.h), our AVX-512 f32 GEMM (gemm_avx512.h) or, without AVX-512, our AVX2 one (gemm_avx2.h),
+// and ggml_mul_mat everywhere else.
 //
 // Why: for f16 weights ggml's CPU backend rounds the activations to f16 and computes every
 // output as a separate f16 dot product (ggml_vec_dot_f16, 96% of a 128-token prompt's time
@@ -17,6 +18,7 @@ namespace gptj {
 struct MatmulInput {
     ggml_tensor * x;   // F32 [k, n_tokens], as ggml_mul_mat takes it
     ggml_tensor * xt = nullptr;  // F32 [n_tokens, k]: x transposed, for our kernel; nullptr when unused
+    ggml_tensor * avx2_packed = nullptr;  // x in token tiles, for the AVX2 GEMM; nullptr when unused
     ggml_tensor * amx_packed = nullptr;  // x in bf16 pairs, for the AMX kernel; nullptr when unused
     ggml_tensor * int8 = nullptr;  // x rounded to 8 bits per block, for the int8 kernel; nullptr when unused
     // x rounded to 8 bits in each form the AVX2 int8 kernel reads (int8_avx2_form); nullptr when unused
@@ -24,7 +26,7 @@ struct MatmulInput {
 };
 
 // Whether our kernel runs products with these weights on this CPU (checked at run time: the
-// extension is built for any x86-64 and uses AVX-512 only where the CPU has it): f32, f16,
+// extension is built for any x86-64 and uses AVX-512 or AVX2 only where the CPU has it): f32, f16,
 // bf16, and quantized types in their file layout (not the matrices ggml repacked).
 bool batch_matmul_supported(const ggml_tensor * weights);
 // Whether our matrix-vector kernel runs products with these weights on this CPU: weights in
@@ -34,7 +36,7 @@ bool matvec_supported(const ggml_tensor * weights);
 // Our kernel is on by default where the CPU can run it; off, every product is ggml_mul_mat's
 // (for side-by-side measurements and tests). Applies to graphs built afterwards.
 void set_batch_matmul_enabled(bool enabled);
-// "avx512" when this CPU runs our kernel, "" when it does not.
+// The prompt GEMM this CPU runs: "avx512", "avx2" (no AVX-512, or GPTJ_GGML_ISA=avx2), or "" (ggml's).
 const char * batch_matmul_kernel();
 
 // The AMX kernel (bf16 arithmetic) for non-f32 weights where the CPU has AMX; off, those

@@ -115,13 +115,13 @@ def system_text(system: SystemInfo) -> str:
         f"ggml uses:     {features or '(no CPU features reported)'}",
         "matrix kernels: "
         + (
-            f"gptj_ggml's {system.prompt_kernel.upper()}"
+            "gptj_ggml's AVX2 (prompt batches of more than 16 tokens); ggml's for shorter batches"
+            if system.prompt_kernel == "avx2"
+            else f"gptj_ggml's {system.prompt_kernel.upper()}"
             + (" and AMX (bf16 tiles, for prompt batches)" if system.amx else "")
             + "; ggml's for repacked single tokens"
             if system.prompt_kernel
-            else "ggml's (this CPU has no AVX-512 for gptj_ggml's kernels)"
-            if system.isa_cap == "amx"
-            else "ggml's (gptj_ggml's AVX-512 kernels are off: GPTJ_GGML_ISA=avx2)"
+            else "ggml's (this CPU has no AVX2 for gptj_ggml's kernels)"
         ),
     ]
     if system.isa_cap != "amx":
