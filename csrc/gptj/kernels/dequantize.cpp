@@ -24,17 +24,10 @@ void row_to_f32_by_ggml(ggml_type type, const void * src, int64_t k0, int64_t n,
 namespace gptj {
 namespace {
 
+// Weights k0 + i .. k0 + n of a dense row, the few a vector loop leaves (quantized rows are whole
+// blocks: nothing is left).
 template <ggml_type TYPE>
-GPTJ_AVX512 void convert(const void * src, int64_t k0, int64_t n, float * dst) {
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        __m512 low, high;
-        load_32_weights<TYPE>(src, k0 + i, low, high);
-        _mm512_storeu_ps(dst + i, low);
-        _mm512_storeu_ps(dst + i + 16, high);
-    }
-    if (i == n) return;
-    // The row's last few weights (a dense type: quantized rows are whole blocks).
+__attribute__((target("f16c"))) void convert_tail(const void * src, int64_t k0, int64_t i, int64_t n, float * dst) {
     if constexpr (TYPE == GGML_TYPE_F32) {
         std::memcpy(dst + i, static_cast<const float *>(src) + k0 + i, static_cast<size_t>(n - i) * sizeof(float));
     } else if constexpr (TYPE == GGML_TYPE_F16) {
@@ -47,6 +40,18 @@ GPTJ_AVX512 void convert(const void * src, int64_t k0, int64_t n, float * dst) {
     }
 }
 
+template <ggml_type TYPE>
+GPTJ_AVX512 void convert(const void * src, int64_t k0, int64_t n, float * dst) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 low, high;
+        load_32_weights<TYPE>(src, k0 + i, low, high);
+        _mm512_storeu_ps(dst + i, low);
+        _mm512_storeu_ps(dst + i + 16, high);
+    }
+    convert_tail<TYPE>(src, k0, i, n, dst);
+}
+
 // The AVX2 twin of convert, for CPUs without AVX-512.
 template <ggml_type TYPE>
 GPTJ_AVX2 void convert_avx2(const void * src, int64_t k0, int64_t n, float * dst) {
@@ -56,18 +61,7 @@ GPTJ_AVX2 void convert_avx2(const void * src, int64_t k0, int64_t n, float * dst
         load_32_weights_avx2<TYPE>(src, k0 + i, weights);
         for (int v = 0; v < 4; ++v) _mm256_storeu_ps(dst + i + kLanesAvx2 * v, weights[v]);
     }
-    if (i == n) return;
-    // The row's last few weights (a dense type: quantized rows are whole blocks).
-    if constexpr (TYPE == GGML_TYPE_F32) {
-        std::memcpy(dst + i, static_cast<const float *>(src) + k0 + i, static_cast<size_t>(n - i) * sizeof(float));
-    } else if constexpr (TYPE == GGML_TYPE_F16) {
-        for (; i < n; ++i) dst[i] = _cvtsh_ss(static_cast<const ggml_fp16_t *>(src)[k0 + i]);
-    } else if constexpr (TYPE == GGML_TYPE_BF16) {
-        for (; i < n; ++i) {
-            const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t *>(src)[k0 + i]) << 16;
-            std::memcpy(dst + i, &bits, sizeof bits);
-        }
-    }
+    convert_tail<TYPE>(src, k0, i, n, dst);
 }
 
 bool has_vector_converter(ggml_type type) {

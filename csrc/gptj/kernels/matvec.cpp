@@ -135,20 +135,9 @@ void matvec_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
     auto * y = static_cast<float *>(dst->data);
     const int64_t x_stride = int64_t(x->nb[1] / sizeof(float)), y_stride = int64_t(dst->nb[1] / sizeof(float));
     const int n_tokens = static_cast<int>(x->ne[1]);
-    if (n_tokens <= kMatvecPassTokens) {
-        pick(w->type, n_tokens)(w, xs, x_stride, first_row, end_row, y, y_stride);
-        return;
-    }
-    // More tokens than one pass holds in registers: each block of rows is multiplied with
-    // kMatvecPassTokens tokens at a time while it stays in L2, so memory still delivers each
-    // weight once.
-    for (int64_t row = first_row; row < end_row; row += kPassRows) {
-        const int64_t rows_end = std::min(end_row, row + kPassRows);
-        for (int t = 0; t < n_tokens; t += kMatvecPassTokens) {
-            const int tokens = std::min(kMatvecPassTokens, n_tokens - t);
-            pick(w->type, tokens)(w, xs + t * x_stride, x_stride, row, rows_end, y + t * y_stride, y_stride);
-        }
-    }
+    in_passes(first_row, end_row, n_tokens, kMatvecPassTokens, kPassRows, [&](int64_t first, int64_t end, int t, int tokens) {
+        pick(w->type, tokens)(w, xs + t * x_stride, x_stride, first, end, y + t * y_stride, y_stride);
+    });
 }
 
 }  // namespace gptj

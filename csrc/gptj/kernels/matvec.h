@@ -35,6 +35,21 @@ inline RowRange thread_rows(int64_t m, int ith, int nth) {
     return {runs * ith / nth * 16, std::min(m, runs * (ith + 1) / nth * 16)};
 }
 
+// Covers rows [first_row, end_row) x n_tokens tokens with pass(first, end, first_token, tokens):
+// one pass when n_tokens <= pass_tokens; otherwise, for each block of pass_rows rows (kept in L2
+// while it is reused), a pass per pass_tokens tokens, so memory still delivers each weight once.
+template <typename Pass>
+void in_passes(int64_t first_row, int64_t end_row, int n_tokens, int pass_tokens, int64_t pass_rows, Pass pass) {
+    if (n_tokens <= pass_tokens) {
+        pass(first_row, end_row, 0, n_tokens);
+        return;
+    }
+    for (int64_t row = first_row; row < end_row; row += pass_rows) {
+        const int64_t rows_end = std::min(end_row, row + pass_rows);
+        for (int t = 0; t < n_tokens; t += pass_tokens) pass(row, rows_end, t, std::min(pass_tokens, n_tokens - t));
+    }
+}
+
 // ggml custom op: dst F32 [m, n] = src[0] (weights [k, m], a type matvec_handles)
 // times src[1] (F32 [k, n], contiguous rows), n <= kMatvecMaxTokens. Thread ith of nth takes
 // a contiguous range of rows.

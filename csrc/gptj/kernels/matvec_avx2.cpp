@@ -9,9 +9,7 @@
 #include "gptj/kernels/matvec.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-
-#define GPTJ_AVX2 __attribute__((target("avx2,fma,f16c")))
+#include "gptj/kernels/avx2.h"
 
 namespace gptj {
 namespace {
@@ -56,13 +54,6 @@ float weight_at(const void * row, int64_t i) {
     }
 }
 
-GPTJ_AVX2 __attribute__((always_inline)) inline float horizontal_sum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 // y[t][row] = dot(w_row, x[t]) for t < TOKENS, ROWS rows at a time (ROWS memory streams in flight
 // per thread, each activation load serving ROWS rows).
 template <ggml_type TYPE, int ROWS, int TOKENS>
@@ -103,7 +94,7 @@ GPTJ_AVX2 void rows_times_tokens(const ggml_tensor * w, const float * x, int64_t
         }
         for (int r = 0; r < rows; ++r) {
             for (int t = 0; t < TOKENS; ++t) {
-                float sum = horizontal_sum(acc[r][t]);
+                float sum = avx2::horizontal_sum(acc[r][t]);
                 for (int64_t i = k_whole; i < k; ++i) sum += weight_at<TYPE>(w_row[r], i) * x[t * x_stride + i];
                 y[t * y_stride + row + r] = sum;
             }
@@ -151,17 +142,9 @@ void matvec_avx2_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) 
     auto * y = static_cast<float *>(dst->data);
     const int64_t x_stride = int64_t(x->nb[1] / sizeof(float)), y_stride = int64_t(dst->nb[1] / sizeof(float));
     const int n_tokens = static_cast<int>(x->ne[1]);
-    if (n_tokens <= kPassTokens) {
-        pick(w->type, n_tokens)(w, xs, x_stride, first_row, end_row, y, y_stride);
-        return;
-    }
-    for (int64_t row = first_row; row < end_row; row += kPassRows) {
-        const int64_t rows_end = std::min(end_row, row + kPassRows);
-        for (int t = 0; t < n_tokens; t += kPassTokens) {
-            const int tokens = std::min(kPassTokens, n_tokens - t);
-            pick(w->type, tokens)(w, xs + t * x_stride, x_stride, row, rows_end, y + t * y_stride, y_stride);
-        }
-    }
+    in_passes(first_row, end_row, n_tokens, kPassTokens, kPassRows, [&](int64_t first, int64_t end, int t, int tokens) {
+        pick(w->type, tokens)(w, xs + t * x_stride, x_stride, first, end, y + t * y_stride, y_stride);
+    });
 }
 
 }  // namespace gptj

@@ -48,10 +48,7 @@ constexpr Form kForms[] = {Form::of32, Form::pairs_of32, Form::of256};
 }  // namespace gptj
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-
-#define GPTJ_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define GPTJ_AVX2_INLINE GPTJ_AVX2 __attribute__((always_inline)) inline
+#include "gptj/kernels/avx2.h"
 
 namespace gptj {
 namespace {
@@ -63,19 +60,7 @@ constexpr int64_t kPrefetchBytes = 512;
 constexpr int kPassTokens = 4;
 constexpr int64_t kPassRows = 64;
 
-GPTJ_AVX2_INLINE float horizontal_sum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-GPTJ_AVX2_INLINE int horizontal_sum(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
-    return _mm_cvtsi128_si32(s);
-}
+using avx2::horizontal_sum;
 
 // sum(w * x) of 32 signed bytes, in 8 int32 lanes. vpmaddubsw multiplies unsigned by signed
 // bytes, so it takes |w| and x with w's sign; with |w| <= 128 and |x| <= 127 its pairwise
@@ -428,17 +413,9 @@ void int8_avx2_matvec_task(ggml_tensor * dst, int ith, int nth, void * /*userdat
     auto * y = static_cast<float *>(dst->data);
     const int64_t y_stride = static_cast<int64_t>(dst->nb[1] / sizeof(float));
     const int n_tokens = static_cast<int>(dst->ne[1]);
-    if (n_tokens <= kPassTokens) {
-        pick(w->type, n_tokens)(w, xq, x_stride, first_row, end_row, y, y_stride);
-        return;
-    }
-    for (int64_t row = first_row; row < end_row; row += kPassRows) {
-        const int64_t rows_end = std::min(end_row, row + kPassRows);
-        for (int t = 0; t < n_tokens; t += kPassTokens) {
-            const int tokens = std::min(kPassTokens, n_tokens - t);
-            pick(w->type, tokens)(w, xq + t * x_stride, x_stride, row, rows_end, y + t * y_stride, y_stride);
-        }
-    }
+    in_passes(first_row, end_row, n_tokens, kPassTokens, kPassRows, [&](int64_t first, int64_t end, int t, int tokens) {
+        pick(w->type, tokens)(w, xq + t * x_stride, x_stride, first, end, y + t * y_stride, y_stride);
+    });
 }
 
 }  // namespace gptj

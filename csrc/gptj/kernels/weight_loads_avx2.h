@@ -3,15 +3,12 @@
 // Include only on x86-64 with GCC or Clang; functions using these are marked GPTJ_AVX2.
 #pragma once
 
-// AVX2 with FMA and F16C (one feature set on every CPU that has AVX2 since 2013), called only
-// after cpu_has_avx2() (isa.h).
-#define GPTJ_AVX2 __attribute__((target("avx2,fma,f16c")))
-
 #include <immintrin.h>
 
 #include <cstdint>
 
 #include "ggml.h"
+#include "gptj/kernels/avx2.h"
 #include "gptj/kernels/weight_loads.h"
 
 namespace gptj {
