@@ -1,10 +1,11 @@
 """gptj_ggml against the alternatives, on the same random weights with GPT-J-6B's real shapes.
 
     python benchmarks/compare.py [--layers 4,8] [--types f16,q8_0,q4_0,q4_K] [--reps 3]
-                                 [--runtimes ours,ours-avx2,ggml,ggml-avx2,ggml-llamafile,ctransformers,transformers]
+                                 [--runtimes ours,ours-avx2,ours-long,ggml,ggml-avx2,ggml-llamafile,ctransformers,transformers]
                                  [--threads N]
 
-Runtimes: this project (weights memory-mapped; copied with ours-no-mmap; ours-avx2 with
+Runtimes: this project (weights memory-mapped; copied with ours-no-mmap; ours-long generates
+after a 1900-token prompt instead of 8, the long-context row; ours-avx2 with
 GPTJ_GGML_ISA=avx2, the kernels an AVX2 laptop runs, which an AVX-512 machine can measure); ggml's
 own examples/gpt-j (built from the ggml source inside the libggml-python sdist, in the scratch
 folder, on the same weights converted by its own convert-h5-to-ggml.py and quantized by its
@@ -39,7 +40,18 @@ ROOT = Path(__file__).resolve().parent.parent
 GGML_PIN = "0.20.2.post1"
 GPTJ_6B_LAYERS = 28
 # gpt-j-quantize's ftype numbers (ggml_ftype).
-LEGACY_FTYPES = {"q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_K": 10, "q3_K": 11, "q4_K": 12, "q5_K": 13, "q6_K": 14}
+LEGACY_FTYPES = {
+    "q4_0": 2,
+    "q4_1": 3,
+    "q8_0": 7,
+    "q5_0": 8,
+    "q5_1": 9,
+    "q2_K": 10,
+    "q3_K": 11,
+    "q4_K": 12,
+    "q5_K": 13,
+    "q6_K": 14,
+}
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -57,8 +69,23 @@ def child_json(cmd: list[str], env: dict | None = None) -> dict:
 def make_checkpoint(scratch: Path, n_layer: int) -> Path:
     folder = scratch / f"hf-{n_layer}l"
     if not (folder / "config.json").exists():
-        run([sys.executable, str(ROOT / "examples" / "make_tiny_model.py"), str(folder), "--n-embd", "4096",
-             "--n-head", "16", "--rotary-dim", "64", "--n-layer", str(n_layer), "--dtype", "float16"])
+        run(
+            [
+                sys.executable,
+                str(ROOT / "examples" / "make_tiny_model.py"),
+                str(folder),
+                "--n-embd",
+                "4096",
+                "--n-head",
+                "16",
+                "--rotary-dim",
+                "64",
+                "--n-layer",
+                str(n_layer),
+                "--dtype",
+                "float16",
+            ]
+        )
     return folder
 
 
@@ -100,8 +127,19 @@ def ggml_sdist(scratch: Path) -> Path:
 GGML_BUILDS = {
     "ggml": ("", ["-DGGML_NATIVE=ON", "-DGGML_LLAMAFILE=OFF"]),
     "ggml-llamafile": ("-llamafile", ["-DGGML_NATIVE=ON", "-DGGML_LLAMAFILE=ON"]),
-    "ggml-avx2": ("-avx2", ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
-                            "-DGGML_BMI2=ON", "-DGGML_AVX512=OFF", "-DGGML_LLAMAFILE=OFF"]),
+    "ggml-avx2": (
+        "-avx2",
+        [
+            "-DGGML_NATIVE=OFF",
+            "-DGGML_AVX=ON",
+            "-DGGML_AVX2=ON",
+            "-DGGML_FMA=ON",
+            "-DGGML_F16C=ON",
+            "-DGGML_BMI2=ON",
+            "-DGGML_AVX512=OFF",
+            "-DGGML_LLAMAFILE=OFF",
+        ],
+    ),
 }
 
 
@@ -111,8 +149,20 @@ def ggml_example(scratch: Path, runtime: str = "ggml") -> Path:
     binary = build / "bin" / "gpt-j"
     if not binary.exists():
         source = ggml_sdist(scratch)
-        run(["cmake", "-S", str(source), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-             "-DGGML_BUILD_EXAMPLES=ON", *options])
+        run(
+            [
+                "cmake",
+                "-S",
+                str(source),
+                "-B",
+                str(build),
+                "-G",
+                "Ninja",
+                "-DCMAKE_BUILD_TYPE=Release",
+                "-DGGML_BUILD_EXAMPLES=ON",
+                *options,
+            ]
+        )
         run(["ninja", "-C", str(build), "gpt-j", "gpt-j-quantize"])
     return build / "bin"
 
@@ -143,14 +193,16 @@ def ctransformers_python(scratch: Path) -> Path:
 
 
 # -- measurements (each in a fresh process) ------------------------------------------------------
+LONG_POSITION = 1900  # issue 16: generation at position 1900 at most 1.15x that at position 16
 OURS_CHILD = r"""
 import json, sys, time
 import numpy as np
 from gptj_ggml import Model
 path, threads, prompt_lens, n_gen = sys.argv[1], int(sys.argv[2]), [int(x) for x in sys.argv[3].split(",")], int(sys.argv[4])
-mmap = sys.argv[5] == "mmap"
+mmap = sys.argv[5] != "copy"
+long_context = sys.argv[5] == "long"  # generation after LONG_POSITION prompt tokens, not 8
 start = time.perf_counter()
-model = Model(path, n_ctx=1024, n_threads=threads, mmap=mmap)
+model = Model(path, n_ctx=2048 if long_context else 1024, n_threads=threads, mmap=mmap)
 session = model.session()
 session.evaluate([50256])
 load = time.perf_counter() - start
@@ -160,12 +212,13 @@ for p in prompt_lens:
     session.reset()
     ids = rng.integers(0, 50257, p).tolist()
     t = time.perf_counter(); session.evaluate(ids); out[f"pp{p}"] = p / (time.perf_counter() - t)
-g = session.generate(rng.integers(0, 50257, 8).tolist(), max_tokens=n_gen, temperature=0, ignore_eos=True)
+g = session.generate(rng.integers(0, 50257, LONG_POSITION if long_context else 8).tolist(), max_tokens=n_gen,
+                     temperature=0, ignore_eos=True)
 list(g)
 out["gen_ms"] = g.timings.ms_per_token  # generation_ms covers generated_tokens - 1 steps
 out["rss_mib"] = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024  # not ru_maxrss: it survives exec
 print(json.dumps(out))
-"""
+""".replace("LONG_POSITION", str(LONG_POSITION))
 
 CT_CHILD = r"""
 import json, sys, time
@@ -225,10 +278,27 @@ def measure_ggml_example(binary: Path, model: Path, threads: int, prompt_lens: l
 
     def predict_ms(prompt_len: int, n_predict: int) -> tuple[float, float]:
         text = " the" * prompt_len  # one token each, whatever the tokenizer
-        cmd = [str(binary), "-m", str(model), "-p", text, "-n", str(n_predict), "-t", str(threads),
-               "-b", str(max(prompt_len, 8)), "--top_k", "1", "-s", "1"]
+        cmd = [
+            str(binary),
+            "-m",
+            str(model),
+            "-p",
+            text,
+            "-n",
+            str(n_predict),
+            "-t",
+            str(threads),
+            "-b",
+            str(max(prompt_len, 8)),
+            "--top_k",
+            "1",
+            "-s",
+            "1",
+        ]
         # Popen + wait4: the child's own peak RSS (a bare binary cannot report it itself).
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, errors="replace") as child:
+        with subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, errors="replace"
+        ) as child:
             stdout = child.stdout.read()
             _, status, usage = os.wait4(child.pid, 0)
             child.returncode = os.waitstatus_to_exitcode(status)
@@ -301,13 +371,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", default="4,8", help="layer counts measured (8: beyond every cache)")
     parser.add_argument("--types", default="f16,q8_0,q4_0,q4_K")
-    parser.add_argument("--runtimes", default="ours,ours-avx2,ggml,ggml-avx2,ggml-llamafile,transformers")
+    parser.add_argument("--runtimes", default="ours,ours-avx2,ours-long,ggml,ggml-avx2,ggml-llamafile,transformers")
     parser.add_argument("--prompts", default="128,512")
     parser.add_argument("--n-gen", type=int, default=32)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/gptj-ggml-compare"))
     parser.add_argument("--json", type=Path, help="also write every measurement here")
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="write the models and build the tools, then stop (measure later, on a quiet machine)",
+    )
     args = parser.parse_args()
 
     layers = [int(x) for x in args.layers.split(",")]
@@ -329,12 +404,25 @@ def main() -> None:
         ours = our_models(args.scratch, checkpoint, n_layer, types)
         for t, path in ours.items():
             bytes_per_token[(t, n_layer)] = weight_bytes_per_token(path)
-            for runtime, name, mode, env in (("ours", "gptj_ggml", "mmap", []),
-                                             ("ours-avx2", "gptj_ggml ISA=avx2", "mmap", ["GPTJ_GGML_ISA=avx2"]),
-                                             ("ours-no-mmap", "gptj_ggml --no-mmap", "copy", [])):
+            for runtime, name, mode, env in (
+                ("ours", "gptj_ggml", "mmap", []),
+                ("ours-avx2", "gptj_ggml ISA=avx2", "mmap", ["GPTJ_GGML_ISA=avx2"]),
+                ("ours-no-mmap", "gptj_ggml --no-mmap", "copy", []),
+                ("ours-long", f"gptj_ggml @{LONG_POSITION}", "long", []),
+            ):
                 if runtime in runtimes:
-                    jobs.setdefault((name, t), {})[n_layer] = ["env", *env, sys.executable, "-c", OURS_CHILD, str(path),
-                                                              str(args.threads), prompts, str(args.n_gen), mode]
+                    jobs.setdefault((name, t), {})[n_layer] = [
+                        "env",
+                        *env,
+                        sys.executable,
+                        "-c",
+                        OURS_CHILD,
+                        str(path),
+                        str(args.threads),
+                        prompts,
+                        str(args.n_gen),
+                        mode,
+                    ]
         if bin_dir is not None:
             legacy = legacy_models(args.scratch, checkpoint, n_layer, types, bin_dir)
             for t, path in legacy.items():
@@ -344,13 +432,30 @@ def main() -> None:
                     # The same legacy files: gpt-j-quantize's output does not depend on the build.
                     jobs.setdefault((f"{runtime} examples/gpt-j", t), {})[n_layer] = (other_bin / "gpt-j", path)
                 if ct_python is not None:
-                    jobs.setdefault(("ctransformers 0.2.27", t), {})[n_layer] = [str(ct_python), "-c", CT_CHILD, str(path),
-                                                                               str(args.threads), prompts, str(args.n_gen)]
+                    jobs.setdefault(("ctransformers 0.2.27", t), {})[n_layer] = [
+                        str(ct_python),
+                        "-c",
+                        CT_CHILD,
+                        str(path),
+                        str(args.threads),
+                        prompts,
+                        str(args.n_gen),
+                    ]
         if "transformers" in runtimes:
             for dtype in ("bfloat16", "float32"):
                 jobs.setdefault((f"transformers {dtype}", "-"), {})[n_layer] = [
-                    sys.executable, "-c", HF_CHILD, str(checkpoint), str(args.threads), prompts, str(args.n_gen), dtype]
+                    sys.executable,
+                    "-c",
+                    HF_CHILD,
+                    str(checkpoint),
+                    str(args.threads),
+                    prompts,
+                    str(args.n_gen),
+                    dtype,
+                ]
 
+    if args.prepare_only:
+        return
     results: dict[tuple[str, str], dict[int, list[dict]]] = {key: {n: [] for n in per} for key, per in jobs.items()}
     bandwidth: list[float] = []
     for rep in range(args.reps):
@@ -368,18 +473,26 @@ def main() -> None:
     bandwidth.append(read_bandwidth_gbs(args.threads))
 
     bw = statistics.median(bandwidth)
-    print(f"\n{args.threads} threads; read bandwidth median {bw:.1f} GB/s (range {min(bandwidth):.1f}-{max(bandwidth):.1f}); "
-          f"figures are medians of {args.reps} runs, extrapolated to {GPTJ_6B_LAYERS} layers from {args.layers} layers\n")
+    print(
+        f"\n{args.threads} threads; read bandwidth median {bw:.1f} GB/s (range {min(bandwidth):.1f}-{max(bandwidth):.1f}); "
+        f"figures are medians of {args.reps} runs, extrapolated to {GPTJ_6B_LAYERS} layers from {args.layers} layers\n"
+    )
     header = "| runtime | type | gen ms/token | " + " | ".join(f"prompt {p} tok/s" for p in prompt_lens)
     print(header + " | load ms | peak RSS MiB (measured, largest model) | bandwidth used | vs ggml (gen / prompts) |")
     print("|" + "---|" * (header.count("|") + 4))
     table = []
     for (runtime, t), per in results.items():
+
         def at28(field: str, per: dict = per) -> float:
             return fit_at(layers, [statistics.median(r[field] for r in per[n]) for n in layers])
 
         gen = at28("gen_ms")
-        row = {"runtime": runtime, "type": t, "gen_ms": gen, "load_ms": statistics.median(r["load_ms"] for r in per[layers[-1]])}
+        row = {
+            "runtime": runtime,
+            "type": t,
+            "gen_ms": gen,
+            "load_ms": statistics.median(r["load_ms"] for r in per[layers[-1]]),
+        }
         for p in prompt_lens:
             # tokens/s does not extrapolate linearly; time per token does.
             row[f"pp{p}"] = 1e3 / fit_at(layers, [1e3 / statistics.median(r[f"pp{p}"] for r in per[n]) for n in layers])
@@ -392,17 +505,30 @@ def main() -> None:
     for row in table:
         # Ratios against ggml's example of the same type in this run: the AVX2-capped rows against
         # its AVX2 build, the others against its default (native) build.
-        baseline = by_key.get(("ggml-avx2 examples/gpt-j" if "avx2" in row["runtime"] else "ggml examples/gpt-j", row["type"]))
+        baseline = by_key.get(
+            ("ggml-avx2 examples/gpt-j" if "avx2" in row["runtime"] else "ggml examples/gpt-j", row["type"])
+        )
         ratios = ""
-        if baseline is not None and baseline is not row:
+        short = by_key.get(("gptj_ggml", row["type"]))
+        if row["runtime"].startswith("gptj_ggml @") and short is not None:
+            ratios = f"gen {row['gen_ms'] / short['gen_ms']:.2f}x gptj_ggml's at position 8"
+        elif baseline is not None and baseline is not row:
             ratios = f"{baseline['gen_ms'] / row['gen_ms']:.2f}x / " + " / ".join(
-                f"{row[f'pp{p}'] / baseline[f'pp{p}']:.2f}x" for p in prompt_lens)
+                f"{row[f'pp{p}'] / baseline[f'pp{p}']:.2f}x" for p in prompt_lens
+            )
         row["vs_ggml"] = ratios
-        print(f"| {row['runtime']} | {row['type']} | {row['gen_ms']:.0f} | " + " | ".join(f"{row[f'pp{p}']:.1f}" for p in prompt_lens)
-              + f" | {row['load_ms']:.0f} | {row['rss_mib']:.0f} | {row['bandwidth_fraction']:.0%} | {ratios} |")
+        print(
+            f"| {row['runtime']} | {row['type']} | {row['gen_ms']:.0f} | "
+            + " | ".join(f"{row[f'pp{p}']:.1f}" for p in prompt_lens)
+            + f" | {row['load_ms']:.0f} | {row['rss_mib']:.0f} | {row['bandwidth_fraction']:.0%} | {ratios} |"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"bandwidth_gbs": bandwidth, "table": table,
-                                         "raw": {f"{k[0]}|{k[1]}": v for k, v in results.items()}}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"bandwidth_gbs": bandwidth, "table": table, "raw": {f"{k[0]}|{k[1]}": v for k, v in results.items()}},
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

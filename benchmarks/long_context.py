@@ -102,9 +102,11 @@ def main() -> None:
     print(" | ".join(header))
     for t, path in models.items():
         med = {key: statistics.median(r[key] for r in runs[t]) for key in runs[t][0]}
+
         # The ratio of medians of paired runs would hide drift; the median of per-process ratios does not.
-        def ratio(a: str, b: str) -> float:
-            return statistics.median(r[a] / r[b] for r in runs[t])
+        def ratio(a: str, b: str, runs_of_type: list = runs[t]) -> float:
+            return statistics.median(r[a] / r[b] for r in runs_of_type)
+
         row = [t] + [f"{med[f'pp{n}']:.1f}" for n in PROMPTS] + [f"{med[f'gen{p}']:.1f}" for p in POSITIONS]
         row += [f"{ratio('pp512', 'pp128'):.2f}", f"{ratio('pp2048', 'pp128'):.2f}", f"{med['gen_ratio']:.2f}"]
         row += [f"{1 + cache_over_weights(path, args.n_layer, 1900):.2f}"]
