@@ -28,7 +28,7 @@ session.evaluate(ids[:-4])
 decode = session._core.evaluate(ids[-4:], True)  # a decode batch of 4 tokens
 np.save(sys.argv[3], np.concatenate([prompt, decode]))
 print(json.dumps({"cap": core.isa_cap(), "kernel": core.batch_matmul_kernel(), "amx": core.amx_available(),
-                  "int8": core.int8_matvec_available()}))
+                  "bf16": core.bf16_gemm_available(), "int8": core.int8_matvec_available()}))
 """
 
 
@@ -57,7 +57,7 @@ def test_every_level_evaluates_what_transformers_does(outtype, tiny_model_path, 
     # f32 weights: the f16 KV cache's rounding; q8_0: the weights' own (tests/test_int8_kernel.py's bound).
     bound = 1e-3 if outtype == "f32" else 4e-2
     found = {}
-    for level in [None, "amx", "avx512", "avx2"]:
+    for level in [None, "amx", "avx512bf16", "avx512", "avx2"]:
         out = tmp_path / f"{level}.npy"
         found[level] = run_probe(level, path, ids, out)
         ours = np.load(out)
@@ -65,9 +65,10 @@ def test_every_level_evaluates_what_transformers_does(outtype, tiny_model_path, 
         assert error <= bound, (level, error)
 
     assert found[None]["cap"] == found["amx"]["cap"] == "amx"
-    assert found["avx512"] == {**found[None], "cap": "avx512", "amx": False}
+    assert found["avx512bf16"] == {**found[None], "cap": "avx512bf16", "amx": False}
+    assert found["avx512"] == {**found[None], "cap": "avx512", "amx": False, "bf16": False}
     # Capped at AVX2, prompt batches take the AVX2 GEMM (every x86-64 CPU this runs on has AVX2).
-    assert found["avx2"] == {"cap": "avx2", "kernel": "avx2", "amx": False, "int8": False}
+    assert found["avx2"] == {"cap": "avx2", "kernel": "avx2", "amx": False, "bf16": False, "int8": False}
 
 
 def test_an_unknown_level_is_an_error_naming_the_variable(tmp_path):
@@ -81,7 +82,7 @@ def test_an_unknown_level_is_an_error_naming_the_variable(tmp_path):
         timeout=120,
     )
     assert done.returncode != 0
-    assert "GPTJ_GGML_ISA=avx9000 is not an instruction set level: use avx2, avx512 or amx" in done.stderr
+    assert "GPTJ_GGML_ISA=avx9000 is not an instruction set level: use avx2, avx512, avx512bf16 or amx" in done.stderr
 
 
 def test_info_shows_the_cap():

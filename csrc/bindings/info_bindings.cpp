@@ -9,6 +9,7 @@
 #include "ggml.h"
 #include "gptj/kernels/dequantize.h"
 #include "gptj/kernels/gemm_amx.h"
+#include "gptj/kernels/gemm_avx512_bf16.h"
 #include "gptj/kernels/isa.h"
 #include "gptj/kernels/matvec_int8.h"
 #include "gptj/kernels/matvec_int8_avx2.h"
@@ -72,10 +73,14 @@ void bind_info(py::module_ & m) {
     m.def("set_batch_matmul_enabled", &gptj::set_batch_matmul_enabled, py::arg("enabled"),
           "Turn our prompt-batch kernel off (every product by ggml_mul_mat) or back on, for graphs built afterwards.");
     m.def("isa_cap", [] { return std::string(gptj::isa_cap_name()); },
-          "The highest instruction set level our kernels may use (GPTJ_GGML_ISA: avx2, avx512 or amx; amx when unset).");
+          "The highest instruction set level our kernels may use (GPTJ_GGML_ISA: avx2, avx512, avx512bf16 or amx; amx when unset).");
     m.def("isa_cap_error", [] { return std::string(gptj::isa_cap_error()); },
           "What is wrong with GPTJ_GGML_ISA (\"\" when it is unset or understood).");
     m.def("amx_available", &gptj::amx_available, "Whether prompt batches can use our AMX (bf16) kernel on this CPU.");
+    m.def("bf16_gemm_available", &gptj::avx512_bf16_gemm_available,
+          "Whether prompt batches of bf16 and quantized weights can use our AVX512-BF16 kernel on this CPU.");
+    m.def("set_bf16_gemm_enabled", &gptj::set_bf16_gemm_enabled, py::arg("enabled"),
+          "Turn the AVX512-BF16 kernel off (those batches then take the f32 AVX-512 kernel) or back on.");
     m.def("set_matvec_max_tokens", &gptj::set_matvec_max_tokens, py::arg("n_tokens"),
           "The most tokens a product sends to the matrix-vector kernel (default and most: 16); for benchmarks.");
     m.def("set_amx_min_tokens", &gptj::set_amx_min_tokens, py::arg("n_tokens"),

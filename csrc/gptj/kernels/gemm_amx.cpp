@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "gptj/kernels/bf16_pack.h"
 #include "gptj/kernels/dequantize.h"
 #include "gptj/kernels/isa.h"
 
@@ -22,7 +23,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "gptj/kernels/weight_loads.h"
 #include "gptj/memory.h"
 
 #define GPTJ_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bf16,f16c")))
@@ -58,69 +58,6 @@ bool request_amx_permission() {
 
 constexpr int64_t kKBlock = 256;  // weights converted to bf16 per row block and step: 32 KiB (hi + lo) for L1
 
-GPTJ_TARGET_AMX void to_bf16(const float * src, int64_t n, uint16_t * dst) {
-    for (int64_t i = 0; i < n; i += 16) {
-        const __m256bh packed = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
-        _mm256_storeu_si256(reinterpret_cast<__m256i *>(dst + i), reinterpret_cast<const __m256i &>(packed));
-    }
-}
-
-// hi = bf16(src), lo = bf16(src - hi): hi + lo holds an f16 weight exactly (11 significant
-// bits) and an f32 activation to about 2^-17.
-GPTJ_TARGET_AMX void to_bf16_split(const float * src, int64_t n, uint16_t * hi, uint16_t * lo) {
-    for (int64_t i = 0; i < n; i += 16) {
-        const __m512 value = _mm512_loadu_ps(src + i);
-        const __m256bh high = _mm512_cvtneps_pbh(value);
-        const __m256i high_bits = reinterpret_cast<const __m256i &>(high);
-        const __m512 high_value = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(high_bits), 16));
-        const __m256bh low = _mm512_cvtneps_pbh(_mm512_sub_ps(value, high_value));
-        _mm256_storeu_si256(reinterpret_cast<__m256i *>(hi + i), high_bits);
-        _mm256_storeu_si256(reinterpret_cast<__m256i *>(lo + i), reinterpret_cast<const __m256i &>(low));
-    }
-}
-
-GPTJ_TARGET_AMX __m512 bf16_to_f32(__m256i bits) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-}
-
-// Weights k0 .. k0 + n (multiples of 32) of a row straight to bf16 (hi, and lo = the rest when
-// lo is not null), with no f32 buffer in between.
-template <ggml_type TYPE>
-GPTJ_TARGET_AMX void row_to_bf16(const void * row, int64_t k0, int64_t n, uint16_t * hi, uint16_t * lo) {
-    for (int64_t i = 0; i < n; i += 32) {
-        __m512 a, b;
-        load_32_weights<TYPE>(row, k0 + i, a, b);
-        const __m512bh high = _mm512_cvtne2ps_pbh(b, a);
-        const __m512i high_bits = reinterpret_cast<const __m512i &>(high);
-        _mm512_storeu_si512(hi + i, high_bits);
-        if (lo != nullptr) {
-            const __m512 a_rest = _mm512_sub_ps(a, bf16_to_f32(_mm512_castsi512_si256(high_bits)));
-            const __m512 b_rest = _mm512_sub_ps(b, bf16_to_f32(_mm512_extracti64x4_epi64(high_bits, 1)));
-            const __m512bh low = _mm512_cvtne2ps_pbh(b_rest, a_rest);
-            _mm512_storeu_si512(lo + i, reinterpret_cast<const __m512i &>(low));
-        }
-    }
-}
-
-// Any type: through f32 (ggml's dequantizers for the types without a vector loader).
-GPTJ_TARGET_AMX void any_row_to_bf16(ggml_type type, const void * row, int64_t k0, int64_t n, float * scratch,
-                                     uint16_t * hi, uint16_t * lo) {
-    switch (type) {
-        case GGML_TYPE_F16: return row_to_bf16<GGML_TYPE_F16>(row, k0, n, hi, lo);
-        case GGML_TYPE_BF16: return row_to_bf16<GGML_TYPE_BF16>(row, k0, n, hi, lo);
-        case GGML_TYPE_Q8_0: return row_to_bf16<GGML_TYPE_Q8_0>(row, k0, n, hi, lo);
-        case GGML_TYPE_Q4_0: return row_to_bf16<GGML_TYPE_Q4_0>(row, k0, n, hi, lo);
-        case GGML_TYPE_Q4_K: return row_to_bf16<GGML_TYPE_Q4_K>(row, k0, n, hi, lo);
-        default:
-            row_to_f32(type, row, k0, n, scratch);
-            if (lo != nullptr) {
-                to_bf16_split(scratch, n, hi, lo);
-            } else {
-                to_bf16(scratch, n, hi);
-            }
-    }
-}
-
 }  // namespace
 
 bool amx_available() {
@@ -128,38 +65,6 @@ bool amx_available() {
                                   cpu_has_avx512f() && isa_cap() >= IsaLevel::amx &&
                                   request_amx_permission();
     return available;
-}
-
-// dst: bf16 [2 * n_pad, k / 2]: row p holds, for each token n < n_pad, activations 2p and 2p + 1
-// (AMX's "VNNI" layout for B); tokens past n_tokens are zeros. src[0]: F32 [k, n_tokens].
-GPTJ_TARGET_AMX void amx_pack_task(ggml_tensor * dst, int ith, int nth, void *) {
-    const ggml_tensor * x = dst->src[0];
-    const int64_t n_tokens = x->ne[1], n_pad = dst->ne[0] / 2, pairs = x->ne[0] / 2;
-    const bool split = dst->ne[1] == 2 * pairs;  // a second half of rows: the residuals
-    auto * out = static_cast<int *>(dst->data);  // one bf16 pair per int
-    // 16 pairs (32 activations) of one token at a time, scattered down 16 packed rows.
-    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                            _mm512_set1_epi32(static_cast<int>(n_pad)));
-    const int64_t groups = pairs / 16;
-    for (int64_t g = groups * ith / nth; g < groups * (ith + 1) / nth; ++g) {
-        for (int64_t n = 0; n < n_pad; ++n) {
-            __m512i high = _mm512_setzero_si512(), low = _mm512_setzero_si512();
-            if (n < n_tokens) {
-                const float * src = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + n * x->nb[1]) + 32 * g;
-                const __m512 a = _mm512_loadu_ps(src), b = _mm512_loadu_ps(src + 16);
-                const __m512bh both = _mm512_cvtne2ps_pbh(b, a);
-                high = reinterpret_cast<const __m512i &>(both);
-                if (split) {
-                    const __m512 a_high = bf16_to_f32(_mm512_castsi512_si256(high));
-                    const __m512 b_high = bf16_to_f32(_mm512_extracti64x4_epi64(high, 1));
-                    const __m512bh rest = _mm512_cvtne2ps_pbh(_mm512_sub_ps(b, b_high), _mm512_sub_ps(a, a_high));
-                    low = reinterpret_cast<const __m512i &>(rest);
-                }
-            }
-            _mm512_i32scatter_epi32(out + 16 * g * n_pad + n, rows, high, 4);
-            if (split) _mm512_i32scatter_epi32(out + (pairs + 16 * g) * n_pad + n, rows, low, 4);
-        }
-    }
 }
 
 // dst: Yt F32 [n_pad, m]; src[0]: weights [k, m]; src[1]: the packed activations.
@@ -198,7 +103,7 @@ GPTJ_TARGET_AMX void amx_matmul_task(ggml_tensor * dst, int ith, int nth, void *
                     const char * next = w_data + (row + 32 + r) * w->nb[1] + segment_offset;
                     for (size_t line = 0; line < segment_bytes; line += 64) _mm_prefetch(next + line, _MM_HINT_T2);
                 }
-                any_row_to_bf16(w->type, w_data + (row + r) * w->nb[1], k0, k_len, f32_rows.data(), a_high + r * k_len,
+                row_to_bf16(w->type, w_data + (row + r) * w->nb[1], k0, k_len, f32_rows.data(), a_high + r * k_len,
                                 split ? a_low + r * k_len : nullptr);
             }
             const int64_t a_stride = k_len * 2;
@@ -281,7 +186,6 @@ GPTJ_TARGET_AMX void amx_matmul_task(ggml_tensor * dst, int ith, int nth, void *
 
 namespace gptj {
 bool amx_available() { return false; }
-void amx_pack_task(ggml_tensor *, int, int, void *) {}
 void amx_matmul_task(ggml_tensor *, int, int, void *) {}
 }  // namespace gptj
 

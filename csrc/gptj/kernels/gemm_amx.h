@@ -12,12 +12,8 @@ namespace gptj {
 // state (asked once).
 bool amx_available();
 
-// ggml custom op: dst BF16 [2 * n_pad, k / 2] = src[0] (F32 [k, n_tokens]) in AMX's pair layout,
-// n_pad = n_tokens rounded up to 16, zeros past n_tokens.
-void amx_pack_task(ggml_tensor * dst, int ith, int nth, void * userdata);
-
 // ggml custom op: dst = Yt F32 [n_pad, m] = src[0] (weights [k, m], k and m multiples of 32,
-// any type row_to_f32 reads) times src[1] (amx_pack_task's output). userdata, if not null, is
+// any type row_to_f32 reads) times src[1] (pack_bf16_pairs' output, bf16_pack.h). userdata, if not null, is
 // a ReleasePages (memory.h) called with each thread's rows of src[0] when it is done with them.
 void amx_matmul_task(ggml_tensor * dst, int ith, int nth, void * userdata);
 

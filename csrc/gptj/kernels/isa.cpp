@@ -21,8 +21,10 @@ const IsaCap & cap() {
             read.level = IsaLevel::avx2;
         } else if (std::strcmp(env, "avx512") == 0) {
             read.level = IsaLevel::avx512;
+        } else if (std::strcmp(env, "avx512bf16") == 0) {
+            read.level = IsaLevel::avx512bf16;
         } else if (std::strcmp(env, "amx") != 0) {
-            read.error = std::string("GPTJ_GGML_ISA=") + env + " is not an instruction set level: use avx2, avx512 or amx";
+            read.error = std::string("GPTJ_GGML_ISA=") + env + " is not an instruction set level: use avx2, avx512, avx512bf16 or amx";
         }
         return read;
     }();
@@ -37,6 +39,7 @@ const char * isa_cap_name() {
     switch (cap().level) {
         case IsaLevel::avx2: return "avx2";
         case IsaLevel::avx512: return "avx512";
+        case IsaLevel::avx512bf16: return "avx512bf16";
         case IsaLevel::amx: return "amx";
     }
     return "amx";

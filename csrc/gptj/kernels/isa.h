@@ -7,10 +7,10 @@
 namespace gptj {
 
 // Ordered: a cap allows its level and those below it.
-enum class IsaLevel { avx2 = 0, avx512 = 1, amx = 2 };
+enum class IsaLevel { avx2 = 0, avx512 = 1, avx512bf16 = 2, amx = 3 };
 
 // GPTJ_GGML_ISA read once: "avx2" (our AVX-512 and AMX kernels off, the AVX2 ones on),
-// "avx512" (AMX off), "amx" or unset (no cap). An unknown value caps nothing and is reported by
+// "avx512" (AVX512-BF16 and AMX off), "avx512bf16" (AMX off), "amx" or unset (no cap). An unknown value caps nothing and is reported by
 // isa_cap_error(), which the Python layer raises on import.
 IsaLevel isa_cap();
 const char * isa_cap_name();

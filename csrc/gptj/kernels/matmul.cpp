@@ -6,7 +6,9 @@
 
 #include "ggml-backend.h"
 #include "gptj/kernels/dequantize.h"
+#include "gptj/kernels/bf16_pack.h"
 #include "gptj/kernels/gemm_amx.h"
+#include "gptj/kernels/gemm_avx512_bf16.h"
 #include "gptj/kernels/gemm_avx2.h"
 #include "gptj/kernels/gemm_avx512.h"
 #include "gptj/kernels/isa.h"
@@ -21,6 +23,7 @@ namespace {
 
 std::atomic<bool> g_enabled{true};
 std::atomic<bool> g_amx_enabled{true};
+std::atomic<bool> g_bf16_gemm_enabled{true};
 std::atomic<int> g_matvec_max_tokens{kMatvecMaxTokens};
 std::atomic<int> g_amx_min_tokens{kAmxMinTokens};
 
@@ -39,6 +42,8 @@ bool avx2_gemm_in_use() { return !cpu_has_avx512f() && cpu_has_avx2(); }
 void set_amx_enabled(bool enabled) { g_amx_enabled = enabled; }
 
 void set_batch_matmul_enabled(bool enabled) { g_enabled = enabled; }
+
+void set_bf16_gemm_enabled(bool enabled) { g_bf16_gemm_enabled = enabled; }
 
 void set_amx_min_tokens(int n_tokens) { g_amx_min_tokens = std::max(n_tokens, 1); }
 
@@ -142,11 +147,7 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
     // model) takes the f32 kernel.
     if (amx && (input.amx_packed == nullptr || (input.amx_packed->ne[1] == k) == split)) {
         const int64_t n_pad = (n_tokens + 15) / 16 * 16;
-        if (input.amx_packed == nullptr) {
-            ggml_tensor * pack_args[] = {x};
-            input.amx_packed = ggml_custom_4d(ctx, GGML_TYPE_BF16, 2 * n_pad, split ? k : k / 2, 1, 1, pack_args, 1,
-                                              amx_pack_task, GGML_N_TASKS_MAX, nullptr);
-        }
+        if (input.amx_packed == nullptr) input.amx_packed = pack_bf16_pairs(ctx, x, split);
         ggml_tensor * args[] = {weights, input.amx_packed};
         ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_pad, m, 1, 1, args, 2, amx_matmul_task, GGML_N_TASKS_MAX,
                                           userdata);
@@ -158,6 +159,18 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_tokens, m, 1, 1, args, 2, gemm_avx2_task,
                                           GGML_N_TASKS_MAX, userdata);
         return transpose_f32(ctx, yt);
+    }
+    // bf16 and quantized weights on AVX512-BF16 without AMX: bf16 pairs, twice the f32 kernel's
+    // multiply-adds per instruction. The packed input is amx_packed's non-split form.
+    const bool bf16_pairs = g_bf16_gemm_enabled && !split && weights->type != GGML_TYPE_F32 && k % 32 == 0 &&
+                            avx512_bf16_gemm_available();
+    if (bf16_pairs && (input.amx_packed == nullptr || input.amx_packed->ne[1] == k / 2)) {
+        const int64_t n_pad = (n_tokens + 15) / 16 * 16;
+        if (input.amx_packed == nullptr) input.amx_packed = pack_bf16_pairs(ctx, x, /*split=*/false);
+        ggml_tensor * args[] = {weights, input.amx_packed};
+        ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_pad, m, 1, 1, args, 2, gemm_avx512_bf16_task,
+                                          GGML_N_TASKS_MAX, userdata);
+        return transpose_f32(ctx, ggml_view_2d(ctx, yt, n_tokens, m, yt->nb[1], 0));
     }
     if (input.xt == nullptr) input.xt = transpose_f32(ctx, x);
     ggml_tensor * args[] = {weights, input.xt};

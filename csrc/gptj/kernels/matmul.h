@@ -39,6 +39,11 @@ void set_batch_matmul_enabled(bool enabled);
 // The prompt GEMM this CPU runs: "avx512", "avx2" (no AVX-512, or GPTJ_GGML_ISA=avx2), or "" (ggml's).
 const char * batch_matmul_kernel();
 
+// The AVX512-BF16 GEMM (gemm_avx512_bf16.h) for bf16 and quantized weights where the CPU has
+// AVX512-BF16 but AMX is off or missing; off, those batches take the f32 AVX-512 kernel.
+// Applies to graphs built afterwards.
+void set_bf16_gemm_enabled(bool enabled);
+
 // The AMX kernel (bf16 arithmetic) for non-f32 weights where the CPU has AMX; off, those
 // batches take the f32 AVX-512 kernel. Applies to graphs built afterwards.
 void set_amx_enabled(bool enabled);
