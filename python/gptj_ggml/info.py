@@ -198,6 +198,7 @@ class SystemInfo:
     default_threads: int
     prompt_kernel: str  # our prompt GEMM ("avx512" or "avx2"), or "" where this CPU runs ggml's
     amx: bool  # prompt batches of non-f32 weights on our AMX (bf16 tile) kernel
+    bf16_gemm: bool = False  # prompt batches of bf16 / quantized weights on our AVX512-BF16 kernel
     isa_cap: str = "amx"  # GPTJ_GGML_ISA: the highest level our kernels may use ("amx": no cap)
 
     @property
@@ -264,5 +265,6 @@ def describe_system() -> SystemInfo:
         default_threads=cores,  # Session's default (n_threads=0): one per physical core
         prompt_kernel=core.batch_matmul_kernel(),
         amx=core.amx_available(),
+        bf16_gemm=core.bf16_gemm_available(),
         isa_cap=core.isa_cap(),
     )

@@ -115,10 +115,15 @@ def system_text(system: SystemInfo) -> str:
         f"ggml uses:     {features or '(no CPU features reported)'}",
         "matrix kernels: "
         + (
-            "gptj_ggml's AVX2 (prompt batches of more than 16 tokens); ggml's for shorter batches"
+            "gptj_ggml's AVX2 (single tokens, decode batches, prompt batches); ggml's for repacked matrices"
             if system.prompt_kernel == "avx2"
             else f"gptj_ggml's {system.prompt_kernel.upper()}"
             + (" and AMX (bf16 tiles, for prompt batches)" if system.amx else "")
+            + (
+                " and AVX512-BF16 (bf16 pairs, for prompt batches of bf16 and quantized weights)"
+                if system.bf16_gemm and not system.amx
+                else ""
+            )
             + "; ggml's for repacked single tokens"
             if system.prompt_kernel
             else "ggml's (this CPU has no AVX2 for gptj_ggml's kernels)"
