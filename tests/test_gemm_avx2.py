@@ -33,7 +33,7 @@ def cpu_flags() -> set[str]:
 
 pytestmark = pytest.mark.skipif(
     core.batch_matmul_kernel() != "avx2",
-    reason="the AVX2 GEMM runs where the CPU has AVX2 and no AVX-512 (elsewhere: GPTJ_GGML_ISA=avx2)",
+    reason="the AVX2 GEMM is not this process's prompt kernel: test_gemm_avx2_capped.py runs these under GPTJ_GGML_ISA=avx2",
 )
 
 # Dense types: n_embd 40 (5 vectors' worth of k, and q/k/v rows 40 = 10 micro-kernels, under one
