@@ -92,6 +92,8 @@ GPTJ_TARGET_BF16 void row_to_bf16(ggml_type type, const void * row, int64_t k0, 
     }
 }
 
+namespace {
+
 GPTJ_TARGET_BF16 void pack_bf16_pairs_task(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * x = dst->src[0];
     const int64_t n_tokens = x->ne[1], n_pad = dst->ne[0] / 2, pairs = x->ne[0] / 2;
@@ -122,6 +124,8 @@ GPTJ_TARGET_BF16 void pack_bf16_pairs_task(ggml_tensor * dst, int ith, int nth, 
     }
 }
 
+}  // namespace
+
 ggml_tensor * pack_bf16_pairs(ggml_context * ctx, ggml_tensor * x, bool split) {
     const int64_t k = x->ne[0], n_pad = (x->ne[1] + 15) / 16 * 16;
     ggml_tensor * args[] = {x};
@@ -136,7 +140,6 @@ ggml_tensor * pack_bf16_pairs(ggml_context * ctx, ggml_tensor * x, bool split) {
 namespace gptj {
 bool bf16_pairs_available() { return false; }
 void row_to_bf16(ggml_type, const void *, int64_t, int64_t, float *, uint16_t *, uint16_t *) {}
-void pack_bf16_pairs_task(ggml_tensor *, int, int, void *) {}
 ggml_tensor * pack_bf16_pairs(ggml_context *, ggml_tensor *, bool) { return nullptr; }
 }  // namespace gptj
 

@@ -17,13 +17,10 @@ bool bf16_pairs_available();
 // for the types converted through f32 (ggml's dequantizers).
 void row_to_bf16(ggml_type type, const void * row, int64_t k0, int64_t n, float * scratch, uint16_t * hi, uint16_t * lo);
 
-// ggml custom op: dst BF16 [2 * n_pad, k / 2] (k / 2 rows, or k rows when `split`: the
-// residuals bf16(x - hi) after the k / 2 rows of hi) = src[0] (F32 [k, n_tokens], k a multiple
-// of 32) in pairs: row p holds, for each token n < n_pad, activations 2p and 2p + 1 (AMX's
-// "VNNI" layout for B); n_pad = n_tokens rounded up to 16, zeros past n_tokens.
-void pack_bf16_pairs_task(ggml_tensor * dst, int ith, int nth, void * userdata);
-
-// dst for pack_bf16_pairs_task: the pairs of x (F32 [k, n_tokens]), split or not.
+// x (F32 [k, n_tokens], k a multiple of 32) rounded to bf16 in pairs, by a custom op: BF16
+// [2 * n_pad, k / 2], row p holding, for each token n < n_pad, activations 2p and 2p + 1 (AMX's
+// "VNNI" layout for B); n_pad = n_tokens rounded up to 16, zeros past n_tokens. With `split`, k
+// rows: after the k / 2 rows of hi, the residuals bf16(x - hi) in the same layout.
 ggml_tensor * pack_bf16_pairs(ggml_context * ctx, ggml_tensor * x, bool split);
 
 }  // namespace gptj

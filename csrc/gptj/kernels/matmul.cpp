@@ -37,6 +37,19 @@ bool in_plain_memory(const ggml_tensor * weights) {
 // (gemm_avx2.h); shorter batches stay with ggml's kernels.
 bool avx2_gemm_in_use() { return !cpu_has_avx512f() && cpu_has_avx2(); }
 
+// A product on bf16 pairs (AMX tiles, or AVX512-BF16's vdpbf16ps): `task` computes Yt [n_pad, m]
+// from the weights and input.amx_packed (packed here on first use, `split` for f16 weights),
+// which is cut back to the batch's tokens and transposed to ggml's layout.
+ggml_tensor * bf16_pair_product(ggml_context * ctx, ggml_custom_op_t task, ggml_tensor * weights, MatmulInput & input,
+                                bool split, void * userdata) {
+    const int64_t n_tokens = input.x->ne[1], m = weights->ne[1];
+    if (input.amx_packed == nullptr) input.amx_packed = pack_bf16_pairs(ctx, input.x, split);
+    ggml_tensor * args[] = {weights, input.amx_packed};
+    const int64_t n_pad = input.amx_packed->ne[0] / 2;
+    ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_pad, m, 1, 1, args, 2, task, GGML_N_TASKS_MAX, userdata);
+    return transpose_f32(ctx, ggml_view_2d(ctx, yt, n_tokens, m, yt->nb[1], 0));
+}
+
 }  // namespace
 
 void set_amx_enabled(bool enabled) { g_amx_enabled = enabled; }
@@ -145,14 +158,8 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
     const bool split = weights->type == GGML_TYPE_F16;
     // The packed input serves one precision; a product wanting the other (a mixed-type
     // model) takes the f32 kernel.
-    if (amx && (input.amx_packed == nullptr || (input.amx_packed->ne[1] == k) == split)) {
-        const int64_t n_pad = (n_tokens + 15) / 16 * 16;
-        if (input.amx_packed == nullptr) input.amx_packed = pack_bf16_pairs(ctx, x, split);
-        ggml_tensor * args[] = {weights, input.amx_packed};
-        ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_pad, m, 1, 1, args, 2, amx_matmul_task, GGML_N_TASKS_MAX,
-                                          userdata);
-        return transpose_f32(ctx, ggml_view_2d(ctx, yt, n_tokens, m, yt->nb[1], 0));
-    }
+    const bool packed_fits = input.amx_packed == nullptr || (input.amx_packed->ne[1] == k) == split;
+    if (amx && packed_fits) return bf16_pair_product(ctx, amx_matmul_task, weights, input, split, userdata);
     if (avx2_gemm_in_use()) {
         if (input.avx2_packed == nullptr) input.avx2_packed = pack_tokens_avx2(ctx, x);
         ggml_tensor * args[] = {weights, input.avx2_packed};
@@ -161,17 +168,10 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         return transpose_f32(ctx, yt);
     }
     // bf16 and quantized weights on AVX512-BF16 without AMX: bf16 pairs, twice the f32 kernel's
-    // multiply-adds per instruction. The packed input is amx_packed's non-split form.
+    // multiply-adds per instruction, on amx_packed's non-split form.
     const bool bf16_pairs = g_bf16_gemm_enabled && !split && weights->type != GGML_TYPE_F32 && k % 32 == 0 &&
                             avx512_bf16_gemm_available();
-    if (bf16_pairs && (input.amx_packed == nullptr || input.amx_packed->ne[1] == k / 2)) {
-        const int64_t n_pad = (n_tokens + 15) / 16 * 16;
-        if (input.amx_packed == nullptr) input.amx_packed = pack_bf16_pairs(ctx, x, /*split=*/false);
-        ggml_tensor * args[] = {weights, input.amx_packed};
-        ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_pad, m, 1, 1, args, 2, gemm_avx512_bf16_task,
-                                          GGML_N_TASKS_MAX, userdata);
-        return transpose_f32(ctx, ggml_view_2d(ctx, yt, n_tokens, m, yt->nb[1], 0));
-    }
+    if (bf16_pairs && packed_fits) return bf16_pair_product(ctx, gemm_avx512_bf16_task, weights, input, split, userdata);
     if (input.xt == nullptr) input.xt = transpose_f32(ctx, x);
     ggml_tensor * args[] = {weights, input.xt};
     ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, n_tokens, w->ne[1], 1, 1, args, 2, gemm_avx512_task,
