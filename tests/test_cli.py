@@ -94,7 +94,9 @@ def test_run_streams_text_then_timings_and_peak_memory(model_f16):
     )
     assert re.search(r"^total: +[\d.]+ ms$", result.stderr, re.MULTILINE)
     assert re.search(
-        r"^memory: +peak RSS [\d.]+ MiB \(model file [\d.]+ MiB, KV cache [\d.]+ [KM]iB\)$", result.stderr, re.MULTILINE
+        r"^memory: +peak RSS [\d.]+ MiB \(model file [\d.]+ MiB, KV cache [\d.]+ [KM]iB f16\)$",
+        result.stderr,
+        re.MULTILINE,
     )
 
 
@@ -335,6 +337,7 @@ def test_bench_json_has_each_test_with_its_repetitions(model_f16):
     document = json.loads(result.stdout)
     assert document["model"]["n_layer"] == N_LAYER and document["model"]["type"] == "f16"
     assert document["system"]["ggml_version"]
+    assert document["cache"] == {"type": "f16", "flash_attn": False}
     tests = {r["test"]: r for r in document["results"]}
     assert sorted(tests) == ["pp8", "tg4"]
     assert (tests["pp8"]["n_prompt"], tests["pp8"]["n_gen"]) == (8, 0)
@@ -353,7 +356,8 @@ def test_bench_table_has_a_row_per_test_with_its_spread(model_f16):
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == "| model | size | params | type | threads | test | t/s |"
+    assert lines[0] == "| model | size | params | type | cache | threads | test | t/s |"
+    assert all(" | f16 | 1 | " in line for line in lines[2:])
     assert [re.search(r"\| (\w+) \| [\d.]+ ± [\d.]+ \|$", line).group(1) for line in lines[2:]] == ["pp8", "tg4"]
 
 
@@ -382,3 +386,41 @@ def test_a_sampling_flag_out_of_range_is_one_error_line_naming_it(model_f16):
 def test_run_reports_the_adaptive_thread_count(model_f16):
     result = _run_cli("run", "-m", str(model_f16), "-p", "hi", "-n", "2")
     assert result.returncode == 0 and "(adaptive; the last step used" in result.stderr
+
+
+WIDE_HEADS = {"n_embd": 128, "n_head": 4, "rotary_dim": 16}  # head_dim 32: whole q8_0 blocks
+
+
+def test_run_with_a_quantized_cache_prints_what_the_python_api_generates(tiny_model_path):
+    from gptj_ggml import Model
+
+    path = tiny_model_path("f16", **WIDE_HEADS)
+    result = _run_cli(
+        "run", "-m", str(path), "-p", "Once upon a time", "-n", "8", "--temp", "0", "--cache-type", "q8_0"
+    )
+
+    expected = Model(path, cache_type="q8_0").complete("Once upon a time", max_tokens=8, temperature=0).text
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip("\n") == "Once upon a time" + expected
+    # 2 layers x 2 (K, V) x 256 positions x 128 values at 34 bytes per 32 (f16: 256 KiB).
+    assert re.search(r"KV cache 136\.00 KiB q8_0\)$", result.stderr, re.MULTILINE), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragments"),
+    [
+        (["--cache-type", "q8_0", "--no-flash-attn"], ["--cache-type q8_0 needs --flash-attn"]),
+        (["--cache-type", "q4_0"], ["multiple of 32, this model's is 16"]),
+    ],
+    ids=["no-flash", "narrow-heads"],
+)
+def test_run_with_a_cache_it_cannot_have_is_one_error_line(flags, fragments, model_f16):
+    _assert_one_error_line(_run_cli("run", "-m", str(model_f16), "-p", "hi", "-n", "2", *flags), *fragments)
+
+
+def test_bench_reports_the_cache_it_measured(tiny_model_path):
+    path = tiny_model_path("f16", **WIDE_HEADS)
+    result = _run_cli("bench", str(path), "-p", "8", "-n", "4", "-t", "1", "--reps", "1", "--cache-type", "q4_0")
+
+    assert result.returncode == 0, result.stderr
+    assert all(" | q4_0 fa | 1 | " in line for line in result.stdout.strip().splitlines()[2:])

@@ -113,11 +113,14 @@ void bind_session(py::module_ & m) {
         .def_readonly_static("max_probe_seconds", &gptj::ThreadCountPolicy::kMaxProbeSeconds);
 
     py::class_<PySession>(m, "Session")
-        .def(py::init([](std::shared_ptr<gptj::Model> model, int n_ctx, int n_threads, int n_batch) {
+        .def(py::init([](std::shared_ptr<gptj::Model> model, int n_ctx, int n_threads, int n_batch,
+                         const std::string & cache_type, bool flash_attention) {
+                 const gptj::CacheLayout cache{gptj::parse_cache_type(cache_type), flash_attention};
                  py::gil_scoped_release release;
-                 return std::make_unique<PySession>(model, gptj::SessionParams{n_ctx, n_threads, n_batch});
+                 return std::make_unique<PySession>(model, gptj::SessionParams{n_ctx, n_threads, n_batch, cache});
              }),
-             py::arg("model"), py::arg("n_ctx") = 0, py::arg("n_threads") = 0, py::arg("n_batch") = 512)
+             py::arg("model"), py::arg("n_ctx") = 0, py::arg("n_threads") = 0, py::arg("n_batch") = 512,
+             py::arg("cache_type") = "f16", py::arg("flash_attention") = false)
         .def("evaluate", &evaluate, py::arg("tokens"), py::arg("all_logits") = false)
         .def("evaluate_and_sample", &evaluate_and_sample, py::arg("tokens"), py::arg("sampler"), py::arg("logprob") = false,
              py::arg("top_logprobs") = 0)
@@ -152,6 +155,9 @@ void bind_session(py::module_ & m) {
         .def_property_readonly("n_ctx", [](PySession & s) { return s.session().n_ctx(); })
         .def_property_readonly("n_batch", [](PySession & s) { return s.session().n_batch(); })
         .def_property_readonly("kv_cache_bytes", [](PySession & s) { return s.session().kv_cache_bytes(); })
+        .def_property_readonly("cache_type",
+                               [](PySession & s) { return std::string(ggml_type_name(s.session().cache_layout().type)); })
+        .def_property_readonly("flash_attention", [](PySession & s) { return s.session().cache_layout().flash_attention; })
         .def_property_readonly("n_threads_last_used", [](PySession & s) { return s.session().n_threads_last_used(); })
         .def_property_readonly("adaptive_threads", [](PySession & s) { return s.session().adaptive_threads(); })
         .def_property("n_threads", [](PySession & s) { return s.session().n_threads(); },

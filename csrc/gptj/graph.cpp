@@ -34,6 +34,41 @@ ggml_tensor * token_columns(ggml_context * ctx, ggml_tensor * t, int token_dim, 
     return ggml_view_3d(ctx, t, t->ne[0], t->ne[1], n, t->nb[1], t->nb[2], static_cast<size_t>(first) * t->nb[2]);
 }
 
+// ggml custom op filling a causal mask F16 [n_kv, n] for n new tokens after n_kv - n cached
+// ones: 0 where token i may see position j (j <= n_kv - n + i), -inf elsewhere. Computed inside
+// the graph from its own shape, so a batch of sequences needs no mask inputs to fill.
+void fill_causal_mask(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
+    const int64_t n_kv = dst->ne[0], n = dst->ne[1], n_past = n_kv - n;
+    const ggml_fp16_t zero = ggml_fp32_to_fp16(0.0f), minus_infinity = ggml_fp32_to_fp16(-INFINITY);
+    for (int64_t i = ith; i < n; i += nth) {
+        auto * row = reinterpret_cast<ggml_fp16_t *>(static_cast<char *>(dst->data) + i * dst->nb[1]);
+        for (int64_t j = 0; j < n_kv; ++j) row[j] = j <= n_past + i ? zero : minus_infinity;
+    }
+}
+
+// Heads of a cache tensor stored one position per row: [head_dim, n_kv, n_head].
+ggml_tensor * cached_heads(ggml_context * ctx, ggml_tensor * cache, int64_t head_dim, int64_t n_head, int64_t n_kv) {
+    return ggml_view_3d(ctx, cache, head_dim, n_kv, n_head, cache->nb[1], ggml_row_size(cache->type, head_dim), 0);
+}
+
+// Flash attention (ggml_flash_attn_ext: online softmax, no [n_kv, n, n_head] score matrix) over
+// a cache whose keys and values are both one position per row, in f16 or quantized.
+ggml_tensor * flash_attention(ggml_context * ctx, ggml_tensor * cache_k, ggml_tensor * cache_v, ggml_tensor * q,
+                              int64_t head_dim, int64_t n_head, int64_t n_kv, int n) {
+    ggml_tensor * keys = cached_heads(ctx, cache_k, head_dim, n_head, n_kv);
+    ggml_tensor * values = cached_heads(ctx, cache_v, head_dim, n_head, n_kv);
+    ggml_tensor * queries = ggml_permute(ctx, q, 0, 2, 1, 3);  // [head_dim, n, n_head]
+    // A single new token sees every cached position: no mask to read.
+    ggml_tensor * mask = n == 1 ? nullptr
+                                : ggml_custom_4d(ctx, GGML_TYPE_F16, n_kv, n, 1, 1, /*args=*/nullptr, 0, fill_causal_mask,
+                                                 GGML_N_TASKS_MAX, /*userdata=*/nullptr);
+    ggml_tensor * heads = ggml_flash_attn_ext(ctx, queries, keys, values, mask,
+                                              1.0f / std::sqrt(static_cast<float>(head_dim)), /*max_bias=*/0.0f,
+                                              /*logit_softcap=*/0.0f);
+    ggml_flash_attn_ext_set_prec(heads, GGML_PREC_F32);
+    return ggml_reshape_2d(ctx, heads, head_dim * n_head, n);  // [head_dim, n_head, n] is already merged
+}
+
 // One sequence's causal self-attention over its cache: q and k [head_dim, n_head, n] (rotated),
 // v [n_embd, n]. Writes k and v into the cache first (the copies are expanded into the graph
 // before the reads), returns the heads merged, [n_embd, n].
@@ -44,17 +79,22 @@ ggml_tensor * sequence_attention(ggml_context * ctx, ggml_cgraph * graph, const 
 
     ggml_tensor * cache_k = cache.keys(il);
     ggml_tensor * cache_v = cache.values(il);
+    // Whole rows from n_past on; ggml_cpy quantizes them when the cache is quantized.
     ggml_tensor * k_slot = ggml_view_1d(ctx, cache_k, n * n_embd, static_cast<size_t>(n_past) * cache_k->nb[1]);
+    ggml_build_forward_expand(graph, ggml_cpy(ctx, k, k_slot));
+    if (cache.layout().flash_attention) {
+        ggml_tensor * v_slot = ggml_view_1d(ctx, cache_v, n * n_embd, static_cast<size_t>(n_past) * cache_v->nb[1]);
+        ggml_build_forward_expand(graph, ggml_cpy(ctx, v, v_slot));
+        return flash_attention(ctx, cache_k, cache_v, q, head_dim, n_head, n_kv, n);
+    }
     ggml_tensor * v_slot = ggml_view_2d(ctx, cache_v, n, n_embd, cache_v->nb[1],
                                         static_cast<size_t>(n_past) * ggml_element_size(cache_v));
-    ggml_build_forward_expand(graph, ggml_cpy(ctx, k, k_slot));
     ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_transpose(ctx, v), v_slot));
 
     // Per head: scores [n_kv, n, n_head] = K^T Q, then softmax(scores / sqrt(head_dim)) with
     // future positions masked, then V * weights. One sequence per product, so the causal
     // mask is the diagonal one (each sequence's past is its own cache, nothing to mask across).
-    ggml_tensor * keys = ggml_view_3d(ctx, cache_k, head_dim, n_kv, n_head, cache_k->nb[1],
-                                      static_cast<size_t>(head_dim) * ggml_element_size(cache_k), 0);
+    ggml_tensor * keys = cached_heads(ctx, cache_k, head_dim, n_head, n_kv);
     ggml_tensor * queries = ggml_permute(ctx, q, 0, 2, 1, 3);  // [head_dim, n, n_head]
     ggml_tensor * scores = ggml_mul_mat(ctx, keys, queries);   // [n_kv, n, n_head]
     if (n > 1) scores = ggml_diag_mask_inf(ctx, scores, n_past);

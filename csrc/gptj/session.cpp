@@ -17,7 +17,7 @@ int resolve_n_ctx(const HParams & hparams, int requested) {
 
 Session::Session(std::shared_ptr<const Model> model, SessionParams params)
     : model_(std::move(model)),
-      cache_(model_->hparams(), resolve_n_ctx(model_->hparams(), params.n_ctx)),
+      cache_(model_->hparams(), resolve_n_ctx(model_->hparams(), params.n_ctx), params.cache),
       n_batch_(params.n_batch) {
     if (n_batch_ <= 0) throw Error(Error::Kind::invalid_argument, "n_batch must be positive, got " + std::to_string(n_batch_));
     n_batch_ = std::min(n_batch_, cache_.n_ctx());

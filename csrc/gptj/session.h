@@ -19,6 +19,7 @@ struct SessionParams {
     int n_ctx = 0;      // 0: the model's training context (gptj.context_length)
     int n_threads = 0;  // 0: up to the physical cores, fewer while they are busy (ThreadCountPolicy)
     int n_batch = 512;  // prompt tokens evaluated per graph
+    CacheLayout cache;  // f16 with plain attention unless asked otherwise
 };
 
 class Session {
@@ -61,6 +62,7 @@ public:
     // 0: adaptive, up to the physical cores; otherwise exactly n_threads.
     void set_n_threads(int n_threads);
     size_t kv_cache_bytes() const { return cache_.size_bytes(); }
+    const CacheLayout & cache_layout() const { return cache_.layout(); }
 
 private:
     friend class BatchEvaluator;  // evaluates into the cache and extends the history

@@ -58,3 +58,21 @@ def token_ids(name: str, ids: Iterable[Any], n_vocab: int) -> list[int]:
             raise ValueError(f"token id {number} is out of range [0, {n_vocab}) ({name}[{i}])")
         out.append(number)
     return out
+
+
+#: The KV cache types a session can store keys and values in (the quantized ones need flash attention).
+CACHE_TYPES = ("f16", "q8_0", "q4_0")
+
+
+def cache_layout(cache_type: Any, flash_attn: Any) -> tuple[str, bool]:
+    """``(cache_type, flash_attn)`` checked, with ``flash_attn=None`` resolved: on for a
+    quantized cache (which needs it), off for f16."""
+    if not isinstance(cache_type, str) or cache_type not in CACHE_TYPES:
+        raise ValueError(f"cache_type must be one of {', '.join(CACHE_TYPES)}, got {cache_type!r}")
+    if flash_attn is None:
+        return cache_type, cache_type != "f16"
+    if not isinstance(flash_attn, bool):
+        raise TypeError(f"flash_attn must be a bool or None, got {type(flash_attn).__name__}")
+    if cache_type != "f16" and not flash_attn:
+        raise ValueError(f"cache_type {cache_type} needs flash_attn (plain attention stores the values transposed)")
+    return cache_type, flash_attn

@@ -93,7 +93,15 @@ class Sampler:
     def distribution(self, logits: npt.ArrayLike, history: Sequence[int]) -> npt.NDArray[np.float64]: ...
 
 class Session:
-    def __init__(self, model: Model, n_ctx: int = 0, n_threads: int = 0, n_batch: int = 512) -> None: ...
+    def __init__(
+        self,
+        model: Model,
+        n_ctx: int = 0,
+        n_threads: int = 0,
+        n_batch: int = 512,
+        cache_type: str = "f16",
+        flash_attention: bool = False,
+    ) -> None: ...
     def evaluate(self, tokens: Sequence[int], all_logits: bool = False) -> npt.NDArray[np.float32]: ...
     def evaluate_and_sample(
         self, tokens: Sequence[int], sampler: Sampler, logprob: bool = False, top_logprobs: int = 0
@@ -120,6 +128,10 @@ class Session:
     def n_batch(self) -> int: ...
     @property
     def kv_cache_bytes(self) -> int: ...
+    @property
+    def cache_type(self) -> str: ...  # "f16", "q8_0" or "q4_0"
+    @property
+    def flash_attention(self) -> bool: ...
     @property
     def n_threads_last_used(self) -> int: ...
     @property

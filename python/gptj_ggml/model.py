@@ -83,6 +83,13 @@ class Model:
             AVX2) into that layout at load, for ggml's faster single-token kernels (prompt
             batches still read the file's copy); the other weights stay memory-mapped.
             ``False`` keeps every weight mapped: the fastest load, slower tokens for those types.
+        cache_type: how sessions store attention keys and values: ``"f16"`` (the default),
+            ``"q8_0"`` or ``"q4_0"`` (about 1/2 or 1/4 of the memory, and of the bytes each
+            generated token reads at long contexts, for a small change of the logits; see
+            the README's accuracy table). Quantized types need ``flash_attn``.
+        flash_attn: attention by ggml's flash-attention kernel (online softmax, the values
+            stored untransposed) instead of two matrix products; ``None``: on exactly when
+            ``cache_type`` is quantized.
         mmap: keep the weights memory-mapped from the file (the default: opening takes
             milliseconds and the page cache is the only copy; the mapping asks for 2 MiB
             pages, which makes it as fast as a copy when the file enters the page cache
@@ -105,6 +112,8 @@ class Model:
         n_batch: int = 512,
         repack: bool = True,
         mmap: bool = True,
+        cache_type: str = "f16",
+        flash_attn: bool | None = None,
     ) -> None:
         # Checked before the file is read (a bad argument costs no load), not when the first
         # session is made.
@@ -113,6 +122,7 @@ class Model:
             None if n_threads is None else _checks.positive("n_threads", n_threads),
             _checks.positive("n_batch", n_batch),
         )
+        self._cache_layout = _checks.cache_layout(cache_type, flash_attn)
         _check_model_path(path)
         self.path = os.fspath(path)
         started = time.perf_counter()
@@ -124,18 +134,33 @@ class Model:
         self._own_session: Session | None = None
         self._own_session_lock = threading.Lock()
 
-    def session(self, *, n_ctx: int | None = None, n_threads: int | None = None, n_batch: int | None = None) -> Session:
+    def session(
+        self,
+        *,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        n_batch: int | None = None,
+        cache_type: str | None = None,
+        flash_attn: bool | None = None,
+    ) -> Session:
         """A new :class:`Session` (its own KV cache and history) over these weights.
 
-        Arguments left out take the values the Model was opened with; given ones must be
-        positive integers (0 is refused, as by the Model: it is no size).
+        Arguments left out take the values the Model was opened with; given sizes must be
+        positive integers (0 is refused, as by the Model: it is no size). ``cache_type`` and
+        ``flash_attn`` are as for the Model; giving ``cache_type`` alone resolves ``flash_attn``
+        for it afresh.
         """
         default_ctx, default_threads, default_batch = self._defaults
+        if cache_type is None and flash_attn is None:
+            layout = self._cache_layout
+        else:
+            layout = _checks.cache_layout(self._cache_layout[0] if cache_type is None else cache_type, flash_attn)
         core_session = core.Session(
             self._model,
             (default_ctx or 0) if n_ctx is None else _checks.positive("n_ctx", n_ctx),
             (default_threads or 0) if n_threads is None else _checks.positive("n_threads", n_threads),
             default_batch if n_batch is None else _checks.positive("n_batch", n_batch),
+            *layout,
         )
         return Session(self, core_session)
 
@@ -164,6 +189,16 @@ class Model:
     def n_ctx(self) -> int:
         """Tokens a session holds unless told otherwise (the model's training context by default)."""
         return self._defaults[0] or self._model.n_ctx_train
+
+    @property
+    def cache_type(self) -> str:
+        """The KV cache type sessions get unless told otherwise (``"f16"``, ``"q8_0"``, ``"q4_0"``)."""
+        return self._cache_layout[0]
+
+    @property
+    def flash_attn(self) -> bool:
+        """Whether sessions attend by ggml's flash-attention kernel unless told otherwise."""
+        return self._cache_layout[1]
 
     @property
     def n_embd(self) -> int:

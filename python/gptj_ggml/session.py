@@ -107,6 +107,16 @@ class Session:
         """Size of the KV cache's buffer (its pages are touched only as positions fill)."""
         return self._core.kv_cache_bytes
 
+    @property
+    def cache_type(self) -> str:
+        """How the KV cache stores keys and values: ``"f16"``, ``"q8_0"`` or ``"q4_0"``."""
+        return self._core.cache_type
+
+    @property
+    def flash_attn(self) -> bool:
+        """Whether attention runs ggml's flash-attention kernel over untransposed values."""
+        return self._core.flash_attention
+
     def __repr__(self) -> str:
         return f"<Session n_past={self.n_past}/{self.n_ctx}, n_threads={self.n_threads}, model={self.model.path!r}>"
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .cache_flags import add_cache_flags, cache_options_from_args
 from .formatting import busy_cores_warning, format_bytes, format_count
 
 
@@ -55,6 +56,7 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-r", "--reps", type=int, default=5, help="repetitions of each test (5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random prompt ids (0)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    add_cache_flags(parser)
     parser.set_defaults(handler=run_bench_command)
 
 
@@ -66,7 +68,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
     if args.reps < 1:
         raise ValueError(f"--reps must be >= 1, got {args.reps}")
-    model = Model(args.model)
+    model = Model(args.model, **cache_options_from_args(args))
     description = info.describe_model(args.model)
     n_cores = core.physical_core_count()
     for n_threads in sorted(set(args.threads)):
@@ -88,6 +90,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
                 "n_layer": description.hparams["n_layer"],
                 "n_embd": description.hparams["n_embd"],
             },
+            "cache": {"type": model.cache_type, "flash_attn": model.flash_attn},
             "system": {
                 "ggml_version": system.ggml_version,
                 "ggml_commit": system.ggml_commit,
@@ -116,11 +119,12 @@ def run_bench_command(args: argparse.Namespace) -> int:
     # Rows are printed as each test finishes: a real model's runs take minutes.
     name = description.metadata.get("general.name") or description.path
     size, params = format_bytes(description.file_size), format_count(description.n_params)
-    print("| model | size | params | type | threads | test | t/s |")
-    print("| --- | ---: | ---: | --- | ---: | ---: | ---: |")
+    cache = model.cache_type + (" fa" if model.flash_attn else "")  # llama-bench's type_k and fa columns, in one
+    print("| model | size | params | type | cache | threads | test | t/s |")
+    print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: |")
     for r in results:
         print(
-            f"| {name} | {size} | {params} | {description.weight_type} | {r.n_threads} | {r.test} "
+            f"| {name} | {size} | {params} | {description.weight_type} | {cache} | {r.n_threads} | {r.test} "
             f"| {r.mean:.2f} ± {r.stdev:.2f} |"
         )
         sys.stdout.flush()

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .cache_flags import add_cache_flags, cache_options_from_args
+
 
 def add_perplexity(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -20,6 +22,7 @@ def add_perplexity(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ctx", type=int, default=512, help="tokens per chunk (512)")
     parser.add_argument("--kl-base", default=None, help="a reference .gguf model (e.g. the f16 file)")
     parser.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+    add_cache_flags(parser)  # the model's; --kl-base keeps f16: the KL is then the cache type's
     parser.set_defaults(handler=run_perplexity)
 
 
@@ -30,7 +33,7 @@ def run_perplexity(args: argparse.Namespace) -> int:
     if args.ctx < 2:
         raise ValueError(f"--ctx must be at least 2, got {args.ctx}")
     text = _read_text(Path(args.file))
-    model = Model(args.model, n_ctx=args.ctx, n_threads=args.threads)
+    model = Model(args.model, n_ctx=args.ctx, n_threads=args.threads, **cache_options_from_args(args))
     ids = model.tokenize(text)
 
     def report(done: int, total: int) -> None:
@@ -39,7 +42,9 @@ def run_perplexity(args: argparse.Namespace) -> int:
     if args.kl_base is None:
         result = perplexity(model, ids, args.ctx, on_chunk=report)
         print(file=sys.stderr)
-        print(f"perplexity: {result.perplexity:.4f} ({result.n_scored} tokens scored in {result.n_chunks} chunks of {args.ctx})")
+        print(
+            f"perplexity: {result.perplexity:.4f} ({result.n_scored} tokens scored in {result.n_chunks} chunks of {args.ctx})"
+        )
         return 0
     base = Model(args.kl_base, n_ctx=args.ctx, n_threads=args.threads)
     kl = kl_divergence(model, base, ids, args.ctx, on_chunk=report)

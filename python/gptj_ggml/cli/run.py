@@ -14,6 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ContextFullError
+from .cache_flags import add_cache_flags, cache_options_from_args
 from .formatting import busy_cores_warning, format_bytes, peak_rss_bytes
 from .lookup_flag import add_lookup_flag, lookup_from_args
 from .sampling_flags import add_sampling_flags, sampling_from_args
@@ -80,6 +81,7 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
         help="copy the weights into memory (huge pages) instead of mapping the file: slower load; faster tokens "
         "when the page cache holds the file in small pages",
     )
+    add_cache_flags(parser)
     sampling = add_sampling_flags(parser)
     sampling.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one, printed)")
     parser.add_argument("--stop", action="append", default=[], help="stop at this text (repeatable)")
@@ -103,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             "--context-full is for a single completion; with -i a conversation ends when it fills the context"
         )
-    model = Model(args.model, n_ctx=args.ctx, n_threads=args.threads, mmap=not args.no_mmap)
+    cache = cache_options_from_args(args)  # checked before the model loads
+    model = Model(args.model, n_ctx=args.ctx, n_threads=args.threads, mmap=not args.no_mmap, **cache)
     if args.threads is not None:
         warning = busy_cores_warning(args.threads, core.physical_core_count())
         if warning:
@@ -124,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         status = _complete(session, args.prompt, {**options, **context})
     print(
         f"memory:     peak RSS {format_bytes(peak_rss_bytes())} (model file {format_bytes(os.path.getsize(model.path))}, "
-        f"KV cache {format_bytes(session.kv_cache_bytes)})",
+        f"KV cache {format_bytes(session.kv_cache_bytes)} {session.cache_type})",
         file=sys.stderr,
     )
     return status

@@ -9,6 +9,7 @@ import os
 import sys
 
 from ..chat_templates import TEMPLATES
+from .cache_flags import add_cache_flags, cache_options_from_args
 from .lookup_flag import add_lookup_flag, lookup_from_args
 from .sampling_flags import add_sampling_flags, sampling_from_args
 
@@ -106,6 +107,7 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
         "else a local one. Needs the ray extra: pip install 'gptj_ggml[ray]' (default 1: this process alone)",
     )
     add_lookup_flag(parser, "; the default of requests that do not set lookup")
+    add_cache_flags(parser)
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_sampling_flags(parser).description = "defaults for requests that do not set them"
     parser.set_defaults(handler=serve)
@@ -129,6 +131,7 @@ def serve(args: argparse.Namespace) -> int:
         raise ValueError(f"--queue must be >= 0, got {args.queue}")
     if args.replicas < 1:
         raise ValueError(f"--replicas must be positive, got {args.replicas}")
+    cache = cache_options_from_args(args)
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     app_options = {
         "n_slots": args.slots,
@@ -152,8 +155,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.replicas > 1:
         from .serve_replicas import serve_replicas
 
-        return serve_replicas(args, app_options)
-    model = Model(args.model, repack=args.repack)  # the context and threads are the slots' own (create_app)
+        return serve_replicas(args, app_options, cache)
+    model = Model(args.model, repack=args.repack, **cache)  # the context and threads are the slots' own (create_app)
     app = create_app(model, **app_options)
     served = app.state.served
     print(

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 
-def serve_replicas(args: argparse.Namespace, app_options: dict[str, Any]) -> int:
+def serve_replicas(args: argparse.Namespace, app_options: dict[str, Any], cache: dict[str, Any]) -> int:
     """Start the replicas (:func:`gptj_ggml.server.replicas.run_replicas`) and wait for Ctrl-C."""
     try:
         import ray
@@ -37,6 +37,7 @@ def serve_replicas(args: argparse.Namespace, app_options: dict[str, Any]) -> int
                 host=args.host,
                 port=args.port,
                 repack=args.repack,
+                **cache,
                 log_level=args.log_level.upper(),
                 **app_options,
             )

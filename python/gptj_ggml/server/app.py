@@ -383,6 +383,8 @@ def _add_routes(app: FastAPI, served: _Served, static_dir: Path) -> None:
             "model": served.model_id,
             "n_ctx": scheduler.n_ctx,
             "n_slots": len(scheduler.slots),
+            "cache_type": served.model.cache_type,
+            "flash_attn": served.model.flash_attn,
             "chat_template": preparer.chat_template.name,
             "chat_templates": list(TEMPLATES),
             "default_generation_settings": {

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve.config import BackpressureConfig, RequestRouterConfig
 
+from .. import _checks
 from .limits import DEFAULT_MAX_QUEUE, RETRY_AFTER_SECONDS
 from .session_router import SESSION_ROUTER_CLASS
 
@@ -51,10 +52,10 @@ CONSTRUCTOR_RETRIES = 2
 class GptjReplica:
     """One replica: the model, opened in this process, and ``create_app``'s app over it."""
 
-    def __init__(self, model_path: str, repack: bool, app_options: dict[str, Any]) -> None:
+    def __init__(self, model_path: str, model_options: dict[str, Any], app_options: dict[str, Any]) -> None:
         from ..model import Model
 
-        self._model = Model(model_path, repack=repack)
+        self._model = Model(model_path, **model_options)
         self._app_options = app_options
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -93,6 +94,8 @@ def replica_application(
     session_affinity: bool = True,
     cpus_per_replica: float = 1.0,
     repack: bool = True,
+    cache_type: str = "f16",
+    flash_attn: bool | None = None,
     **app_options: Any,
 ) -> serve.Application:
     """The replicas as a Ray Serve application, for ``serve.run`` (which starts it).
@@ -109,6 +112,7 @@ def replica_application(
             own memory, in the layout of ggml's faster single-token kernels; False keeps every
             weight mapped from the file, one copy in the page cache for all the replicas of a
             machine.
+        cache_type, flash_attn: ``Model``'s: how each slot's KV cache stores keys and values.
         **app_options: :func:`~gptj_ggml.server.create_app`'s options but the model (``n_slots``,
             ``max_queue``, ``n_ctx``, ``n_threads``, ``api_key``, ``chat_template``, ...), the same
             for every replica. They travel to the replicas pickled: a ChatTemplate or a
@@ -120,6 +124,7 @@ def replica_application(
     """
     if replicas < 1:
         raise ValueError(f"replicas must be positive, got {replicas}")
+    cache_type, flash_attn = _checks.cache_layout(cache_type, flash_attn)  # here, not in every replica
     if "model" in app_options:
         raise TypeError("give the model as model_path: each replica opens the file itself")
     n_slots = app_options.get("n_slots")
@@ -139,7 +144,9 @@ def replica_application(
     }
     if session_affinity:
         options["request_router_config"] = RequestRouterConfig(request_router_class=SESSION_ROUTER_CLASS)
-    return GptjReplica.options(**options).bind(os.path.abspath(model_path), repack, app_options)
+    return GptjReplica.options(**options).bind(
+        os.path.abspath(model_path), {"repack": repack, "cache_type": cache_type, "flash_attn": flash_attn}, app_options
+    )
 
 
 def run_replicas(
@@ -151,6 +158,8 @@ def run_replicas(
     session_affinity: bool = True,
     cpus_per_replica: float = 1.0,
     repack: bool = True,
+    cache_type: str = "f16",
+    flash_attn: bool | None = None,
     log_level: str | None = None,
     **app_options: Any,
 ) -> DeploymentHandle:
@@ -168,6 +177,8 @@ def run_replicas(
         session_affinity=session_affinity,
         cpus_per_replica=cpus_per_replica,
         repack=repack,
+        cache_type=cache_type,
+        flash_attn=flash_attn,
         **app_options,
     )
     serve.start(http_options={"host": host, "port": port})
@@ -186,6 +197,8 @@ class BuildArgs(BaseModel):
     session_affinity: bool = True
     cpus_per_replica: float = 1.0
     repack: bool = True
+    cache_type: str = "f16"
+    flash_attn: bool | None = None
     n_slots: int | None = None
     max_queue: int = DEFAULT_MAX_QUEUE
     n_ctx: int | None = None
