@@ -1,8 +1,9 @@
 """How prompt and generation speed hold up as the context grows, on GPT-J-6B-shaped random weights.
 
-    python benchmarks/long_context.py [--n-layer 4] [--types f16,q4_0] [--reps 3] [--threads N]
+    python benchmarks/long_context.py [--n-layer 4] [--types f16,q4_0] [--caches f16,q8_0] [--reps 3] [--threads N]
 
-For each type, in fresh processes (types alternate within each repetition: this machine's
+For each weight type and KV cache (--caches: f16 with plain attention, f16+fa with flash
+attention, q8_0 or q4_0, which attend by flash attention), in fresh processes (types alternate within each repetition: this machine's
 memory bandwidth drifts), prints prompt throughput at 128, 512 and 2048 tokens and generation
 ms/token after 16 and after 1900 positions, with the ratios issue 16 asks for: pp512 / pp128
 (tokens/s; at least 0.9) and gen@1900 / gen@16 (ms/token; at most 1.15). The two generation
@@ -12,7 +13,7 @@ the per-step ratios: measured in separate runs, drift alone moved it by 0.1.
 Generation at a long position reads the cache as well as the weights: 2 x n_layer x positions x
 n_embd f16 values per token (0.87 GB at 1900 positions for GPT-J-6B's 28 layers, against 12 GB of
 f16 or 3.6 GB of q4_0 weights), so the floor of gen@1900 / gen@16 is 1 + cache bytes / weight bytes,
-printed beside the measurement. Models are written once into --dir (not committed).
+printed beside the measurement (a q8_0 cache reads 34/64 of f16's bytes, q4_0 18/64). Models are written once into --dir (not committed).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ import numpy as np
 from gptj_ggml import Model
 
 path, threads, prompts, positions, n_steps = sys.argv[1], int(sys.argv[2]), eval(sys.argv[3]), eval(sys.argv[4]), int(sys.argv[5])
-model = Model(path, n_ctx=2048, n_threads=threads)
+cache_type, flash_attn = sys.argv[6], sys.argv[7] == "1"
+model = Model(path, n_ctx=2048, n_threads=threads, cache_type=cache_type, flash_attn=flash_attn)
 session = model.session()
 rng = np.random.default_rng(0)
 ids = [int(i) for i in rng.integers(0, 50000, size=2048)]
@@ -68,48 +70,64 @@ print(json.dumps(result))
 """
 
 
-def measure(path: Path, threads: int) -> dict[str, float]:
+#: --caches: (cache_type, flash_attn) and the cache's bytes per value.
+CACHES = {
+    "f16": ("f16", False, 2.0),
+    "f16+fa": ("f16", True, 2.0),
+    "q8_0": ("q8_0", True, 34 / 32),
+    "q4_0": ("q4_0", True, 18 / 32),
+}
+
+
+def measure(path: Path, threads: int, cache: str) -> dict[str, float]:
+    cache_type, flash_attn, _ = CACHES[cache]
     cmd = [sys.executable, "-c", _CHILD, str(path), str(threads), repr(PROMPTS), repr(POSITIONS), str(N_STEPS)]
+    cmd += [cache_type, str(int(flash_attn))]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()
     return json.loads(out[-1])
 
 
-def cache_over_weights(path: Path, n_layer: int, position: int, n_embd: int = 4096) -> float:
-    """f16 cache bytes (keys and values) read per token at `position` over the weight bytes read."""
-    return 2 * n_layer * position * n_embd * 2 / weight_bytes_per_token(path)
+def cache_over_weights(path: Path, n_layer: int, position: int, bytes_per_value: float, n_embd: int = 4096) -> float:
+    """Cache bytes (keys and values) read per token at `position` over the weight bytes read."""
+    return 2 * n_layer * position * n_embd * bytes_per_value / weight_bytes_per_token(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-layer", type=int, default=4)
     parser.add_argument("--types", default="f16,q4_0")
+    parser.add_argument("--caches", default="f16", help=f"comma-separated, of {', '.join(CACHES)}")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "gptj-ggml-bench")
     args = parser.parse_args()
 
     args.dir.mkdir(parents=True, exist_ok=True)
+    caches = args.caches.split(",")
+    if unknown := set(caches) - set(CACHES):
+        parser.error(f"--caches: unknown {', '.join(sorted(unknown))} (known: {', '.join(CACHES)})")
     models = {t: six_b_shaped(args.dir, args.n_layer, t) for t in args.types.split(",")}
-    runs: dict[str, list[dict[str, float]]] = {t: [] for t in models}
+    configs = [(t, cache) for t in models for cache in caches]
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {config: [] for config in configs}
     for rep in range(args.reps):
-        for t, path in models.items():
-            runs[t].append(measure(path, args.threads))
-            print(f"rep {rep + 1}/{args.reps} {t}: {runs[t][-1]}", file=sys.stderr, flush=True)
+        for t, cache in configs:
+            runs[t, cache].append(measure(models[t], args.threads, cache))
+            print(f"rep {rep + 1}/{args.reps} {t} cache {cache}: {runs[t, cache][-1]}", file=sys.stderr, flush=True)
 
     print(f"\n{args.n_layer} layers, GPT-J-6B's shapes, {args.threads} threads, medians of {args.reps} processes")
-    header = ["type"] + [f"pp{n} tok/s" for n in PROMPTS] + [f"gen@{p} ms" for p in POSITIONS]
+    header = ["type", "cache"] + [f"pp{n} tok/s" for n in PROMPTS] + [f"gen@{p} ms" for p in POSITIONS]
     header += ["pp512/pp128", "pp2048/pp128", "gen@1900/gen@16", "floor (cache/weights)"]
     print(" | ".join(header))
-    for t, path in models.items():
-        med = {key: statistics.median(r[key] for r in runs[t]) for key in runs[t][0]}
+    for t, cache in configs:
+        med = {key: statistics.median(r[key] for r in runs[t, cache]) for key in runs[t, cache][0]}
 
         # The ratio of medians of paired runs would hide drift; the median of per-process ratios does not.
-        def ratio(a: str, b: str, runs_of_type: list = runs[t]) -> float:
+        def ratio(a: str, b: str, runs_of_type: list = runs[t, cache]) -> float:
             return statistics.median(r[a] / r[b] for r in runs_of_type)
 
-        row = [t] + [f"{med[f'pp{n}']:.1f}" for n in PROMPTS] + [f"{med[f'gen{p}']:.1f}" for p in POSITIONS]
+        row = [t, cache] + [f"{med[f'pp{n}']:.1f}" for n in PROMPTS] + [f"{med[f'gen{p}']:.1f}" for p in POSITIONS]
         row += [f"{ratio('pp512', 'pp128'):.2f}", f"{ratio('pp2048', 'pp128'):.2f}", f"{med['gen_ratio']:.2f}"]
-        row += [f"{1 + cache_over_weights(path, args.n_layer, 1900):.2f}"]
+        row += [f"{1 + cache_over_weights(models[t], args.n_layer, 1900, CACHES[cache][2]):.2f}"]
         print(" | ".join(row))
 
 
