@@ -60,6 +60,8 @@ def test_props_give_the_context_slots_templates_and_default_settings(server, mod
         "model": "tiny-f32",
         "n_ctx": model.n_ctx,
         "n_slots": 2,
+        "cache_type": "f16",
+        "flash_attn": False,
         "chat_template": "alpaca",
         "chat_templates": list(TEMPLATES),
         "default_generation_settings": {
