@@ -1,12 +1,13 @@
-"""The int8 (AVX512-VNNI) kernel for q8_0 and q4_0 products of a few tokens, against transformers and
-against the f32 matrix-vector kernel it replaces (switched off with set_int8_matvec_enabled)."""
+"""The int8 (AVX512-VNNI) kernels for q8_0 and q4_0 products of one token (matvec_int8_token) and
+of a few (matvec_int8), against transformers and against the f32 matrix-vector kernel they replace
+(switched off with set_int8_matvec_enabled)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gptj_ggml import Model
+from gptj_ggml import EvaluationError, Model
 from gptj_ggml._native import core
 
 from model_fixtures import reference_logits
@@ -18,7 +19,7 @@ SHAPES = {"multiples_of_32": TINY, "odd_inner": {**TINY, "n_inner": 776}}
 # Relative max error against transformers' float32 allowed for q8_0 products whose activations
 # are rounded (the AMX kernel's q8_0 tolerance, test_batch_matmul.AMX_TOLERANCE).
 Q8_0_TOLERANCE = 4e-2
-N_TOKENS = [2, 3, 8, 12, 16]
+N_TOKENS = [1, 2, 3, 8, 12, 16]
 
 
 def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
@@ -116,3 +117,52 @@ def test_int8_decoding_of_several_tokens_after_a_prompt_matches_the_f32_kernel(t
     f32 = step_logits()
     assert relative_error(with_int8, f32) <= 2e-2
     assert_same_greedy_tokens(with_int8, f32)
+
+
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0"])
+def test_one_token_steps_match_the_f32_kernel_and_transformers(outtype, tiny_model_path, hf_model, request):
+    # Generation's path: a prompt batch, then one token per evaluation (matvec_int8_token).
+    ids = random_ids(24, seed=7)
+    path = tiny_model_path(outtype, **TINY)
+
+    def step_logits() -> np.ndarray:
+        session = Model(path).session()  # repack=True, the default: q4_0 stays in the file's layout
+        session.evaluate(ids[:16])
+        return np.stack([session.evaluate([token]) for token in ids[16:]])
+
+    with_int8 = step_logits()
+    reference = reference_logits(hf_model(**TINY), ids)[16:]
+    request.getfixturevalue("f32_matvec_only")
+    f32 = step_logits()
+    assert relative_error(with_int8, f32) <= 2e-2
+    assert_same_greedy_tokens(with_int8, f32)
+    assert relative_error(with_int8, reference) <= relative_error(f32, reference) + 1e-2
+    if core.int8_matvec_available():
+        assert not np.array_equal(with_int8, f32)  # the int8 kernel did run
+
+
+@pytest.mark.skipif(not core.int8_matvec_available(), reason="this CPU has no AVX512-VNNI")
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0"])
+def test_q8_0_and_q4_0_are_not_repacked_where_the_int8_kernels_run(outtype, tiny_model_path, request):
+    assert core.keeps_file_layout(outtype)
+    assert Model(tiny_model_path(outtype, **TINY)).repacked_bytes == 0
+    request.getfixturevalue("f32_matvec_only")  # int8 off: ggml's repacked q4_0 kernel is the faster again
+    assert not core.keeps_file_layout(outtype)
+
+
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0"])
+def test_a_nan_activation_gives_nan_logits_not_numbers(outtype, quant_model_path, tmp_path):
+    # Rounding to integers must not turn a NaN activation into a plausible number; the final
+    # norm's NaN reaches the output matrix (of the file's type: --pure) directly.
+    from gguf_edit import rewrite_gguf
+
+    def poison(name, data):
+        if name != "output_norm.weight":
+            return data
+        data = data.copy()
+        data[0] = np.nan  # one activation of a block: its maximum must not skip it
+        return data
+
+    path = rewrite_gguf(quant_model_path(outtype, pure=True), tmp_path / "nan.gguf", change_tensor=poison)
+    with pytest.raises(EvaluationError, match="the model produced NaN logits"):
+        Model(path).complete([1, 2, 3], max_tokens=2)

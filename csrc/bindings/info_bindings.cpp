@@ -94,7 +94,7 @@ void bind_info(py::module_ & m) {
           "Whether this CPU runs the int8 (AVX512-VNNI) kernel for q8_0 / q4_0 products of a few tokens.");
     m.def("avx2_kernels_active", [] { return gptj::cpu_has_avx2() && !gptj::cpu_has_avx512f(); },
           "Whether our AVX2 kernels run the products here (an AVX2 CPU without AVX-512, or GPTJ_GGML_ISA=avx2).");
-    m.def("keeps_file_layout", [](const std::string & type) { return gptj::int8_avx2_prefers_file_layout(type_named(type)); },
+    m.def("keeps_file_layout", [](const std::string & type) { return gptj::keeps_file_layout(type_named(type)); },
           py::arg("type"),
           "Whether a Model leaves matrices of this type in the file's layout even with repack=True (our kernel "
           "multiplies them faster than ggml's repacked one on this CPU).");

@@ -8,7 +8,6 @@
 #include "ggml-backend.h"
 #include "gptj/error.h"
 #include "gptj/kernels/matmul.h"
-#include "gptj/kernels/matvec_int8_avx2.h"
 #include "gptj/memory.h"
 #include "gptj/repack.h"
 #include "gptj/threads.h"
@@ -134,7 +133,7 @@ void Model::place_weights(const ModelParams & params) {
         // Types our kernels multiply faster in the file's layout than ggml's do repacked stay
         // mapped: no copy, no repacking time.
         matrices.erase(std::remove_if(matrices.begin(), matrices.end(),
-                                      [](const ggml_tensor * t) { return int8_avx2_prefers_file_layout(t->type); }),
+                                      [](const ggml_tensor * t) { return keeps_file_layout(t->type); }),
                        matrices.end());
         const int n_threads = params.n_threads > 0 ? params.n_threads : physical_core_count();
         auto release = [&](const ggml_tensor * t) {  // the repacked copy replaces these pages

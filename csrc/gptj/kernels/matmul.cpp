@@ -16,6 +16,7 @@
 #include "gptj/kernels/matvec_avx2.h"
 #include "gptj/kernels/matvec_int8.h"
 #include "gptj/kernels/matvec_int8_avx2.h"
+#include "gptj/kernels/matvec_int8_token.h"
 #include "gptj/memory.h"
 
 namespace gptj {
@@ -62,6 +63,11 @@ void set_amx_min_tokens(int n_tokens) { g_amx_min_tokens = std::max(n_tokens, 1)
 
 void set_matvec_max_tokens(int n_tokens) { g_matvec_max_tokens = std::clamp(n_tokens, 0, kMatvecMaxTokens); }
 
+bool keeps_file_layout(ggml_type type) {
+    const bool int8_type = type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0;
+    return int8_avx2_prefers_file_layout(type) || (int8_type && int8_matvec_enabled() && cpu_has_avx512vnni());
+}
+
 // Where the CPU lacks AVX-512 and AVX2 (or the extension was built for another architecture,
 // where both checks are false), ggml does every product.
 bool batch_matmul_supported(const ggml_tensor * weights) {
@@ -104,6 +110,15 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         ggml_tensor * args[] = {w, form};
         return ggml_custom_4d(ctx, GGML_TYPE_F32, m, n_tokens, 1, 1, args, 2, int8_avx2_matvec_task, GGML_N_TASKS_MAX,
                               nullptr);
+    }
+    // q8_0 and q4_0, one token, where the CPU has AVX512-VNNI: 8-bit dot products reading the
+    // file's layout (matvec_int8_token.h), faster than ggml's repacked q4_0 kernel.
+    if (ours && int8_token_applies(w, in_plain_memory(w), n_tokens)) {
+        static_assert(kInt8TokenForms == sizeof(input.int8_token) / sizeof(input.int8_token[0]), "one slot per form");
+        ggml_tensor *& form = input.int8_token[int8_token_form(w->type)];
+        if (form == nullptr) form = int8_token_activations(ctx, x, w->type);
+        ggml_tensor * args[] = {w, form};
+        return ggml_custom_4d(ctx, GGML_TYPE_F32, m, 1, 1, 1, args, 2, int8_token_matvec_task, GGML_N_TASKS_MAX, nullptr);
     }
     // q8_0 and q4_0 with 2-16 tokens: 8-bit dot products where the CPU has VNNI, ahead of AMX
     // and the f32 matrix-vector kernel (4-layer 6B-shaped q8_0, 1 thread, CPU ms per evaluation:

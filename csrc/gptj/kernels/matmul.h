@@ -23,7 +23,14 @@ struct MatmulInput {
     ggml_tensor * int8 = nullptr;  // x rounded to 8 bits per block, for the int8 kernel; nullptr when unused
     // x rounded to 8 bits in each form the AVX2 int8 kernel reads (int8_avx2_form); nullptr when unused
     ggml_tensor * int8_avx2[3] = {nullptr, nullptr, nullptr};
+    // x rounded to 8 bits in each form the one-token VNNI kernel reads (int8_token_form); nullptr when unused
+    ggml_tensor * int8_token[2] = {nullptr, nullptr};
 };
+
+// Whether weights of this type, multiplied one token at a time, are faster in the file's layout
+// with our kernels than repacked for ggml's on this CPU (so the Model need not repack them):
+// q8_0 and q4_0 where the CPU has AVX2 without AVX-512, or AVX512-VNNI (the int8 kernels on).
+bool keeps_file_layout(ggml_type type);
 
 // Whether our kernel runs products with these weights on this CPU (checked at run time: the
 // extension is built for any x86-64 and uses AVX-512 or AVX2 only where the CPU has it): f32, f16,
