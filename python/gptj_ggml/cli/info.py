@@ -124,7 +124,11 @@ def system_text(system: SystemInfo) -> str:
                 if system.bf16_gemm and not system.amx
                 else ""
             )
-            + (" and VNNI (8-bit dot products, q8_0 / q4_0 single tokens and decode batches)" if system.int8_vnni else "")
+            + (
+                " and VNNI (8-bit dot products, q8_0 / q4_0 single tokens and decode batches)"
+                if system.int8_vnni
+                else ""
+            )
             + "; ggml's for repacked single tokens"
             if system.prompt_kernel
             else "ggml's (this CPU has no AVX2 for gptj_ggml's kernels)"
