@@ -94,9 +94,9 @@ def test_int8_and_f32_kernels_agree(outtype, shapes, n_tokens, tiny_model_path, 
         assert not np.array_equal(with_int8, f32)  # the int8 kernel did run
 
 
-@pytest.mark.parametrize("outtype", ["q8_0", "q4_0"])
-def test_int8_logits_do_not_depend_on_the_thread_count(outtype, tiny_model_path):
-    ids = random_ids(12, seed=3)
+@pytest.mark.parametrize(("outtype", "n_tokens"), [("q8_0", 12), ("q4_0", 12), ("q8_0", 1), ("q4_0", 1), ("q4_K", 1)])
+def test_int8_logits_do_not_depend_on_the_thread_count(outtype, n_tokens, tiny_model_path):
+    ids = random_ids(n_tokens, seed=3)
     path = tiny_model_path(outtype, **TINY)
     one = Model(path, n_threads=1, repack=False).logits(ids)
     for n_threads in (2, 3, 5):
@@ -119,14 +119,16 @@ def test_int8_decoding_of_several_tokens_after_a_prompt_matches_the_f32_kernel(t
     assert_same_greedy_tokens(with_int8, f32)
 
 
-@pytest.mark.parametrize("outtype", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K"])
 def test_one_token_steps_match_the_f32_kernel_and_transformers(outtype, tiny_model_path, hf_model, request):
     # Generation's path: a prompt batch, then one token per evaluation (matvec_int8_token).
     ids = random_ids(24, seed=7)
     path = tiny_model_path(outtype, **TINY)
 
     def step_logits() -> np.ndarray:
-        session = Model(path).session()  # repack=True, the default: q4_0 stays in the file's layout
+        # repack=True (the default) leaves q8_0 and q4_0 in the file's layout where the int8 kernels
+        # run; q4_K is repacked for ggml's kernels unless told not to (ours reads the file's layout).
+        session = Model(path, repack=outtype != "q4_K").session()
         session.evaluate(ids[:16])
         return np.stack([session.evaluate([token]) for token in ids[16:]])
 
@@ -150,7 +152,7 @@ def test_q8_0_and_q4_0_are_not_repacked_where_the_int8_kernels_run(outtype, tiny
     assert not core.keeps_file_layout(outtype)
 
 
-@pytest.mark.parametrize("outtype", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K"])
 def test_a_nan_activation_gives_nan_logits_not_numbers(outtype, quant_model_path, tmp_path):
     # Rounding to integers must not turn a NaN activation into a plausible number; the final
     # norm's NaN reaches the output matrix (of the file's type: --pure) directly.
@@ -165,4 +167,4 @@ def test_a_nan_activation_gives_nan_logits_not_numbers(outtype, quant_model_path
 
     path = rewrite_gguf(quant_model_path(outtype, pure=True), tmp_path / "nan.gguf", change_tensor=poison)
     with pytest.raises(EvaluationError, match="the model produced NaN logits"):
-        Model(path).complete([1, 2, 3], max_tokens=2)
+        Model(path, repack=False).complete([1, 2, 3], max_tokens=2)

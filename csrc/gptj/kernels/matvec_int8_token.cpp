@@ -21,14 +21,20 @@ namespace {
 // - q4_0, units of 128 (four blocks): the first 16 values of each block, then the last 16 of
 //   each, as the four blocks' 64 nibble bytes unpack (low nibbles, then high); lanes 4j-4j+3 take
 //   block j, and lane 4j starts at -8 * its sum (the weights are their nibbles minus 8).
-enum class Form { pairs_of32, quads_of32 };
+// - q4_K, units of 256 (one block, one scale max |x| / 127 over all 256): per half of 128, the
+//   values of its groups 0, 2, 1, 3 of 32 (a q4_K block's 64 bytes of nibbles hold groups 0 and 2
+//   in their low nibbles, 1 and 3 in the high ones); the unit's 128 bytes hold the scale (first
+//   float) and, from byte 64, the sums of the 8 groups' values as int16 (the minimums meet them).
+enum class Form { pairs_of32, quads_of32, of256 };
 
-Form form_for(ggml_type type) { return type == GGML_TYPE_Q4_0 ? Form::quads_of32 : Form::pairs_of32; }
-int64_t unit_weights(Form form) { return form == Form::quads_of32 ? 128 : 64; }
+Form form_for(ggml_type type) {
+    return type == GGML_TYPE_Q4_K ? Form::of256 : type == GGML_TYPE_Q4_0 ? Form::quads_of32 : Form::pairs_of32;
+}
+int64_t unit_weights(Form form) { return form == Form::of256 ? 256 : form == Form::quads_of32 ? 128 : 64; }
 int64_t row_bytes(Form form, int64_t k) { return k + k / unit_weights(form) * 128; }
 
 // The quantize op's userdata: which form to write (addresses of constants, never written).
-constexpr Form kForms[] = {Form::pairs_of32, Form::quads_of32};
+constexpr Form kForms[] = {Form::pairs_of32, Form::quads_of32, Form::of256};
 
 }  // namespace
 }  // namespace gptj
@@ -36,11 +42,13 @@ constexpr Form kForms[] = {Form::pairs_of32, Form::quads_of32};
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
-#define GPTJ_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,f16c")))
+#define GPTJ_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,f16c,fma")))
 
 // GCC 12 reports the undefined pass-through operand inside its own AVX-512 intrinsics
-// (_mm512_max_ps, _mm512_cvtps_epi32, ...) as maybe uninitialized once they are inlined here.
+// (_mm512_max_ps, _mm512_cvtps_epi32, _mm512_broadcast_i32x4, ...) as uninitialized once they
+// are inlined here.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace gptj {
 namespace {
@@ -106,20 +114,118 @@ GPTJ_VNNI void token_rows(const ggml_tensor * w, const uint8_t * x, int64_t firs
     }
 }
 
-// Rounds 32 activations to 8 bits (|q| <= 127), stored in two runs of 16; returns their sum and
-// sets the scale, NaN if any activation is NaN (so that the product's outputs are NaN too, as
-// the f32 kernels' would be, instead of integers that look like numbers).
-GPTJ_VNNI int round_block(const float * x, int8_t * first16, int8_t * last16, float & scale) {
-    const __m512 a = _mm512_loadu_ps(x), b = _mm512_loadu_ps(x + 16);
-    const __mmask16 nan = _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
-    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
-    scale = nan != 0 ? NAN : amax / 127.0f;
-    const __m512 inverse = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
-    const __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, inverse)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, inverse));
+// A q4_K block's 8 group scales and minimums (6 bits each) as int16, from its 12 packed bytes
+// (q4_k_scale_min in quant_blocks.h, four groups at a time in 32-bit words).
+GPTJ_VNNI inline void q4_k_scales_mins(const uint8_t * packed, __m128i & scales, __m128i & mins) {
+    uint32_t a, b, c;
+    std::memcpy(&a, packed, 4);
+    std::memcpy(&b, packed + 4, 4);
+    std::memcpy(&c, packed + 8, 4);
+    const uint32_t scales_low = a & 0x3F3F3F3Fu, mins_low = b & 0x3F3F3F3Fu;
+    const uint32_t scales_high = (c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u);
+    const uint32_t mins_high = ((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u);
+    scales = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(scales_low | uint64_t(scales_high) << 32)));
+    mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(mins_low | uint64_t(mins_high) << 32)));
+}
+
+// The same for q4_K weights. Per half block (64 nibble bytes, 128 weights), vpmaddubsw multiplies
+// the low and the high nibbles by their activations into int16 pairs (at most 2 * 15 * 127), and
+// vpdpwssd adds them up times each lane's 6-bit group scale (spread over the lanes by vpshufb):
+// the block's scaled sum stays exact in int32, times the f16 scale and the activations' scale
+// once per block; the minimums meet the activations' group sums in 4 int32 lanes.
+GPTJ_VNNI void q4_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t first_row, int64_t end_row, float * y) {
+    const int64_t k = w->ne[0], blocks = k / 256;
+    const auto * w_data = static_cast<const char *>(w->data);
+    const __m512i low_nibbles = _mm512_set1_epi8(0x0F);
+    // vpshufb controls spreading the 8 group scales (int16, repeated in every 128-bit lane) over
+    // the lanes: lanes 0-7 and 8-15 of half h's low nibbles take groups 4h and 4h + 2, its high
+    // nibbles 4h + 1 and 4h + 3. One in-lane byte shuffle each (vpermw costs two uops).
+    __m512i group_bytes[4];
+    for (int i = 0; i < 4; ++i) {
+        const int first = 4 * (i / 2) + i % 2, second = first + 2;
+        group_bytes[i] = _mm512_inserti64x4(_mm512_set1_epi16(static_cast<short>(0x0100 + 0x0202 * first)),
+                                            _mm256_set1_epi16(static_cast<short>(0x0100 + 0x0202 * second)), 1);
+    }
+    for (int64_t row = first_row; row < end_row; row += kRows) {
+        const int rows = static_cast<int>(std::min<int64_t>(kRows, end_row - row));
+        const BlockQ4_K * w_row[kRows];
+        for (int r = 0; r < kRows; ++r) {
+            w_row[r] = reinterpret_cast<const BlockQ4_K *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+        }
+        __m512 acc[kRows];
+        __m128 acc_min[kRows];
+#pragma GCC unroll 4
+        for (int r = 0; r < kRows; ++r) {
+            acc[r] = _mm512_setzero_ps();
+            acc_min[r] = _mm_setzero_ps();
+        }
+        for (int64_t b = 0; b < blocks; ++b) {
+            const uint8_t * xb = x + b * 256;
+            const uint8_t * tail = x + k + b * 128;
+            float x_scale;
+            std::memcpy(&x_scale, tail, sizeof x_scale);
+            const __m128i group_sums = _mm_loadu_si128(reinterpret_cast<const __m128i *>(tail + 64));
+            __m512i xv[4];
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i) xv[i] = _mm512_loadu_si512(xb + 64 * i);
+#pragma GCC unroll 4
+            for (int r = 0; r < kRows; ++r) {
+                const BlockQ4_K * block = w_row[r] + b;
+                _mm_prefetch(reinterpret_cast<const char *>(block) + kPrefetchBytes, _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char *>(block) + kPrefetchBytes + 64, _MM_HINT_T0);
+                __m128i scales, mins;
+                q4_k_scales_mins(block->scales, scales, mins);
+                const __m512i scales_wide = _mm512_broadcast_i32x4(scales);
+                __m512i sum = _mm512_setzero_si512();
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; ++h) {
+                    const __m512i nibbles = _mm512_loadu_si512(block->nibbles + 64 * h);
+                    const __m512i low = _mm512_and_si512(nibbles, low_nibbles);
+                    const __m512i high = _mm512_and_si512(_mm512_srli_epi16(nibbles, 4), low_nibbles);
+                    sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(low, xv[2 * h]),
+                                              _mm512_shuffle_epi8(scales_wide, group_bytes[2 * h]));
+                    sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(high, xv[2 * h + 1]),
+                                              _mm512_shuffle_epi8(scales_wide, group_bytes[2 * h + 1]));
+                }
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(_cvtsh_ss(block->scale) * x_scale), acc[r]);
+                acc_min[r] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(mins, group_sums)),
+                                          _mm_set1_ps(_cvtsh_ss(block->min_scale) * x_scale), acc_min[r]);
+            }
+        }
+        for (int r = 0; r < rows; ++r) {
+            alignas(16) float mins[4];
+            _mm_store_ps(mins, acc_min[r]);
+            y[row + r] = _mm512_reduce_add_ps(acc[r]) - ((mins[0] + mins[1]) + (mins[2] + mins[3]));
+        }
+    }
+}
+
+// max |x| over n floats (n a multiple of 32); NaN if any is NaN, so that a NaN activation gives
+// NaN outputs (as the f32 kernels' would be) instead of integers that look like numbers.
+GPTJ_VNNI float max_magnitude(const float * x, int64_t n) {
+    __m512 amax = _mm512_setzero_ps();
+    __mmask16 nan = 0;
+    for (int64_t i = 0; i < n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+    }
+    return nan != 0 ? NAN : _mm512_reduce_max_ps(amax);
+}
+
+// Rounds 32 activations times `inverse` to 8 bits (|q| <= 127), stored in two runs of 16;
+// returns their sum.
+GPTJ_VNNI int round_32(const float * x, float inverse, int8_t * first16, int8_t * last16) {
+    const __m512 by = _mm512_set1_ps(inverse);
+    const __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x), by));
+    const __m512i qb = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16), by));
     _mm_storeu_si128(reinterpret_cast<__m128i *>(first16), _mm512_cvtsepi32_epi8(qa));
     _mm_storeu_si128(reinterpret_cast<__m128i *>(last16), _mm512_cvtsepi32_epi8(qb));
     return _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
 }
+
+// The inverse of scale = amax / 127 (0 for an all-zero block; a NaN scale stays NaN).
+inline float inverse_of(float amax) { return amax > 0.0f ? 127.0f / amax : 0.0f; }
 
 // Writes the form `userdata` names (the layouts above). Thread ith of nth takes a range of units.
 GPTJ_VNNI void quantize_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
@@ -132,13 +238,27 @@ GPTJ_VNNI void quantize_task(ggml_tensor * dst, int ith, int nth, void * userdat
     auto * lane_starts = reinterpret_cast<int32_t *>(out + k + units * 64);
     for (int64_t u = units * ith / nth; u < units * (ith + 1) / nth; ++u) {
         auto * values = reinterpret_cast<int8_t *>(out + u * unit);
+        const float * xu = xf + u * unit;
+        if (form == Form::of256) {
+            auto * tail = out + k + u * 128;
+            const float amax = max_magnitude(xu, 256), scale = amax / 127.0f;
+            std::memcpy(tail, &scale, sizeof scale);
+            for (int g = 0; g < 8; ++g) {
+                // Group g's place: half g / 4; within it groups 0, 2, 1, 3.
+                static constexpr int kSlot[4] = {0, 2, 1, 3};
+                int8_t * dest = values + 128 * (g / 4) + 32 * kSlot[g % 4];
+                const auto sum = static_cast<int16_t>(round_32(xu + 32 * g, inverse_of(amax), dest, dest + 16));
+                std::memcpy(tail + 64 + 2 * g, &sum, sizeof sum);  // |sum| <= 32 * 127
+            }
+            continue;
+        }
         const int lanes = 16 / static_cast<int>(blocks);
         for (int64_t j = 0; j < blocks; ++j) {
-            float scale;
+            const float amax = max_magnitude(xu + 32 * j, 32), scale = amax / 127.0f;
             // q8_0: block j's 32 values in order; q4_0: its first 16 at 16 j, its last 16 at 64 + 16 j.
             int8_t * first16 = form == Form::pairs_of32 ? values + 32 * j : values + 16 * j;
             int8_t * last16 = form == Form::pairs_of32 ? first16 + 16 : values + 64 + 16 * j;
-            const int sum = round_block(xf + u * unit + 32 * j, first16, last16, scale);
+            const int sum = round_32(xu + 32 * j, inverse_of(amax), first16, last16);
             for (int lane = 0; lane < lanes; ++lane) {
                 lane_scales[16 * u + j * lanes + lane] = scale;
                 lane_starts[16 * u + j * lanes + lane] = lane == 0 ? (form == Form::pairs_of32 ? -128 : -8) * sum : 0;
@@ -151,7 +271,8 @@ GPTJ_VNNI void quantize_task(ggml_tensor * dst, int ith, int nth, void * userdat
 
 bool int8_token_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens) {
     const ggml_type type = weights->type;
-    return (type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0) && n_tokens == 1 && in_plain_memory &&
+    const bool handled = type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_K;
+    return handled && n_tokens == 1 && in_plain_memory &&
            ggml_is_contiguous(weights) && weights->ne[0] % unit_weights(form_for(type)) == 0 && int8_matvec_enabled() &&
            cpu_has_avx512vnni();
 }
@@ -174,6 +295,8 @@ void int8_token_matvec_task(ggml_tensor * dst, int ith, int nth, void * /*userda
     auto * y = static_cast<float *>(dst->data);
     if (w->type == GGML_TYPE_Q8_0) {
         token_rows<GGML_TYPE_Q8_0>(w, x, first_row, end_row, y);
+    } else if (w->type == GGML_TYPE_Q4_K) {
+        q4_k_token_rows(w, x, first_row, end_row, y);
     } else {
         token_rows<GGML_TYPE_Q4_0>(w, x, first_row, end_row, y);
     }

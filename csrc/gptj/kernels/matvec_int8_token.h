@@ -1,4 +1,4 @@
-// Products of q8_0 and q4_0 weights with one token (generation) by 8-bit integer dot products
+// Products of q8_0, q4_0 and q4_K weights with one token (generation) by 8-bit integer dot products
 // on AVX512-VNNI, reading the weights in the file's layout.
 //
 // Why: one token at a time the f32 matrix-vector kernel (matvec.h) converts every weight to f32
@@ -19,15 +19,16 @@
 
 namespace gptj {
 
-// Whether this kernel multiplies these weights (q8_0 or q4_0, contiguous, in the file's layout
-// in plain memory, rows a whole number of its units: 64 weights for q8_0, 128 for q4_0) with
+// Whether this kernel multiplies these weights (q8_0, q4_0 or q4_K, contiguous, in the file's
+// layout in plain memory, rows a whole number of its units: 64 weights for q8_0, 128 for q4_0,
+// 256 for q4_K) with
 // n_tokens tokens on this CPU: one token, AVX512-VNNI present and not capped off, the int8
 // kernels switched on (set_int8_matvec_enabled).
 bool int8_token_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens);
 
 // Which of the activations' forms (0 .. kInt8TokenForms - 1) products with weights of this type
 // read: products of one input whose weights share it can share that form.
-constexpr int kInt8TokenForms = 2;
+constexpr int kInt8TokenForms = 3;
 int int8_token_form(ggml_type weight_type);
 
 // The activations' 8-bit form for weights of `weight_type`: x F32 [k, 1] -> I8 [bytes, 1].
