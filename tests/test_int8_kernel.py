@@ -68,7 +68,7 @@ def test_rounding_the_activations_adds_little_to_the_weights_error(
     outtype, n_tokens, tiny_model_path, hf_model, request
 ):
     # Measured (relative max error against transformers): q8_0 1.4-2.2e-2 against the f32
-    # kernel's 1.0-1.5e-2.
+    # kernel's 1.0-1.5e-2. For q4_K the comparison is ggml's kernel (activations rounded per 256).
     ids = random_ids(n_tokens, seed=n_tokens + 30)
     path = tiny_model_path(outtype, **TINY)
     reference = reference_logits(hf_model(**TINY), ids)
@@ -78,7 +78,7 @@ def test_rounding_the_activations_adds_little_to_the_weights_error(
     assert with_int8 <= f32 + 1e-2
 
 
-@pytest.mark.parametrize("outtype", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K"])
 @pytest.mark.parametrize("shapes", SHAPES)
 @pytest.mark.parametrize("n_tokens", N_TOKENS)
 def test_int8_and_f32_kernels_agree(outtype, shapes, n_tokens, tiny_model_path, request):
@@ -88,13 +88,15 @@ def test_int8_and_f32_kernels_agree(outtype, shapes, n_tokens, tiny_model_path, 
     with_int8 = Model(path, repack=False).logits(ids)
     request.getfixturevalue("f32_matvec_only")
     f32 = Model(path, repack=False).logits(ids)
-    assert relative_error(with_int8, f32) <= 2e-2
+    # ggml's q4_K kernel, the reference here, rounds the activations to 8 bits too (per 256).
+    assert relative_error(with_int8, f32) <= (4e-2 if outtype == "q4_K" else 2e-2)
     assert_same_greedy_tokens(with_int8, f32)
     if core.int8_matvec_available():
         assert not np.array_equal(with_int8, f32)  # the int8 kernel did run
 
 
-@pytest.mark.parametrize(("outtype", "n_tokens"), [("q8_0", 12), ("q4_0", 12), ("q8_0", 1), ("q4_0", 1), ("q4_K", 1)])
+@pytest.mark.parametrize("n_tokens", [1, 12])
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K"])
 def test_int8_logits_do_not_depend_on_the_thread_count(outtype, n_tokens, tiny_model_path):
     ids = random_ids(n_tokens, seed=3)
     path = tiny_model_path(outtype, **TINY)
@@ -126,9 +128,8 @@ def test_one_token_steps_match_the_f32_kernel_and_transformers(outtype, tiny_mod
     path = tiny_model_path(outtype, **TINY)
 
     def step_logits() -> np.ndarray:
-        # repack=True (the default) leaves q8_0 and q4_0 in the file's layout where the int8 kernels
-        # run; q4_K is repacked for ggml's kernels unless told not to (ours reads the file's layout).
-        session = Model(path, repack=outtype != "q4_K").session()
+        # repack=True, the default: where the int8 kernels run, these types stay in the file's layout.
+        session = Model(path).session()
         session.evaluate(ids[:16])
         return np.stack([session.evaluate([token]) for token in ids[16:]])
 
@@ -144,11 +145,11 @@ def test_one_token_steps_match_the_f32_kernel_and_transformers(outtype, tiny_mod
 
 
 @pytest.mark.skipif(not core.int8_matvec_available(), reason="this CPU has no AVX512-VNNI")
-@pytest.mark.parametrize("outtype", ["q8_0", "q4_0"])
-def test_q8_0_and_q4_0_are_not_repacked_where_the_int8_kernels_run(outtype, tiny_model_path, request):
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K"])
+def test_quantized_weights_are_not_repacked_where_the_int8_kernels_run(outtype, tiny_model_path, request):
     assert core.keeps_file_layout(outtype)
     assert Model(tiny_model_path(outtype, **TINY)).repacked_bytes == 0
-    request.getfixturevalue("f32_matvec_only")  # int8 off: ggml's repacked q4_0 kernel is the faster again
+    request.getfixturevalue("f32_matvec_only")  # int8 off: ggml's repacked kernels are the faster again
     assert not core.keeps_file_layout(outtype)
 
 

@@ -64,7 +64,7 @@ void set_amx_min_tokens(int n_tokens) { g_amx_min_tokens = std::max(n_tokens, 1)
 void set_matvec_max_tokens(int n_tokens) { g_matvec_max_tokens = std::clamp(n_tokens, 0, kMatvecMaxTokens); }
 
 bool keeps_file_layout(ggml_type type) {
-    const bool int8_type = type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0;
+    const bool int8_type = type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_K;
     return int8_avx2_prefers_file_layout(type) || (int8_type && int8_matvec_enabled() && cpu_has_avx512vnni());
 }
 
@@ -111,8 +111,8 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         return ggml_custom_4d(ctx, GGML_TYPE_F32, m, n_tokens, 1, 1, args, 2, int8_avx2_matvec_task, GGML_N_TASKS_MAX,
                               nullptr);
     }
-    // q8_0 and q4_0, one token, where the CPU has AVX512-VNNI: 8-bit dot products reading the
-    // file's layout (matvec_int8_token.h), faster than ggml's repacked q4_0 kernel.
+    // q8_0, q4_0 and q4_K, one token, where the CPU has AVX512-VNNI: 8-bit dot products reading
+    // the file's layout (matvec_int8_token.h), as fast as ggml's repacked kernels or faster.
     if (ours && int8_token_applies(w, in_plain_memory(w), n_tokens)) {
         static_assert(kInt8TokenForms == sizeof(input.int8_token) / sizeof(input.int8_token[0]), "one slot per form");
         ggml_tensor *& form = input.int8_token[int8_token_form(w->type)];
@@ -120,7 +120,7 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         ggml_tensor * args[] = {w, form};
         return ggml_custom_4d(ctx, GGML_TYPE_F32, m, 1, 1, 1, args, 2, int8_token_matvec_task, GGML_N_TASKS_MAX, nullptr);
     }
-    // q8_0 and q4_0 with 2-16 tokens: 8-bit dot products where the CPU has VNNI, ahead of AMX
+    // q8_0, q4_0 and q4_K with 2-16 tokens: 8-bit dot products where the CPU has VNNI, ahead of AMX
     // and the f32 matrix-vector kernel (4-layer 6B-shaped q8_0, 1 thread, CPU ms per evaluation:
     // 8 tokens 128-147 against the f32 kernel's 234-288, 16 tokens 177-238 against AMX's 195-279).
     if (ours && int8_matvec_applies(w, in_plain_memory(w), n_tokens)) {

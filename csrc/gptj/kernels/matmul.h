@@ -29,7 +29,8 @@ struct MatmulInput {
 
 // Whether weights of this type, multiplied one token at a time, are faster in the file's layout
 // with our kernels than repacked for ggml's on this CPU (so the Model need not repack them):
-// q8_0 and q4_0 where the CPU has AVX2 without AVX-512, or AVX512-VNNI (the int8 kernels on).
+// q8_0 and q4_0 where the CPU has AVX2 without AVX-512; q8_0, q4_0 and q4_K where it has
+// AVX512-VNNI (the int8 kernels on).
 bool keeps_file_layout(ggml_type type);
 
 // Whether our kernel runs products with these weights on this CPU (checked at run time: the

@@ -9,6 +9,7 @@
 
 #include "gptj/kernels/dequantize.h"
 #include "gptj/kernels/matvec.h"
+#include "gptj/kernels/quant_blocks.h"
 
 namespace gptj {
 namespace {
@@ -38,7 +39,7 @@ bool int8_matvec_enabled() { return g_enabled; }
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include "gptj/kernels/weight_loads.h"
 
-#define GPTJ_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,f16c")))
+#define GPTJ_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,f16c,fma")))
 
 namespace gptj {
 namespace {
@@ -135,6 +136,115 @@ GPTJ_AVX512_VNNI void quantized_rows(const ggml_tensor * w, const uint8_t * x, i
     }
 }
 
+// The same for q4_K weights, on the same activations (rounded per block of 32, finer than
+// ggml's q8_K per 256). A q4_K block's 32 nibble bytes 32 i .. 32 i + 31 hold group 2 i (low
+// nibbles) and 2 i + 1 (high): each 8 bytes broadcast unpack into two runs of 8 weights, one per
+// group. Per group and lane, the integer dot product times the group's scale (d * its 6-bit
+// scale), minus the lane's activation sum times its minimum (dmin * its 6-bit min; the form's
+// start terms are -128 times those sums), times the activations' block scale.
+// 8 unsigned bytes as 8 floats.
+GPTJ_AVX512_VNNI inline __m256 as_floats(uint64_t bytes) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(bytes))));
+}
+
+template <int GROUPS>
+GPTJ_AVX512_VNNI void q4_k_rows(const ggml_tensor * w, const uint8_t * x, int64_t x_group_stride, int n_tokens,
+                                int64_t first_row, int64_t end_row, float * y, int64_t y_stride) {
+    constexpr int ROWS = GROUPS == 1 ? 4 : 2;
+    const int64_t k = w->ne[0], blocks = k / 32, super_blocks = k / 256;
+    const auto * w_data = static_cast<const char *>(w->data);
+    const __m512i low_nibbles = _mm512_set1_epi8(0x0F);
+    for (int64_t row = first_row; row < end_row; row += ROWS) {
+        const int rows = static_cast<int>(std::min<int64_t>(ROWS, end_row - row));
+        const BlockQ4_K * w_row[ROWS];
+        for (int r = 0; r < ROWS; ++r) {
+            w_row[r] = reinterpret_cast<const BlockQ4_K *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+        }
+        __m512 acc[ROWS][GROUPS];
+#pragma GCC unroll 4
+        for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 2
+            for (int g = 0; g < GROUPS; ++g) acc[r][g] = _mm512_setzero_ps();
+        }
+        for (int64_t sb = 0; sb < super_blocks; ++sb) {
+            float group_scale[ROWS][8], group_min[ROWS][8];  // d * scale, dmin * min / 128
+            for (int r = 0; r < ROWS; ++r) {
+                const BlockQ4_K * block = w_row[r] + sb;
+                _mm_prefetch(reinterpret_cast<const char *>(block) + kPrefetchBytes, _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char *>(block) + kPrefetchBytes + 64, _MM_HINT_T0);
+                uint64_t scales, mins;
+                q4_k_scale_min_bytes(block->scales, scales, mins);
+                const __m256 d = _mm256_set1_ps(_cvtsh_ss(block->scale));
+                const __m256 d_min = _mm256_set1_ps(_cvtsh_ss(block->min_scale) / 128.0f);
+                _mm256_storeu_ps(group_scale[r], _mm256_mul_ps(d, as_floats(scales)));
+                _mm256_storeu_ps(group_min[r], _mm256_mul_ps(d_min, as_floats(mins)));
+            }
+            for (int pair = 0; pair < 4; ++pair) {
+                // 32-blocks of the activations: the pair's low group, then its high group.
+                const int64_t b_low = sb * 8 + 2 * pair, b_high = b_low + 1;
+                __m512i x_low[GROUPS][4], x_high[GROUPS][4];
+                __m512 scale_low[GROUPS], scale_high[GROUPS], sums_low[GROUPS], sums_high[GROUPS];
+#pragma GCC unroll 2
+                for (int g = 0; g < GROUPS; ++g) {
+                    const uint8_t * xg = x + g * x_group_stride;
+#pragma GCC unroll 4
+                    for (int j = 0; j < 4; ++j) {
+                        x_low[g][j] = _mm512_loadu_si512(xg + (b_low * 4 + j) * 64);
+                        x_high[g][j] = _mm512_loadu_si512(xg + (b_high * 4 + j) * 64);
+                    }
+                    const auto * scales = reinterpret_cast<const float *>(xg + k * 8);
+                    const auto * starts = reinterpret_cast<const int32_t *>(xg + k * 8 + blocks * 64);
+                    scale_low[g] = _mm512_loadu_ps(scales + b_low * 16);
+                    scale_high[g] = _mm512_loadu_ps(scales + b_high * 16);
+                    sums_low[g] = _mm512_cvtepi32_ps(_mm512_loadu_si512(starts + b_low * 16));
+                    sums_high[g] = _mm512_cvtepi32_ps(_mm512_loadu_si512(starts + b_high * 16));
+                }
+#pragma GCC unroll 4
+                for (int r = 0; r < ROWS; ++r) {
+                    const uint8_t * nibbles = w_row[r][sb].nibbles + 32 * pair;
+                    __m512i low[4], high[4];
+#pragma GCC unroll 4
+                    for (int j = 0; j < 4; ++j) {
+                        int64_t bytes;
+                        std::memcpy(&bytes, nibbles + 8 * j, sizeof(bytes));
+                        const __m512i v = _mm512_set1_epi64(bytes);
+                        low[j] = _mm512_and_si512(v, low_nibbles);
+                        high[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low_nibbles);
+                    }
+                    const __m512 s_low = _mm512_set1_ps(group_scale[r][2 * pair]);
+                    const __m512 s_high = _mm512_set1_ps(group_scale[r][2 * pair + 1]);
+                    const __m512 m_low = _mm512_set1_ps(group_min[r][2 * pair]);
+                    const __m512 m_high = _mm512_set1_ps(group_min[r][2 * pair + 1]);
+#pragma GCC unroll 2
+                    for (int g = 0; g < GROUPS; ++g) {
+                        __m512i dot_low = _mm512_setzero_si512(), dot_high = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                        for (int j = 0; j < 4; ++j) {
+                            dot_low = _mm512_dpbusd_epi32(dot_low, low[j], x_low[g][j]);
+                            dot_high = _mm512_dpbusd_epi32(dot_high, high[j], x_high[g][j]);
+                        }
+                        const __m512 inner_low =
+                            _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_low), s_low, _mm512_mul_ps(sums_low[g], m_low));
+                        const __m512 inner_high =
+                            _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_high), s_high, _mm512_mul_ps(sums_high[g], m_high));
+                        acc[r][g] = _mm512_fmadd_ps(inner_low, scale_low[g], acc[r][g]);
+                        acc[r][g] = _mm512_fmadd_ps(inner_high, scale_high[g], acc[r][g]);
+                    }
+                }
+            }
+        }
+        for (int r = 0; r < rows; ++r) {
+            for (int g = 0; g < GROUPS; ++g) {
+                alignas(64) float lanes[16];
+                _mm512_store_ps(lanes, acc[r][g]);
+                for (int t = 0; t < kGroupTokens && g * kGroupTokens + t < n_tokens; ++t) {
+                    y[(g * kGroupTokens + t) * y_stride + row + r] = lanes[2 * t] + lanes[2 * t + 1];
+                }
+            }
+        }
+    }
+}
+
 }  // namespace
 
 bool cpu_has_avx512vnni() {
@@ -144,9 +254,11 @@ bool cpu_has_avx512vnni() {
 }
 
 bool int8_matvec_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens) {
-    const bool type = weights->type == GGML_TYPE_Q8_0 || weights->type == GGML_TYPE_Q4_0;
+    const ggml_type t = weights->type;
+    const bool type = t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q4_K;
+    const int64_t multiple = t == GGML_TYPE_Q4_K ? 256 : 32;
     return g_enabled && type && in_plain_memory && ggml_is_contiguous(weights) &&
-           n_tokens >= kInt8MatvecMinTokens && n_tokens <= kInt8MatvecMaxTokens && weights->ne[0] % 32 == 0 &&
+           n_tokens >= kInt8MatvecMinTokens && n_tokens <= kInt8MatvecMaxTokens && weights->ne[0] % multiple == 0 &&
            cpu_has_avx512vnni();
 }
 
@@ -212,9 +324,10 @@ void int8_matvec_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) 
     auto * y = static_cast<float *>(dst->data);
     const int64_t y_stride = int64_t(dst->nb[1] / sizeof(float));
     const int n_tokens = static_cast<int>(dst->ne[1]);
-    const bool q8_0 = w->type == GGML_TYPE_Q8_0, one_group = n_tokens <= kGroupTokens;
-    auto * rows = q8_0 ? (one_group ? quantized_rows<GGML_TYPE_Q8_0, 1> : quantized_rows<GGML_TYPE_Q8_0, 2>)
-                       : (one_group ? quantized_rows<GGML_TYPE_Q4_0, 1> : quantized_rows<GGML_TYPE_Q4_0, 2>);
+    const bool one_group = n_tokens <= kGroupTokens;
+    auto * rows = w->type == GGML_TYPE_Q8_0   ? (one_group ? quantized_rows<GGML_TYPE_Q8_0, 1> : quantized_rows<GGML_TYPE_Q8_0, 2>)
+                  : w->type == GGML_TYPE_Q4_K ? (one_group ? q4_k_rows<1> : q4_k_rows<2>)
+                                              : (one_group ? quantized_rows<GGML_TYPE_Q4_0, 1> : quantized_rows<GGML_TYPE_Q4_0, 2>);
     rows(w, xq, int64_t(x->nb[1]), n_tokens, first_row, end_row, y, y_stride);
 }
 

@@ -181,18 +181,12 @@ GPTJ_AVX2 void rows_of_q4_0(const ggml_tensor * w, const uint8_t * x, int64_t x_
     }
 }
 
-// A q4_K block's 8 sub-block scales and minimums (6 bits each) as int16, from its 12 packed
-// bytes (q4_k_scale_min in quant_blocks.h, four groups at a time in 32-bit words).
+// A q4_K block's 8 group scales and minimums (6 bits each) as int16 (quant_blocks.h).
 GPTJ_AVX2_INLINE void q4_k_scales_mins(const uint8_t * packed, __m128i & scales, __m128i & mins) {
-    uint32_t a, b, c;
-    std::memcpy(&a, packed, 4);
-    std::memcpy(&b, packed + 4, 4);
-    std::memcpy(&c, packed + 8, 4);
-    const uint32_t scales_low = a & 0x3F3F3F3Fu, mins_low = b & 0x3F3F3F3Fu;
-    const uint32_t scales_high = (c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u);
-    const uint32_t mins_high = ((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u);
-    scales = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(scales_low | uint64_t(scales_high) << 32)));
-    mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(mins_low | uint64_t(mins_high) << 32)));
+    uint64_t scale_bytes, min_bytes;
+    q4_k_scale_min_bytes(packed, scale_bytes, min_bytes);
+    scales = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(scale_bytes)));
+    mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(min_bytes)));
 }
 
 // The same for q4_K weights, against activations in blocks of 256. Per block of 256 weights and

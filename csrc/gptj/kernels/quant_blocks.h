@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "ggml.h"
 
@@ -38,6 +39,20 @@ inline void q4_k_scale_min(const uint8_t * scales, int g, int & scale, int & min
         scale = (scales[g + 4] & 0xF) | ((scales[g - 4] >> 6) << 4);
         min = (scales[g + 4] >> 4) | ((scales[g] >> 6) << 4);
     }
+}
+
+// All 8 groups' 6-bit scales and mins at once, one byte each (group g in byte g), from the 12
+// packed bytes: the same bits as q4_k_scale_min, four groups at a time in 32-bit words.
+inline void q4_k_scale_min_bytes(const uint8_t * packed, uint64_t & scales, uint64_t & mins) {
+    uint32_t a, b, c;
+    std::memcpy(&a, packed, 4);
+    std::memcpy(&b, packed + 4, 4);
+    std::memcpy(&c, packed + 8, 4);
+    const uint32_t scales_low = a & 0x3F3F3F3Fu, mins_low = b & 0x3F3F3F3Fu;
+    const uint32_t scales_high = (c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u);
+    const uint32_t mins_high = ((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u);
+    scales = scales_low | uint64_t(scales_high) << 32;
+    mins = mins_low | uint64_t(mins_high) << 32;
 }
 
 }  // namespace gptj
