@@ -111,16 +111,17 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         return ggml_custom_4d(ctx, GGML_TYPE_F32, m, n_tokens, 1, 1, args, 2, int8_avx2_matvec_task, GGML_N_TASKS_MAX,
                               nullptr);
     }
-    // q8_0, q4_0 and q4_K, one token, where the CPU has AVX512-VNNI: 8-bit dot products reading
+    // q8_0, q4_0 and q4_K, 1-4 tokens, where the CPU has AVX512-VNNI: 8-bit dot products reading
     // the file's layout (matvec_int8_token.h), as fast as ggml's repacked kernels or faster.
     if (ours && int8_token_applies(w, in_plain_memory(w), n_tokens)) {
         static_assert(kInt8TokenForms == sizeof(input.int8_token) / sizeof(input.int8_token[0]), "one slot per form");
         ggml_tensor *& form = input.int8_token[int8_token_form(w->type)];
         if (form == nullptr) form = int8_token_activations(ctx, x, w->type);
         ggml_tensor * args[] = {w, form};
-        return ggml_custom_4d(ctx, GGML_TYPE_F32, m, 1, 1, 1, args, 2, int8_token_matvec_task, GGML_N_TASKS_MAX, nullptr);
+        return ggml_custom_4d(ctx, GGML_TYPE_F32, m, n_tokens, 1, 1, args, 2, int8_token_matvec_task, GGML_N_TASKS_MAX,
+                              nullptr);
     }
-    // q8_0, q4_0 and q4_K with 2-16 tokens: 8-bit dot products where the CPU has VNNI, ahead of AMX
+    // q8_0, q4_0 and q4_K with 5-16 tokens: 8-bit dot products where the CPU has VNNI, ahead of AMX
     // and the f32 matrix-vector kernel (4-layer 6B-shaped q8_0, 1 thread, CPU ms per evaluation:
     // 8 tokens 128-147 against the f32 kernel's 234-288, 16 tokens 177-238 against AMX's 195-279).
     if (ours && int8_matvec_applies(w, in_plain_memory(w), n_tokens)) {

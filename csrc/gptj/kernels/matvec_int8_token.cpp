@@ -55,17 +55,22 @@ namespace {
 
 // Prefetch distance in each row's stream, as in matvec.cpp.
 constexpr int64_t kPrefetchBytes = 512;
-// Rows at a time: memory streams in flight per thread, each activation vector loaded serving all.
-constexpr int kRows = 4;
+// Rows at a time for one token: memory streams in flight per thread, each activation vector
+// loaded serving all; fewer for more tokens, whose accumulators fill the registers.
+template <int TOKENS>
+constexpr int rows_for() {
+    return TOKENS == 1 ? 4 : TOKENS == 2 ? 3 : 2;
+}
 
-// y[row] = dot(w_row, x) for rows [first_row, end_row).
-template <ggml_type TYPE>
-GPTJ_VNNI void token_rows(const ggml_tensor * w, const uint8_t * x, int64_t first_row, int64_t end_row, float * y) {
+// y[t][row] = dot(w_row, x_t) for rows [first_row, end_row) and TOKENS tokens (activation rows
+// x_stride bytes apart): each unit of weights is unpacked once for all of them.
+template <ggml_type TYPE, int TOKENS>
+GPTJ_VNNI void token_rows(const ggml_tensor * w, const uint8_t * x, int64_t x_stride, int64_t first_row,
+                          int64_t end_row, float * y, int64_t y_stride) {
     constexpr bool kQ8 = TYPE == GGML_TYPE_Q8_0;
+    constexpr int kRows = rows_for<TOKENS>();
     constexpr int64_t kUnit = kQ8 ? 64 : 128, kUnitBytes = kQ8 ? 2 * sizeof(BlockQ8_0) : 4 * sizeof(BlockQ4_0);
     const int64_t k = w->ne[0], units = k / kUnit;
-    const auto * scales = reinterpret_cast<const float *>(x + k);
-    const auto * starts = reinterpret_cast<const int32_t *>(x + k + units * 64);
     const auto * w_data = static_cast<const char *>(w->data);
     const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80)), low_nibbles = _mm512_set1_epi8(0x0F);
     // Word indices of the blocks' f16 scales within a unit's first 64 bytes, each repeated over
@@ -77,40 +82,47 @@ GPTJ_VNNI void token_rows(const ggml_tensor * w, const uint8_t * x, int64_t firs
         const int rows = static_cast<int>(std::min<int64_t>(kRows, end_row - row));
         const char * w_row[kRows];
         for (int r = 0; r < kRows; ++r) w_row[r] = w_data + (row + std::min(r, rows - 1)) * w->nb[1];
-        __m512 acc[kRows];
+        __m512 acc[kRows][TOKENS];
 #pragma GCC unroll 4
-        for (int r = 0; r < kRows; ++r) acc[r] = _mm512_setzero_ps();
+        for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 4
+            for (int t = 0; t < TOKENS; ++t) acc[r][t] = _mm512_setzero_ps();
+        }
         for (int64_t u = 0; u < units; ++u) {
-            const __m512 x_scales = _mm512_loadu_ps(scales + 16 * u);
-            const __m512i start = _mm512_loadu_si512(starts + 16 * u);
-            const uint8_t * xu = x + u * kUnit;
-            const __m512i x_low = _mm512_loadu_si512(xu);
-            const __m512i x_high = kQ8 ? x_low : _mm512_loadu_si512(xu + 64);
 #pragma GCC unroll 4
             for (int r = 0; r < kRows; ++r) {
                 const char * unit = w_row[r] + u * kUnitBytes;
                 _mm_prefetch(unit + kPrefetchBytes, _MM_HINT_T0);
-                __m512i dot;
+                __m512i first, second;  // weights as u8: q8_0's (xor 0x80), q4_0's low and high nibbles
                 if constexpr (kQ8) {
                     const __m512i values = _mm512_inserti64x4(
                         _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(unit + 2))),
                         _mm256_loadu_si256(reinterpret_cast<const __m256i *>(unit + sizeof(BlockQ8_0) + 2)), 1);
-                    dot = _mm512_dpbusd_epi32(start, _mm512_xor_si512(values, bias), x_low);
+                    first = second = _mm512_xor_si512(values, bias);
                 } else {
                     __m512i nibbles = _mm512_zextsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i *>(unit + 2)));
                     nibbles = _mm512_inserti32x4(nibbles, _mm_loadu_si128(reinterpret_cast<const __m128i *>(unit + 20)), 1);
                     nibbles = _mm512_inserti32x4(nibbles, _mm_loadu_si128(reinterpret_cast<const __m128i *>(unit + 38)), 2);
                     nibbles = _mm512_inserti32x4(nibbles, _mm_loadu_si128(reinterpret_cast<const __m128i *>(unit + 56)), 3);
-                    const __m512i low = _mm512_and_si512(nibbles, low_nibbles);
-                    const __m512i high = _mm512_and_si512(_mm512_srli_epi16(nibbles, 4), low_nibbles);
-                    dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, low, x_low), high, x_high);
+                    first = _mm512_and_si512(nibbles, low_nibbles);
+                    second = _mm512_and_si512(_mm512_srli_epi16(nibbles, 4), low_nibbles);
                 }
                 const __m512i scale_bits = _mm512_permutexvar_epi16(scale_words, _mm512_loadu_si512(unit));
                 const __m512 w_scales = _mm512_cvtph_ps(_mm512_castsi512_si256(scale_bits));
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(w_scales, x_scales), acc[r]);
+#pragma GCC unroll 4
+                for (int t = 0; t < TOKENS; ++t) {
+                    const uint8_t * xt = x + t * x_stride;
+                    const __m512 x_scales = _mm512_loadu_ps(reinterpret_cast<const float *>(xt + k) + 16 * u);
+                    const __m512i start = _mm512_loadu_si512(reinterpret_cast<const int32_t *>(xt + k + units * 64) + 16 * u);
+                    __m512i dot = _mm512_dpbusd_epi32(start, first, _mm512_loadu_si512(xt + u * kUnit));
+                    if constexpr (!kQ8) dot = _mm512_dpbusd_epi32(dot, second, _mm512_loadu_si512(xt + u * kUnit + 64));
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(w_scales, x_scales), acc[r][t]);
+                }
             }
         }
-        for (int r = 0; r < rows; ++r) y[row + r] = _mm512_reduce_add_ps(acc[r]);
+        for (int r = 0; r < rows; ++r) {
+            for (int t = 0; t < TOKENS; ++t) y[t * y_stride + row + r] = _mm512_reduce_add_ps(acc[r][t]);
+        }
     }
 }
 
@@ -127,7 +139,10 @@ GPTJ_VNNI inline void q4_k_scales_mins(const uint8_t * packed, __m128i & scales,
 // vpdpwssd adds them up times each lane's 6-bit group scale (spread over the lanes by vpshufb):
 // the block's scaled sum stays exact in int32, times the f16 scale and the activations' scale
 // once per block; the minimums meet the activations' group sums in 4 int32 lanes.
-GPTJ_VNNI void q4_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t first_row, int64_t end_row, float * y) {
+template <int TOKENS>
+GPTJ_VNNI void q4_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t x_stride, int64_t first_row,
+                               int64_t end_row, float * y, int64_t y_stride) {
+    constexpr int kRows = rows_for<TOKENS>();
     const int64_t k = w->ne[0], blocks = k / 256;
     const auto * w_data = static_cast<const char *>(w->data);
     const __m512i low_nibbles = _mm512_set1_epi8(0x0F);
@@ -146,22 +161,17 @@ GPTJ_VNNI void q4_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t
         for (int r = 0; r < kRows; ++r) {
             w_row[r] = reinterpret_cast<const BlockQ4_K *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
         }
-        __m512 acc[kRows];
-        __m128 acc_min[kRows];
+        __m512 acc[kRows][TOKENS];
+        __m128 acc_min[kRows][TOKENS];
 #pragma GCC unroll 4
         for (int r = 0; r < kRows; ++r) {
-            acc[r] = _mm512_setzero_ps();
-            acc_min[r] = _mm_setzero_ps();
+#pragma GCC unroll 4
+            for (int t = 0; t < TOKENS; ++t) {
+                acc[r][t] = _mm512_setzero_ps();
+                acc_min[r][t] = _mm_setzero_ps();
+            }
         }
         for (int64_t b = 0; b < blocks; ++b) {
-            const uint8_t * xb = x + b * 256;
-            const uint8_t * tail = x + k + b * 128;
-            float x_scale;
-            std::memcpy(&x_scale, tail, sizeof x_scale);
-            const __m128i group_sums = _mm_loadu_si128(reinterpret_cast<const __m128i *>(tail + 64));
-            __m512i xv[4];
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; ++i) xv[i] = _mm512_loadu_si512(xb + 64 * i);
 #pragma GCC unroll 4
             for (int r = 0; r < kRows; ++r) {
                 const BlockQ4_K * block = w_row[r] + b;
@@ -170,26 +180,42 @@ GPTJ_VNNI void q4_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t
                 __m128i scales, mins;
                 q4_k_scales_mins(block->scales, scales, mins);
                 const __m512i scales_wide = _mm512_broadcast_i32x4(scales);
-                __m512i sum = _mm512_setzero_si512();
+                __m512i nibble_halves[4];  // low and high nibbles of each half block
 #pragma GCC unroll 2
                 for (int h = 0; h < 2; ++h) {
                     const __m512i nibbles = _mm512_loadu_si512(block->nibbles + 64 * h);
-                    const __m512i low = _mm512_and_si512(nibbles, low_nibbles);
-                    const __m512i high = _mm512_and_si512(_mm512_srli_epi16(nibbles, 4), low_nibbles);
-                    sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(low, xv[2 * h]),
-                                              _mm512_shuffle_epi8(scales_wide, group_bytes[2 * h]));
-                    sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(high, xv[2 * h + 1]),
-                                              _mm512_shuffle_epi8(scales_wide, group_bytes[2 * h + 1]));
+                    nibble_halves[2 * h] = _mm512_and_si512(nibbles, low_nibbles);
+                    nibble_halves[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(nibbles, 4), low_nibbles);
                 }
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(_cvtsh_ss(block->scale) * x_scale), acc[r]);
-                acc_min[r] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(mins, group_sums)),
-                                          _mm_set1_ps(_cvtsh_ss(block->min_scale) * x_scale), acc_min[r]);
+                __m512i lane_scales[4];
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; ++i) lane_scales[i] = _mm512_shuffle_epi8(scales_wide, group_bytes[i]);
+                const float d = _cvtsh_ss(block->scale), d_min = _cvtsh_ss(block->min_scale);
+#pragma GCC unroll 4
+                for (int t = 0; t < TOKENS; ++t) {
+                    const uint8_t * xb = x + t * x_stride + b * 256;
+                    const uint8_t * tail = x + t * x_stride + k + b * 128;
+                    float x_scale;
+                    std::memcpy(&x_scale, tail, sizeof x_scale);
+                    __m512i sum = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                    for (int i = 0; i < 4; ++i) {
+                        const __m512i pairs = _mm512_maddubs_epi16(nibble_halves[i], _mm512_loadu_si512(xb + 64 * i));
+                        sum = _mm512_dpwssd_epi32(sum, pairs, lane_scales[i]);
+                    }
+                    const __m128i group_sums = _mm_loadu_si128(reinterpret_cast<const __m128i *>(tail + 64));
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d * x_scale), acc[r][t]);
+                    acc_min[r][t] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(mins, group_sums)),
+                                                 _mm_set1_ps(d_min * x_scale), acc_min[r][t]);
+                }
             }
         }
         for (int r = 0; r < rows; ++r) {
-            alignas(16) float mins[4];
-            _mm_store_ps(mins, acc_min[r]);
-            y[row + r] = _mm512_reduce_add_ps(acc[r]) - ((mins[0] + mins[1]) + (mins[2] + mins[3]));
+            for (int t = 0; t < TOKENS; ++t) {
+                alignas(16) float mins[4];
+                _mm_store_ps(mins, acc_min[r][t]);
+                y[t * y_stride + row + r] = _mm512_reduce_add_ps(acc[r][t]) - ((mins[0] + mins[1]) + (mins[2] + mins[3]));
+            }
         }
     }
 }
@@ -221,16 +247,19 @@ GPTJ_VNNI int round_32(const float * x, float inverse, int8_t * first16, int8_t 
 // The inverse of scale = amax / 127 (0 for an all-zero block; a NaN scale stays NaN).
 inline float inverse_of(float amax) { return amax > 0.0f ? 127.0f / amax : 0.0f; }
 
-// Writes the form `userdata` names (the layouts above). Thread ith of nth takes a range of units.
+// Writes the form `userdata` names (the layouts above), one row per token. Thread ith of nth
+// takes a range of the (token, unit) pairs.
 GPTJ_VNNI void quantize_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const Form form = *static_cast<const Form *>(userdata);
     const ggml_tensor * x = dst->src[0];
     const int64_t k = x->ne[0], unit = unit_weights(form), units = k / unit, blocks = unit / 32;
-    const auto * xf = static_cast<const float *>(x->data);
-    auto * out = static_cast<uint8_t *>(dst->data);
-    auto * lane_scales = reinterpret_cast<float *>(out + k);
-    auto * lane_starts = reinterpret_cast<int32_t *>(out + k + units * 64);
-    for (int64_t u = units * ith / nth; u < units * (ith + 1) / nth; ++u) {
+    const int64_t jobs = units * x->ne[1];
+    for (int64_t job = jobs * ith / nth; job < jobs * (ith + 1) / nth; ++job) {
+        const int64_t token = job / units, u = job % units;
+        const auto * xf = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + token * x->nb[1]);
+        auto * out = static_cast<uint8_t *>(dst->data) + token * dst->nb[1];
+        auto * lane_scales = reinterpret_cast<float *>(out + k);
+        auto * lane_starts = reinterpret_cast<int32_t *>(out + k + units * 64);
         auto * values = reinterpret_cast<int8_t *>(out + u * unit);
         const float * xu = xf + u * unit;
         if (form == Form::of256) {
@@ -266,7 +295,7 @@ GPTJ_VNNI void quantize_task(ggml_tensor * dst, int ith, int nth, void * userdat
 bool int8_token_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens) {
     const ggml_type type = weights->type;
     const bool handled = type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_K;
-    return handled && n_tokens == 1 && in_plain_memory &&
+    return handled && n_tokens >= 1 && n_tokens <= kInt8TokenMaxTokens && in_plain_memory &&
            ggml_is_contiguous(weights) && weights->ne[0] % unit_weights(form_for(type)) == 0 && int8_matvec_enabled() &&
            cpu_has_avx512vnni();
 }
@@ -277,23 +306,42 @@ ggml_tensor * int8_token_activations(ggml_context * ctx, ggml_tensor * x, ggml_t
     ggml_tensor * args[] = {x};
     const Form form = form_for(weight_type);
     void * userdata = const_cast<Form *>(&kForms[static_cast<int>(form)]);
-    return ggml_custom_4d(ctx, GGML_TYPE_I8, row_bytes(form, x->ne[0]), 1, 1, 1, args, 1, quantize_task,
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, row_bytes(form, x->ne[0]), x->ne[1], 1, 1, args, 1, quantize_task,
                           GGML_N_TASKS_MAX, userdata);
 }
 
+namespace {
+
+using RowsKernel = void (*)(const ggml_tensor *, const uint8_t *, int64_t, int64_t, int64_t, float *, int64_t);
+
+template <int TOKENS>
+RowsKernel pick_type(ggml_type type) {
+    switch (type) {
+        case GGML_TYPE_Q8_0: return token_rows<GGML_TYPE_Q8_0, TOKENS>;
+        case GGML_TYPE_Q4_0: return token_rows<GGML_TYPE_Q4_0, TOKENS>;
+        default: return q4_k_token_rows<TOKENS>;  // int8_token_applies admits no other
+    }
+}
+
+RowsKernel pick(ggml_type type, int64_t n_tokens) {
+    static_assert(kInt8TokenMaxTokens == 4, "the dispatch below covers 1..4 tokens");
+    switch (n_tokens) {
+        case 1: return pick_type<1>(type);
+        case 2: return pick_type<2>(type);
+        case 3: return pick_type<3>(type);
+        default: return pick_type<4>(type);
+    }
+}
+
+}  // namespace
+
 void int8_token_matvec_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
     const ggml_tensor * w = dst->src[0];
+    const ggml_tensor * x = dst->src[1];
     const auto [first_row, end_row] = thread_rows(w->ne[1], ith, nth);
     if (first_row >= end_row) return;
-    const auto * x = static_cast<const uint8_t *>(dst->src[1]->data);
-    auto * y = static_cast<float *>(dst->data);
-    if (w->type == GGML_TYPE_Q8_0) {
-        token_rows<GGML_TYPE_Q8_0>(w, x, first_row, end_row, y);
-    } else if (w->type == GGML_TYPE_Q4_K) {
-        q4_k_token_rows(w, x, first_row, end_row, y);
-    } else {
-        token_rows<GGML_TYPE_Q4_0>(w, x, first_row, end_row, y);
-    }
+    pick(w->type, dst->ne[1])(w, static_cast<const uint8_t *>(x->data), int64_t(x->nb[1]), first_row, end_row,
+                              static_cast<float *>(dst->data), int64_t(dst->nb[1] / sizeof(float)));
 }
 
 }  // namespace gptj

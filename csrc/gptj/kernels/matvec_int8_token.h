@@ -19,10 +19,13 @@
 
 namespace gptj {
 
+// The most tokens a product sends to this kernel; more take the 8-token-slot kernel (matvec_int8.h).
+constexpr int kInt8TokenMaxTokens = 4;
+
 // Whether this kernel multiplies these weights (q8_0, q4_0 or q4_K, contiguous, in the file's
 // layout in plain memory, rows a whole number of its units: 64 weights for q8_0, 128 for q4_0,
 // 256 for q4_K) with
-// n_tokens tokens on this CPU: one token, AVX512-VNNI present and not capped off, the int8
+// n_tokens tokens on this CPU: 1-kInt8TokenMaxTokens tokens, AVX512-VNNI present and not capped off, the int8
 // kernels switched on (set_int8_matvec_enabled).
 bool int8_token_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens);
 
@@ -31,10 +34,10 @@ bool int8_token_applies(const ggml_tensor * weights, bool in_plain_memory, int64
 constexpr int kInt8TokenForms = 3;
 int int8_token_form(ggml_type weight_type);
 
-// The activations' 8-bit form for weights of `weight_type`: x F32 [k, 1] -> I8 [bytes, 1].
+// The activations' 8-bit form for weights of `weight_type`: x F32 [k, n] -> I8 [bytes, n].
 ggml_tensor * int8_token_activations(ggml_context * ctx, ggml_tensor * x, ggml_type weight_type);
 
-// ggml custom op: dst F32 [m, 1] = src[0] (weights [k, m]) times src[1] (int8_token_activations
+// ggml custom op: dst F32 [m, n] = src[0] (weights [k, m]) times src[1] (int8_token_activations
 // of x for src[0]'s type). Thread ith of nth takes a contiguous range of rows.
 void int8_token_matvec_task(ggml_tensor * dst, int ith, int nth, void * userdata);
 
