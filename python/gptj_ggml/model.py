@@ -79,10 +79,11 @@ class Model:
             model's training context (2048 for GPT-J-6B).
         n_threads: threads for evaluation; default: the number of physical cores.
         n_batch: prompt tokens evaluated per step.
-        repack: copy the quantized matrices ggml can interleave (q4_K, iq4_nl on AVX2; q4_0
-            only on AVX-512 CPUs without VNNI, where our 8-bit kernels do not run) into that
-            layout at load, for ggml's faster single-token kernels (prompt batches still read
-            the file's copy); the other weights stay memory-mapped.
+        repack: copy the quantized matrices ggml can interleave into that layout at load
+            where ggml's single-token kernels for it are the faster (q4_K on AVX2 CPUs without
+            AVX-512, iq4_nl; q4_0 and q4_K on AVX-512 CPUs without VNNI); where our 8-bit
+            kernels run, q8_0, q4_0 and q4_K stay in the file's layout (``core.keeps_file_layout``).
+            Prompt batches still read the file's copy; the other weights stay memory-mapped.
             ``False`` keeps every weight mapped: the fastest load, slower tokens for those types.
         cache_type: how sessions store attention keys and values: ``"f16"`` (the default),
             ``"q8_0"`` or ``"q4_0"`` (about 1/2 or 1/4 of the memory, and of the bytes each

@@ -94,8 +94,9 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
         dest="repack",
         action="store_false",
         help="keep every weight mapped from the file: one copy in the page cache for all processes and "
-        "replicas of this machine (default: q4_0, q4_K and iq4_nl matrices are copied into the layout of "
-        "ggml's faster single-token kernels, a copy per process)",
+        "replicas of this machine (default: matrices ggml's kernels multiply faster interleaved -- q4_K on "
+        "AVX2-only CPUs, iq4_nl; q4_0 and q4_K where the CPU has AVX-512 without VNNI -- are copied into "
+        "that layout, a copy per process)",
     )
     parser.add_argument(
         "--replicas",
