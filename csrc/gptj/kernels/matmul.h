@@ -24,7 +24,7 @@ struct MatmulInput {
     // x rounded to 8 bits in each form the AVX2 int8 kernel reads (int8_avx2_form); nullptr when unused
     ggml_tensor * int8_avx2[3] = {nullptr, nullptr, nullptr};
     // x rounded to 8 bits in each form the one-token VNNI kernel reads (int8_token_form); nullptr when unused
-    ggml_tensor * int8_token[3] = {nullptr, nullptr, nullptr};
+    ggml_tensor * int8_token[4] = {nullptr, nullptr, nullptr, nullptr};
 };
 
 // Whether weights of this type, multiplied one token at a time, are faster in the file's layout

@@ -25,16 +25,26 @@ namespace {
 //   values of its groups 0, 2, 1, 3 of 32 (a q4_K block's 64 bytes of nibbles hold groups 0 and 2
 //   in their low nibbles, 1 and 3 in the high ones); the unit's 128 bytes hold the scale (first
 //   float) and, from byte 64, the sums of the 8 groups' values as int16 (the minimums meet them).
-enum class Form { pairs_of32, quads_of32, of256 };
+// - q6_K, units of 256 (one block, one scale over all 256, as ggml's q8_K): values in order (a q6_K
+//   block unpacks 64 weights at a time in order); the unit's 128 bytes hold the scale (first float)
+//   and, from byte 64, the sums of its 16 groups of 16 values as int16 (the -32 offset meets them).
+enum class Form { pairs_of32, quads_of32, of256, of256_by16 };
 
 Form form_for(ggml_type type) {
-    return type == GGML_TYPE_Q4_K ? Form::of256 : type == GGML_TYPE_Q4_0 ? Form::quads_of32 : Form::pairs_of32;
+    switch (type) {
+        case GGML_TYPE_Q6_K: return Form::of256_by16;
+        case GGML_TYPE_Q4_K: return Form::of256;
+        case GGML_TYPE_Q4_0: return Form::quads_of32;
+        default: return Form::pairs_of32;
+    }
 }
-int64_t unit_weights(Form form) { return form == Form::of256 ? 256 : form == Form::quads_of32 ? 128 : 64; }
+int64_t unit_weights(Form form) {
+    return form == Form::of256 || form == Form::of256_by16 ? 256 : form == Form::quads_of32 ? 128 : 64;
+}
 int64_t row_bytes(Form form, int64_t k) { return k + k / unit_weights(form) * 128; }
 
 // The quantize op's userdata: which form to write (addresses of constants, never written).
-constexpr Form kForms[] = {Form::pairs_of32, Form::quads_of32, Form::of256};
+constexpr Form kForms[] = {Form::pairs_of32, Form::quads_of32, Form::of256, Form::of256_by16};
 
 }  // namespace
 }  // namespace gptj
@@ -42,7 +52,7 @@ constexpr Form kForms[] = {Form::pairs_of32, Form::quads_of32, Form::of256};
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
-#define GPTJ_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,f16c,fma")))
+#define GPTJ_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,f16c,fma")))
 
 // GCC 12 reports the undefined pass-through operand inside its own AVX-512 intrinsics
 // (_mm512_max_ps, _mm512_cvtps_epi32, _mm512_broadcast_i32x4, ...) as uninitialized once they
@@ -220,6 +230,105 @@ GPTJ_VNNI void q4_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t
     }
 }
 
+// The same for q6_K weights. Per half block, one zmm of `low` bytes gives weights 0-63 (low nibbles)
+// and 64-127 (high nibbles) in order, each completed by its 2 bits of `high` (broadcast to both
+// 256-bit halves, shifted per half into bits 4-5); vpmaddubsw multiplies the 6-bit values by their
+// activations into int16 pairs (at most 2 * 63 * 127), vpdpwssd adds them up times each lane's
+// group scale (a 128-bit lane per group of 16, spread by vpshufb): exact in int32 per block. The
+// -32 offset is the group sums times the scales, one vpmaddwd per block and token.
+template <int TOKENS>
+GPTJ_VNNI void q6_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t x_stride, int64_t first_row,
+                               int64_t end_row, float * y, int64_t y_stride) {
+    constexpr int kRows = rows_for<TOKENS>();
+    const int64_t k = w->ne[0], blocks = k / 256;
+    const auto * w_data = static_cast<const char *>(w->data);
+    const __m512i low_nibbles = _mm512_set1_epi8(0x0F), top_bits = _mm512_set1_epi8(0x30);
+    // Per 16-bit lane: the shifts that put `high`'s 2 bits of the low-nibble weights (bits 0-1 for
+    // bytes 0-31, 2-3 for 32-63) and of the high-nibble weights (4-5, 6-7) into bits 4-5.
+    const __m512i low_shifts = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i high_shifts = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    // vpshufb controls: 128-bit lane l takes word l (groups 4 h' + l) or word 4 + l of 8 scales.
+    __m512i first_words, last_words;
+    {
+        alignas(64) uint8_t first[64], last[64];
+        for (int i = 0; i < 64; ++i) {
+            const int lane = i / 16, byte = i % 2;
+            first[i] = static_cast<uint8_t>(2 * lane + byte);
+            last[i] = static_cast<uint8_t>(2 * (4 + lane) + byte);
+        }
+        first_words = _mm512_load_si512(first);
+        last_words = _mm512_load_si512(last);
+    }
+    for (int64_t row = first_row; row < end_row; row += kRows) {
+        const int rows = static_cast<int>(std::min<int64_t>(kRows, end_row - row));
+        const BlockQ6_K * w_row[kRows];
+        for (int r = 0; r < kRows; ++r) {
+            w_row[r] = reinterpret_cast<const BlockQ6_K *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+        }
+        __m512 acc[kRows][TOKENS];
+        __m256 acc_offset[kRows][TOKENS];
+#pragma GCC unroll 4
+        for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 4
+            for (int t = 0; t < TOKENS; ++t) {
+                acc[r][t] = _mm512_setzero_ps();
+                acc_offset[r][t] = _mm256_setzero_ps();
+            }
+        }
+        for (int64_t b = 0; b < blocks; ++b) {
+#pragma GCC unroll 4
+            for (int r = 0; r < kRows; ++r) {
+                const BlockQ6_K * block = w_row[r] + b;
+                const char * ahead = reinterpret_cast<const char *>(block) + kPrefetchBytes;
+                for (int line = 0; line < 4; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
+                const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(block->scales)));
+                const __m512i scales_first = _mm512_broadcast_i32x4(_mm256_castsi256_si128(scales16));
+                const __m512i scales_second = _mm512_broadcast_i32x4(_mm256_extracti128_si256(scales16, 1));
+                __m512i values[4], lane_scales[4];  // per half: weights 0-63, then 64-127
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; ++h) {
+                    const __m512i low = _mm512_loadu_si512(block->low + 64 * h);
+                    const __m512i high = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(block->high + 32 * h)));
+                    values[2 * h] = _mm512_or_si512(_mm512_and_si512(low, low_nibbles),
+                                                    _mm512_and_si512(_mm512_sllv_epi16(high, low_shifts), top_bits));
+                    values[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(low, 4), low_nibbles),
+                                                        _mm512_and_si512(_mm512_srlv_epi16(high, high_shifts), top_bits));
+                    const __m512i scales = h == 0 ? scales_first : scales_second;
+                    lane_scales[2 * h] = _mm512_shuffle_epi8(scales, first_words);
+                    lane_scales[2 * h + 1] = _mm512_shuffle_epi8(scales, last_words);
+                }
+                const float d = _cvtsh_ss(block->scale);
+#pragma GCC unroll 4
+                for (int t = 0; t < TOKENS; ++t) {
+                    const uint8_t * xb = x + t * x_stride + b * 256;
+                    const uint8_t * tail = x + t * x_stride + k + b * 128;
+                    float x_scale;
+                    std::memcpy(&x_scale, tail, sizeof x_scale);
+                    __m512i sum = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                    for (int i = 0; i < 4; ++i) {
+                        const __m512i pairs = _mm512_maddubs_epi16(values[i], _mm512_loadu_si512(xb + 64 * i));
+                        sum = _mm512_dpwssd_epi32(sum, pairs, lane_scales[i]);
+                    }
+                    const __m256i group_sums = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(tail + 64));
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d * x_scale), acc[r][t]);
+                    acc_offset[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(scales16, group_sums)),
+                                                       _mm256_set1_ps(-32.0f * d * x_scale), acc_offset[r][t]);
+                }
+            }
+        }
+        for (int r = 0; r < rows; ++r) {
+            for (int t = 0; t < TOKENS; ++t) {
+                alignas(32) float offsets[8];
+                _mm256_store_ps(offsets, acc_offset[r][t]);
+                float offset = 0.0f;
+                for (float o : offsets) offset += o;
+                y[t * y_stride + row + r] = _mm512_reduce_add_ps(acc[r][t]) + offset;
+            }
+        }
+    }
+}
+
 // max |x| over n floats (n a multiple of 32); NaN if any is NaN, so that a NaN activation gives
 // NaN outputs (as the f32 kernels' would be) instead of integers that look like numbers.
 GPTJ_VNNI float max_magnitude(const float * x, int64_t n) {
@@ -262,6 +371,22 @@ GPTJ_VNNI void quantize_task(ggml_tensor * dst, int ith, int nth, void * userdat
         auto * lane_starts = reinterpret_cast<int32_t *>(out + k + units * 64);
         auto * values = reinterpret_cast<int8_t *>(out + u * unit);
         const float * xu = xf + u * unit;
+        if (form == Form::of256_by16) {
+            auto * tail = out + k + u * 128;
+            const float amax = max_magnitude(xu, 256), scale = amax / 127.0f;
+            std::memcpy(tail, &scale, sizeof scale);
+            for (int g = 0; g < 8; ++g) {
+                int8_t * dest = values + 32 * g;
+                round_32(xu + 32 * g, inverse_of(amax), dest, dest + 16);
+                for (int half = 0; half < 2; ++half) {  // the sums of each 16 (|sum| <= 16 * 127)
+                    int sum = 0;
+                    for (int i = 0; i < 16; ++i) sum += dest[16 * half + i];
+                    const auto sum16 = static_cast<int16_t>(sum);
+                    std::memcpy(tail + 64 + 2 * (2 * g + half), &sum16, sizeof sum16);
+                }
+            }
+            continue;
+        }
         if (form == Form::of256) {
             auto * tail = out + k + u * 128;
             const float amax = max_magnitude(xu, 256), scale = amax / 127.0f;
@@ -294,7 +419,8 @@ GPTJ_VNNI void quantize_task(ggml_tensor * dst, int ith, int nth, void * userdat
 
 bool int8_token_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens) {
     const ggml_type type = weights->type;
-    const bool handled = type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_K;
+    const bool handled =
+        type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q6_K;
     return handled && n_tokens >= 1 && n_tokens <= kInt8TokenMaxTokens && in_plain_memory &&
            ggml_is_contiguous(weights) && weights->ne[0] % unit_weights(form_for(type)) == 0 && int8_matvec_enabled() &&
            cpu_has_avx512vnni();
@@ -319,7 +445,8 @@ RowsKernel pick_type(ggml_type type) {
     switch (type) {
         case GGML_TYPE_Q8_0: return token_rows<GGML_TYPE_Q8_0, TOKENS>;
         case GGML_TYPE_Q4_0: return token_rows<GGML_TYPE_Q4_0, TOKENS>;
-        default: return q4_k_token_rows<TOKENS>;  // int8_token_applies admits no other
+        case GGML_TYPE_Q4_K: return q4_k_token_rows<TOKENS>;
+        default: return q6_k_token_rows<TOKENS>;  // int8_token_applies admits no other
     }
 }
 

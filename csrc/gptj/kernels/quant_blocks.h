@@ -27,7 +27,19 @@ struct BlockQ4_K {
     uint8_t scales[12];
     uint8_t nibbles[128];
 };
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_K) == 144, "GGUF block layouts");
+// q6_K: 256 weights in 16 groups of 16, weight i = scale * scales[i / 16] * (q_i - 32), q_i 6 bits:
+// its low 4 bits in `low`, its top 2 in `high`. Per half h of 128 weights (low + 64 h, high + 32 h),
+// for l < 32: weight l in low[l]'s low nibble and bits 0-1 of high[l]; weight 32 + l in low[32 + l]'s
+// low nibble and bits 2-3 of high[l]; weights 64 + l and 96 + l in the high nibbles of low[l] and
+// low[32 + l], with bits 4-5 and 6-7 of high[l].
+struct BlockQ6_K {
+    uint8_t low[128];
+    uint8_t high[64];
+    int8_t scales[16];
+    ggml_fp16_t scale;
+};
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_K) == 144 && sizeof(BlockQ6_K) == 210,
+              "GGUF block layouts");
 
 // Group g's 6-bit scale and min: groups 0-3 in the low 6 bits of bytes g and g + 4; groups 4-7
 // in the nibbles of byte g + 4 with their top 2 bits in the top bits of bytes g - 4 and g.
