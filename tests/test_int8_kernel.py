@@ -78,7 +78,7 @@ def test_rounding_the_activations_adds_little_to_the_weights_error(
     assert with_int8 <= f32 + 1e-2
 
 
-@pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K", "q6_K"])
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K", "q5_K", "q6_K"])
 @pytest.mark.parametrize("shapes", SHAPES)
 @pytest.mark.parametrize("n_tokens", N_TOKENS)
 def test_int8_and_f32_kernels_agree(outtype, shapes, n_tokens, tiny_model_path, request):
@@ -88,7 +88,7 @@ def test_int8_and_f32_kernels_agree(outtype, shapes, n_tokens, tiny_model_path, 
     with_int8 = Model(path, repack=False).logits(ids)
     request.getfixturevalue("f32_matvec_only")
     f32 = Model(path, repack=False).logits(ids)
-    if outtype in ("q4_K", "q6_K") and n_tokens <= 4:
+    if outtype in ("q4_K", "q5_K", "q6_K") and n_tokens <= 4:
         # ggml's k-quant kernels, the reference here, round the activations per 256 as
         # matvec_int8_token does: the same integer sums, scaled in another order (3e-7 apart
         # after one product), except where that order moves a later layer's activation across a
@@ -96,7 +96,7 @@ def test_int8_and_f32_kernels_agree(outtype, shapes, n_tokens, tiny_model_path, 
         assert relative_error(with_int8, f32) <= 1e-2
         assert_same_greedy_tokens(with_int8, f32)
         return
-    if outtype == "q6_K":  # 5-16 tokens of q6_K stay on ggml's kernel
+    if outtype in ("q5_K", "q6_K"):  # 5-16 tokens of these stay on ggml's kernels
         np.testing.assert_array_equal(with_int8, f32)
         return
     # q4_K's 8-token-slot kernel rounds per 32, ggml's per 256.
@@ -107,7 +107,7 @@ def test_int8_and_f32_kernels_agree(outtype, shapes, n_tokens, tiny_model_path, 
 
 
 @pytest.mark.parametrize("n_tokens", [1, 3, 12])
-@pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K", "q6_K"])
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K", "q5_K", "q6_K"])
 def test_int8_logits_do_not_depend_on_the_thread_count(outtype, n_tokens, tiny_model_path):
     ids = random_ids(n_tokens, seed=3)
     path = tiny_model_path(outtype, **TINY)
@@ -132,7 +132,7 @@ def test_int8_decoding_of_several_tokens_after_a_prompt_matches_the_f32_kernel(t
     assert_same_greedy_tokens(with_int8, f32)
 
 
-@pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K", "q6_K"])
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K", "q5_K", "q6_K"])
 def test_one_token_steps_match_the_f32_kernel_and_transformers(outtype, tiny_model_path, hf_model, request):
     # Generation's path: a prompt batch, then one token per evaluation (matvec_int8_token).
     ids = random_ids(24, seed=7)
@@ -164,7 +164,7 @@ def test_quantized_weights_are_not_repacked_where_the_int8_kernels_run(outtype, 
     assert not core.keeps_file_layout(outtype)
 
 
-@pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K", "q6_K"])
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K", "q5_K", "q6_K"])
 def test_a_nan_activation_gives_nan_logits_not_numbers(outtype, quant_model_path, tmp_path):
     # Rounding to integers must not turn a NaN activation into a plausible number; the final
     # norm's NaN reaches the output matrix (of the file's type: --pure) directly.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "gptj/kernels/matvec.h"
 #include "gptj/kernels/matvec_int8.h"
@@ -21,7 +22,7 @@ namespace {
 // - q4_0, units of 128 (four blocks): the first 16 values of each block, then the last 16 of
 //   each, as the four blocks' 64 nibble bytes unpack (low nibbles, then high); lanes 4j-4j+3 take
 //   block j, and lane 4j starts at -8 * its sum (the weights are their nibbles minus 8).
-// - q4_K, units of 256 (one block, one scale max |x| / 127 over all 256): per half of 128, the
+// - q4_K and q5_K, units of 256 (one block, one scale max |x| / 127 over all 256): per half of 128, the
 //   values of its groups 0, 2, 1, 3 of 32 (a q4_K block's 64 bytes of nibbles hold groups 0 and 2
 //   in their low nibbles, 1 and 3 in the high ones); the unit's 128 bytes hold the scale (first
 //   float) and, from byte 64, the sums of the 8 groups' values as int16 (the minimums meet them).
@@ -33,7 +34,8 @@ enum class Form { pairs_of32, quads_of32, of256, of256_by16 };
 Form form_for(ggml_type type) {
     switch (type) {
         case GGML_TYPE_Q6_K: return Form::of256_by16;
-        case GGML_TYPE_Q4_K: return Form::of256;
+        case GGML_TYPE_Q4_K:
+        case GGML_TYPE_Q5_K: return Form::of256;
         case GGML_TYPE_Q4_0: return Form::quads_of32;
         default: return Form::pairs_of32;
     }
@@ -149,9 +151,12 @@ GPTJ_VNNI inline void q4_k_scales_mins(const uint8_t * packed, __m128i & scales,
 // vpdpwssd adds them up times each lane's 6-bit group scale (spread over the lanes by vpshufb):
 // the block's scaled sum stays exact in int32, times the f16 scale and the activations' scale
 // once per block; the minimums meet the activations' group sums in 4 int32 lanes.
-template <int TOKENS>
+// q5_K (TYPE) is q4_K with each weight's fifth bit from `high`, broadcast to both 256-bit halves
+// and shifted per half into bit 4 of its byte.
+template <ggml_type TYPE, int TOKENS>
 GPTJ_VNNI void q4_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t x_stride, int64_t first_row,
                                int64_t end_row, float * y, int64_t y_stride) {
+    using Block = std::conditional_t<TYPE == GGML_TYPE_Q5_K, BlockQ5_K, BlockQ4_K>;
     constexpr int kRows = rows_for<TOKENS>();
     const int64_t k = w->ne[0], blocks = k / 256;
     const auto * w_data = static_cast<const char *>(w->data);
@@ -167,9 +172,9 @@ GPTJ_VNNI void q4_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t
     }
     for (int64_t row = first_row; row < end_row; row += kRows) {
         const int rows = static_cast<int>(std::min<int64_t>(kRows, end_row - row));
-        const BlockQ4_K * w_row[kRows];
+        const Block * w_row[kRows];
         for (int r = 0; r < kRows; ++r) {
-            w_row[r] = reinterpret_cast<const BlockQ4_K *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+            w_row[r] = reinterpret_cast<const Block *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
         }
         __m512 acc[kRows][TOKENS];
         __m128 acc_min[kRows][TOKENS];
@@ -184,9 +189,10 @@ GPTJ_VNNI void q4_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t
         for (int64_t b = 0; b < blocks; ++b) {
 #pragma GCC unroll 4
             for (int r = 0; r < kRows; ++r) {
-                const BlockQ4_K * block = w_row[r] + b;
-                _mm_prefetch(reinterpret_cast<const char *>(block) + kPrefetchBytes, _MM_HINT_T0);
-                _mm_prefetch(reinterpret_cast<const char *>(block) + kPrefetchBytes + 64, _MM_HINT_T0);
+                const Block * block = w_row[r] + b;
+                const char * ahead = reinterpret_cast<const char *>(block) + kPrefetchBytes;
+                constexpr int kLines = static_cast<int>((sizeof(Block) + 63) / 64);
+                for (int line = 0; line < kLines; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
                 __m128i scales, mins;
                 q4_k_scales_mins(block->scales, scales, mins);
                 const __m512i scales_wide = _mm512_broadcast_i32x4(scales);
@@ -196,6 +202,22 @@ GPTJ_VNNI void q4_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t
                     const __m512i nibbles = _mm512_loadu_si512(block->nibbles + 64 * h);
                     nibble_halves[2 * h] = _mm512_and_si512(nibbles, low_nibbles);
                     nibble_halves[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(nibbles, 4), low_nibbles);
+                }
+                if constexpr (TYPE == GGML_TYPE_Q5_K) {
+                    // Byte l of the low nibbles of half h holds group 4h's weight (bytes 0-31) or
+                    // 4h + 2's (32-63): bits 4h and 4h + 2 of high[l]; the high nibbles 4h + 1, 4h + 3.
+                    const __m512i high = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(block->high)));
+                    const __m512i fifth = _mm512_set1_epi8(0x10);
+                    const __m512i shifts[4] = {
+                        _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1),  // half 0, low: left
+                        _mm512_inserti64x4(_mm512_set1_epi16(3), _mm256_set1_epi16(1), 1),  // half 0, high: left
+                        _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1),  // half 1, low: right
+                        _mm512_inserti64x4(_mm512_set1_epi16(1), _mm256_set1_epi16(3), 1),  // half 1, high: right
+                    };
+                    for (int i = 0; i < 4; ++i) {
+                        const __m512i bit = i < 2 ? _mm512_sllv_epi16(high, shifts[i]) : _mm512_srlv_epi16(high, shifts[i]);
+                        nibble_halves[i] = _mm512_or_si512(nibble_halves[i], _mm512_and_si512(bit, fifth));
+                    }
                 }
                 __m512i lane_scales[4];
 #pragma GCC unroll 4
@@ -419,8 +441,8 @@ GPTJ_VNNI void quantize_task(ggml_tensor * dst, int ith, int nth, void * userdat
 
 bool int8_token_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens) {
     const ggml_type type = weights->type;
-    const bool handled =
-        type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q6_K;
+    const bool handled = type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_K ||
+                         type == GGML_TYPE_Q5_K || type == GGML_TYPE_Q6_K;
     return handled && n_tokens >= 1 && n_tokens <= kInt8TokenMaxTokens && in_plain_memory &&
            ggml_is_contiguous(weights) && weights->ne[0] % unit_weights(form_for(type)) == 0 && int8_matvec_enabled() &&
            cpu_has_avx512vnni();
@@ -445,7 +467,8 @@ RowsKernel pick_type(ggml_type type) {
     switch (type) {
         case GGML_TYPE_Q8_0: return token_rows<GGML_TYPE_Q8_0, TOKENS>;
         case GGML_TYPE_Q4_0: return token_rows<GGML_TYPE_Q4_0, TOKENS>;
-        case GGML_TYPE_Q4_K: return q4_k_token_rows<TOKENS>;
+        case GGML_TYPE_Q4_K: return q4_k_token_rows<GGML_TYPE_Q4_K, TOKENS>;
+        case GGML_TYPE_Q5_K: return q4_k_token_rows<GGML_TYPE_Q5_K, TOKENS>;
         default: return q6_k_token_rows<TOKENS>;  // int8_token_applies admits no other
     }
 }

@@ -1,4 +1,4 @@
-// Products of q8_0, q4_0, q4_K and q6_K weights with 1-4 tokens (generation, small decode batches,
+// Products of q8_0, q4_0, q4_K, q5_K and q6_K weights with 1-4 tokens (generation, small decode batches,
 // prompt lookup's drafts) by 8-bit integer dot products on AVX512-VNNI, reading the weights in the
 // file's layout.
 //
@@ -25,9 +25,9 @@ namespace gptj {
 // The most tokens a product sends to this kernel; more take the 8-token-slot kernel (matvec_int8.h).
 constexpr int kInt8TokenMaxTokens = 4;
 
-// Whether this kernel multiplies these weights (q8_0, q4_0, q4_K or q6_K, contiguous, in the
+// Whether this kernel multiplies these weights (q8_0, q4_0, q4_K, q5_K or q6_K, contiguous, in the
 // file's layout in plain memory, rows a whole number of its units: 64 weights for q8_0, 128 for
-// q4_0, 256 for q4_K and q6_K) with
+// q4_0, 256 for the k-quants) with
 // n_tokens tokens on this CPU: 1-kInt8TokenMaxTokens tokens, AVX512-VNNI present and not capped off, the int8
 // kernels switched on (set_int8_matvec_enabled).
 bool int8_token_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens);

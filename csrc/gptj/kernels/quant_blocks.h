@@ -27,6 +27,15 @@ struct BlockQ4_K {
     uint8_t scales[12];
     uint8_t nibbles[128];
 };
+// q5_K: q4_K's groups, scales and nibbles, each weight's fifth bit (worth 16) in `high`: group g's
+// weight l in bit g of high[l].
+struct BlockQ5_K {
+    ggml_fp16_t scale;
+    ggml_fp16_t min_scale;
+    uint8_t scales[12];
+    uint8_t high[32];
+    uint8_t nibbles[128];
+};
 // q6_K: 256 weights in 16 groups of 16, weight i = scale * scales[i / 16] * (q_i - 32), q_i 6 bits:
 // its low 4 bits in `low`, its top 2 in `high`. Per half h of 128 weights (low + 64 h, high + 32 h),
 // for l < 32: weight l in low[l]'s low nibble and bits 0-1 of high[l]; weight 32 + l in low[32 + l]'s
@@ -38,7 +47,8 @@ struct BlockQ6_K {
     int8_t scales[16];
     ggml_fp16_t scale;
 };
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_K) == 144 && sizeof(BlockQ6_K) == 210,
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 &&
+                  sizeof(BlockQ6_K) == 210,
               "GGUF block layouts");
 
 // Group g's 6-bit scale and min: groups 0-3 in the low 6 bits of bytes g and g + 4; groups 4-7
