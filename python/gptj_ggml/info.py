@@ -200,7 +200,7 @@ class SystemInfo:
     amx: bool  # prompt batches of non-f32 weights on our AMX (bf16 tile) kernel
     bf16_gemm: bool = False  # prompt batches of bf16 / quantized weights on our AVX512-BF16 kernel
     isa_cap: str = "amx"  # GPTJ_GGML_ISA: the highest level our kernels may use ("amx": no cap)
-    int8_vnni: bool = False  # q8_0 / q4_0 / q4_K single tokens and decode batches on our AVX512-VNNI kernels
+    int8_vnni: bool = False  # q8_0 / q4_0 / k-quant single tokens and decode batches on our AVX512-VNNI kernels
 
     @property
     def missed_features(self) -> list[str]:

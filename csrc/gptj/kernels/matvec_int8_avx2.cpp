@@ -27,7 +27,8 @@ namespace {
 enum class Form { of32, pairs_of32, of256 };
 
 Form form_for(ggml_type weight_type) {
-    return weight_type == GGML_TYPE_Q4_K ? Form::of256 : weight_type == GGML_TYPE_Q4_0 ? Form::pairs_of32 : Form::of32;
+    const bool k_quant = weight_type == GGML_TYPE_Q4_K || weight_type == GGML_TYPE_Q5_K;
+    return k_quant ? Form::of256 : weight_type == GGML_TYPE_Q4_0 ? Form::pairs_of32 : Form::of32;
 }
 
 int64_t activation_row_bytes(Form form, int64_t k) {
@@ -39,7 +40,9 @@ int64_t activation_row_bytes(Form form, int64_t k) {
 }
 
 // The multiple of which a row's length must be.
-int64_t row_multiple(ggml_type type) { return type == GGML_TYPE_Q4_K ? 256 : type == GGML_TYPE_Q4_0 ? 64 : 32; }
+int64_t row_multiple(ggml_type type) {
+    return type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q5_K ? 256 : type == GGML_TYPE_Q4_0 ? 64 : 32;
+}
 
 // The quantize op's userdata: which form to write (addresses of constants, never written).
 constexpr Form kForms[] = {Form::of32, Form::pairs_of32, Form::of256};
@@ -193,9 +196,12 @@ GPTJ_AVX2_INLINE void q4_k_scales_mins(const uint8_t * packed, __m128i & scales,
 // token: the eight groups' nibble x activation sums, each times its 6-bit scale, add up in
 // int32 (at most 8 * 32 * 15 * 127 * 63); their sum times the two f16 scales and the token's, minus
 // the minimums (times the group sums of the activations) times the other f16 scale.
-template <int ROWS, int TOKENS>
+// q5_K (TYPE) is q4_K with each weight's fifth bit (worth 16) from `high`, shifted into place per
+// group (values up to 31: vpmaddubsw's pairs stay below 2 * 31 * 127).
+template <int ROWS, int TOKENS, ggml_type TYPE = GGML_TYPE_Q4_K>
 GPTJ_AVX2 void rows_of_q4_k(const ggml_tensor * w, const uint8_t * x, int64_t x_stride, int64_t first_row,
                             int64_t end_row, float * y, int64_t y_stride) {
+    using Block = std::conditional_t<TYPE == GGML_TYPE_Q5_K, BlockQ5_K, BlockQ4_K>;
     const int64_t k = w->ne[0], blocks = k / 256;
     const auto * w_data = static_cast<const char *>(w->data);
     const float * x_scales[TOKENS];
@@ -207,9 +213,9 @@ GPTJ_AVX2 void rows_of_q4_k(const ggml_tensor * w, const uint8_t * x, int64_t x_
     const __m256i low_nibbles = _mm256_set1_epi8(0x0F);
     for (int64_t row = first_row; row < end_row; row += ROWS) {
         const int rows = static_cast<int>(std::min<int64_t>(ROWS, end_row - row));
-        const BlockQ4_K * w_row[ROWS];
+        const Block * w_row[ROWS];
         for (int r = 0; r < ROWS; ++r) {
-            w_row[r] = reinterpret_cast<const BlockQ4_K *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+            w_row[r] = reinterpret_cast<const Block *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
         }
         __m256 acc[ROWS][TOKENS];
 #pragma GCC unroll 4
@@ -223,9 +229,10 @@ GPTJ_AVX2 void rows_of_q4_k(const ggml_tensor * w, const uint8_t * x, int64_t x_
             float d[ROWS], d_min[ROWS];
 #pragma GCC unroll 4
             for (int r = 0; r < ROWS; ++r) {
-                const BlockQ4_K * block = w_row[r] + b;
-                _mm_prefetch(reinterpret_cast<const char *>(block) + kPrefetchBytes, _MM_HINT_T0);
-                _mm_prefetch(reinterpret_cast<const char *>(block) + kPrefetchBytes + 64, _MM_HINT_T0);
+                const Block * block = w_row[r] + b;
+                const char * ahead = reinterpret_cast<const char *>(block) + kPrefetchBytes;
+                constexpr int kLines = static_cast<int>((sizeof(Block) + 63) / 64);
+                for (int line = 0; line < kLines; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
                 __m128i s;
                 q4_k_scales_mins(block->scales, s, mins[r]);
                 _mm_store_si128(reinterpret_cast<__m128i *>(scales[r]), s);
@@ -244,8 +251,16 @@ GPTJ_AVX2 void rows_of_q4_k(const ggml_tensor * w, const uint8_t * x, int64_t x_
 #pragma GCC unroll 4
                     for (int i = 0; i < 4; ++i) {
                         const __m256i packed = _mm256_loadu_si256(nibbles + i);
-                        const __m256i low = _mm256_and_si256(packed, low_nibbles);
-                        const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_nibbles);
+                        __m256i low = _mm256_and_si256(packed, low_nibbles);
+                        __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_nibbles);
+                        if constexpr (TYPE == GGML_TYPE_Q5_K) {
+                            // Groups 2i and 2i + 1: bits 2i and 2i + 1 of high[l], moved to bit 4.
+                            const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w_row[r][b].high));
+                            const __m256i one = _mm256_set1_epi8(1);
+                            low = _mm256_or_si256(low, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * i), one), 4));
+                            high = _mm256_or_si256(high,
+                                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * i + 1), one), 4));
+                        }
                         const __m256i low_dot = _mm256_madd_epi16(_mm256_maddubs_epi16(low, _mm256_loadu_si256(xq + 2 * i)),
                                                                   _mm256_set1_epi16(scales[r][2 * i]));
                         const __m256i high_dot = _mm256_madd_epi16(
@@ -276,6 +291,7 @@ RowsKernel pick_type(ggml_type type) {
     switch (type) {
         case GGML_TYPE_Q8_0: return rows_of_q8_0<ROWS, TOKENS>;
         case GGML_TYPE_Q4_0: return rows_of_q4_0<ROWS, TOKENS>;
+        case GGML_TYPE_Q5_K: return rows_of_q4_k<Q4K_ROWS, TOKENS, GGML_TYPE_Q5_K>;
         default: return rows_of_q4_k<Q4K_ROWS, TOKENS>;  // int8_avx2_applies admits no other
     }
 }
@@ -376,7 +392,8 @@ GPTJ_AVX2 void quantize_task(ggml_tensor * dst, int ith, int nth, void * userdat
 
 bool int8_avx2_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens) {
     const ggml_type type = weights->type;
-    const bool handled = type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_K;
+    const bool handled =
+        type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q5_K;
     return handled && in_plain_memory && ggml_is_contiguous(weights) && n_tokens >= 1 &&
            n_tokens <= kInt8Avx2MaxTokens && weights->ne[0] % row_multiple(type) == 0 && !cpu_has_avx512f() &&
            cpu_has_avx2();

@@ -1,4 +1,4 @@
-// Products of q8_0, q4_0 and q4_K weights with a few tokens (1-16: generation and decode
+// Products of q8_0, q4_0, q4_K and q5_K weights with a few tokens (1-16: generation and decode
 // batches) by 8-bit integer dot products on AVX2 CPUs (vpmaddubsw + vpmaddwd), reading the
 // weights in the file's layout.
 //
@@ -21,7 +21,7 @@ namespace gptj {
 
 constexpr int kInt8Avx2MaxTokens = 16;
 
-// Whether the AVX2 int8 kernel multiplies these weights (q8_0, q4_0 or q4_K, contiguous, in the
+// Whether the AVX2 int8 kernel multiplies these weights (q8_0, q4_0, q4_K or q5_K, contiguous, in the
 // file's layout in plain memory, rows a whole number of blocks) with n_tokens tokens on this
 // CPU: AVX2 present, AVX-512 absent or capped off by GPTJ_GGML_ISA.
 bool int8_avx2_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens);

@@ -125,7 +125,7 @@ def system_text(system: SystemInfo) -> str:
                 else ""
             )
             + (
-                " and VNNI (8-bit dot products, q8_0 / q4_0 / q4_K single tokens and decode batches)"
+                " and VNNI (8-bit dot products, q8_0 / q4_0 / k-quant single tokens and decode batches)"
                 if system.int8_vnni
                 else ""
             )
