@@ -27,7 +27,16 @@ DECODE = [1, 2, 3, 4, 5, 9, 16]
 # tests/test_int8_kernel.py's q8_0 bound).
 # Measured here: f32 3.6e-4, f16 6.0e-4, bf16 3.6e-3, q8_0 1.6e-2, q4_0 0.156, q4_K 0.138 (ggml's kernels:
 # 3.7e-4, 6.7e-4, 5.0e-3, 1.6e-2, 0.156, 0.138).
-TOLERANCE = {"f32": 1e-3, "f16": 2e-3, "bf16": 1e-2, "q8_0": 4e-2, "q4_0": 2.5e-1, "q4_K": 2e-1, "q5_K": 1.5e-1}
+TOLERANCE = {
+    "f32": 1e-3,
+    "f16": 2e-3,
+    "bf16": 1e-2,
+    "q8_0": 4e-2,
+    "q4_0": 2.5e-1,
+    "q4_K": 2e-1,
+    "q5_K": 1.5e-1,
+    "q6_K": 1e-1,
+}
 
 PROBE = """
 import json, sys
@@ -80,7 +89,7 @@ def cpu_has_avx2() -> bool:
     return {"avx2", "fma", "f16c"} <= set(flags)
 
 
-@pytest.mark.parametrize("outtype", ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_K", "q5_K"])
+@pytest.mark.parametrize("outtype", ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_K", "q5_K", "q6_K"])
 @pytest.mark.parametrize("shapes", SHAPES)
 def test_decode_batches_match_transformers(outtype, shapes, tiny_model_path, hf_model, tmp_path):
     ids = np.random.default_rng(len(shapes)).integers(0, 50400, PROMPT + max(DECODE)).tolist()
@@ -114,7 +123,7 @@ except EvaluationError as e:
 """
 
 
-@pytest.mark.parametrize("outtype", ["f16", "q8_0", "q4_0", "q4_K", "q5_K"])
+@pytest.mark.parametrize("outtype", ["f16", "q8_0", "q4_0", "q4_K", "q5_K", "q6_K"])
 def test_a_nan_activation_gives_nan_logits_not_numbers(outtype, quant_model_path, tmp_path):
     # The int8 kernels round activations to integers: a NaN must not become a plausible number.
     # The final norm's NaN reaches the output matrix (of the file's type: --pure) directly.

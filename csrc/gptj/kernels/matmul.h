@@ -22,7 +22,7 @@ struct MatmulInput {
     ggml_tensor * amx_packed = nullptr;  // x in bf16 pairs, for the AMX kernel; nullptr when unused
     ggml_tensor * int8 = nullptr;  // x rounded to 8 bits per block, for the int8 kernel; nullptr when unused
     // x rounded to 8 bits in each form the AVX2 int8 kernel reads (int8_avx2_form); nullptr when unused
-    ggml_tensor * int8_avx2[3] = {nullptr, nullptr, nullptr};
+    ggml_tensor * int8_avx2[4] = {nullptr, nullptr, nullptr, nullptr};
     // x rounded to 8 bits in each form the one-token VNNI kernel reads (int8_token_form); nullptr when unused
     ggml_tensor * int8_token[4] = {nullptr, nullptr, nullptr, nullptr};
 };

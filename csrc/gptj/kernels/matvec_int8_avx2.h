@@ -1,4 +1,4 @@
-// Products of q8_0, q4_0, q4_K and q5_K weights with a few tokens (1-16: generation and decode
+// Products of q8_0, q4_0, q4_K, q5_K and q6_K weights with a few tokens (1-16: generation and decode
 // batches) by 8-bit integer dot products on AVX2 CPUs (vpmaddubsw + vpmaddwd), reading the
 // weights in the file's layout.
 //
@@ -9,8 +9,9 @@
 // 256 weights), and nothing is repacked.
 //
 // The activations are rounded to 8 bits first, as ggml's own dot products do: per block of 32
-// for q8_0 and q4_0 (a scale each), per block of 256 for q4_K (one scale, and the sum of each 32
-// for the sub-block minimums), each in the order its kernel reads.
+// for q8_0 and q4_0 (a scale each), per block of 256 for the k-quants (one scale, and the sum of
+// each 32 for q4_K / q5_K's minimums, of each 16 for q6_K's offset), each in the order its kernel
+// reads.
 #pragma once
 
 #include <cstdint>
@@ -21,8 +22,8 @@ namespace gptj {
 
 constexpr int kInt8Avx2MaxTokens = 16;
 
-// Whether the AVX2 int8 kernel multiplies these weights (q8_0, q4_0, q4_K or q5_K, contiguous, in the
-// file's layout in plain memory, rows a whole number of blocks) with n_tokens tokens on this
+// Whether the AVX2 int8 kernel multiplies these weights (q8_0, q4_0, q4_K, q5_K or q6_K,
+// contiguous, in the file's layout in plain memory, rows a whole number of blocks) with n_tokens tokens on this
 // CPU: AVX2 present, AVX-512 absent or capped off by GPTJ_GGML_ISA.
 bool int8_avx2_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens);
 
@@ -32,7 +33,7 @@ bool int8_avx2_prefers_file_layout(ggml_type type);
 
 // Which of the activations' 8-bit forms (0 .. kInt8Avx2Forms - 1) products with weights of
 // this type read: products of one input whose weights share it can share that form.
-constexpr int kInt8Avx2Forms = 3;
+constexpr int kInt8Avx2Forms = 4;
 int int8_avx2_form(ggml_type weight_type);
 
 // The activations' 8-bit form for weights of `weight_type`: x F32 [k, n] -> I8 [bytes, n]. Make
