@@ -12,10 +12,10 @@
 namespace gptj {
 namespace {
 
-// The activations' form, one ggml row: the k values round(x / scale) (scale = max |x| / 127 per
-// block of 32, so |q| <= 127) in the order the kernel reads them, then per unit (the weights
-// one zmm of weight bytes covers) 16 floats, each lane's block scale, then per unit 16 int32, the
-// bias term each lane's dot product starts from.
+// The activations' form, one ggml row per token: the k values round(x / scale) (scale = max |x|
+// / 127 per block of 32, so |q| <= 127) in the order the kernel reads them, then per unit (the
+// weights one zmm of weight bytes covers) 16 floats, each lane's block scale, then per unit 16
+// int32, the bias term each lane's dot product starts from.
 // - q8_0, units of 64 (two blocks): values in order; lanes 0-7 take block 0, 8-15 block 1. The
 //   weights go into vpdpbusd as u8 = w + 128 (an xor), so lanes 0 and 8 start at -128 * their
 //   block's sum of values.
@@ -65,6 +65,10 @@ constexpr Form kForms[] = {Form::pairs_of32, Form::quads_of32, Form::of256, Form
 namespace gptj {
 namespace {
 
+// Unaligned loads from byte addresses.
+GPTJ_VNNI inline __m128i load128(const void * p) { return _mm_loadu_si128(static_cast<const __m128i *>(p)); }
+GPTJ_VNNI inline __m256i load256(const void * p) { return _mm256_loadu_si256(static_cast<const __m256i *>(p)); }
+
 // Prefetch distance in each row's stream, as in matvec.cpp.
 constexpr int64_t kPrefetchBytes = 512;
 // Rows at a time for one token: memory streams in flight per thread, each activation vector
@@ -108,14 +112,14 @@ GPTJ_VNNI void token_rows(const ggml_tensor * w, const uint8_t * x, int64_t x_st
                 __m512i first, second;  // weights as u8: q8_0's (xor 0x80), q4_0's low and high nibbles
                 if constexpr (kQ8) {
                     const __m512i values = _mm512_inserti64x4(
-                        _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(unit + 2))),
+                        _mm512_zextsi256_si512(load256(unit + 2)),
                         _mm256_loadu_si256(reinterpret_cast<const __m256i *>(unit + sizeof(BlockQ8_0) + 2)), 1);
                     first = second = _mm512_xor_si512(values, bias);
                 } else {
-                    __m512i nibbles = _mm512_zextsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i *>(unit + 2)));
-                    nibbles = _mm512_inserti32x4(nibbles, _mm_loadu_si128(reinterpret_cast<const __m128i *>(unit + 20)), 1);
-                    nibbles = _mm512_inserti32x4(nibbles, _mm_loadu_si128(reinterpret_cast<const __m128i *>(unit + 38)), 2);
-                    nibbles = _mm512_inserti32x4(nibbles, _mm_loadu_si128(reinterpret_cast<const __m128i *>(unit + 56)), 3);
+                    __m512i nibbles = _mm512_zextsi128_si512(load128(unit + 2));
+                    nibbles = _mm512_inserti32x4(nibbles, load128(unit + 20), 1);
+                    nibbles = _mm512_inserti32x4(nibbles, load128(unit + 38), 2);
+                    nibbles = _mm512_inserti32x4(nibbles, load128(unit + 56), 3);
                     first = _mm512_and_si512(nibbles, low_nibbles);
                     second = _mm512_and_si512(_mm512_srli_epi16(nibbles, 4), low_nibbles);
                 }
@@ -206,7 +210,7 @@ GPTJ_VNNI void q4_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t
                 if constexpr (TYPE == GGML_TYPE_Q5_K) {
                     // Byte l of the low nibbles of half h holds group 4h's weight (bytes 0-31) or
                     // 4h + 2's (32-63): bits 4h and 4h + 2 of high[l]; the high nibbles 4h + 1, 4h + 3.
-                    const __m512i high = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(block->high)));
+                    const __m512i high = _mm512_broadcast_i64x4(load256(block->high));
                     const __m512i fifth = _mm512_set1_epi8(0x10);
                     const __m512i shifts[4] = {
                         _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1),  // half 0, low: left
@@ -235,7 +239,7 @@ GPTJ_VNNI void q4_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t
                         const __m512i pairs = _mm512_maddubs_epi16(nibble_halves[i], _mm512_loadu_si512(xb + 64 * i));
                         sum = _mm512_dpwssd_epi32(sum, pairs, lane_scales[i]);
                     }
-                    const __m128i group_sums = _mm_loadu_si128(reinterpret_cast<const __m128i *>(tail + 64));
+                    const __m128i group_sums = load128(tail + 64);
                     acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d * x_scale), acc[r][t]);
                     acc_min[r][t] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(mins, group_sums)),
                                                  _mm_set1_ps(d_min * x_scale), acc_min[r][t]);
@@ -303,14 +307,14 @@ GPTJ_VNNI void q6_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t
                 const BlockQ6_K * block = w_row[r] + b;
                 const char * ahead = reinterpret_cast<const char *>(block) + kPrefetchBytes;
                 for (int line = 0; line < 4; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
-                const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(block->scales)));
+                const __m256i scales16 = _mm256_cvtepi8_epi16(load128(block->scales));
                 const __m512i scales_first = _mm512_broadcast_i32x4(_mm256_castsi256_si128(scales16));
                 const __m512i scales_second = _mm512_broadcast_i32x4(_mm256_extracti128_si256(scales16, 1));
                 __m512i values[4], lane_scales[4];  // per half: weights 0-63, then 64-127
 #pragma GCC unroll 2
                 for (int h = 0; h < 2; ++h) {
                     const __m512i low = _mm512_loadu_si512(block->low + 64 * h);
-                    const __m512i high = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(block->high + 32 * h)));
+                    const __m512i high = _mm512_broadcast_i64x4(load256(block->high + 32 * h));
                     values[2 * h] = _mm512_or_si512(_mm512_and_si512(low, low_nibbles),
                                                     _mm512_and_si512(_mm512_sllv_epi16(high, low_shifts), top_bits));
                     values[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(low, 4), low_nibbles),
@@ -332,7 +336,7 @@ GPTJ_VNNI void q6_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t
                         const __m512i pairs = _mm512_maddubs_epi16(values[i], _mm512_loadu_si512(xb + 64 * i));
                         sum = _mm512_dpwssd_epi32(sum, pairs, lane_scales[i]);
                     }
-                    const __m256i group_sums = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(tail + 64));
+                    const __m256i group_sums = load256(tail + 64);
                     acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d * x_scale), acc[r][t]);
                     acc_offset[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(scales16, group_sums)),
                                                        _mm256_set1_ps(-32.0f * d * x_scale), acc_offset[r][t]);
