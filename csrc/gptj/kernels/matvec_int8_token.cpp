@@ -105,6 +105,17 @@ GPTJ_VNNI void token_rows(const ggml_tensor * w, const uint8_t * x, int64_t x_st
             for (int t = 0; t < TOKENS; ++t) acc[r][t] = _mm512_setzero_ps();
         }
         for (int64_t u = 0; u < units; ++u) {
+            // The tokens' activations for this unit, loaded once for all the rows.
+            __m512 x_scales[TOKENS];
+            __m512i starts[TOKENS], x_low[TOKENS], x_high[TOKENS];
+#pragma GCC unroll 4
+            for (int t = 0; t < TOKENS; ++t) {
+                const uint8_t * xt = x + t * x_stride;
+                x_scales[t] = _mm512_loadu_ps(reinterpret_cast<const float *>(xt + k) + 16 * u);
+                starts[t] = _mm512_loadu_si512(reinterpret_cast<const int32_t *>(xt + k + units * 64) + 16 * u);
+                x_low[t] = _mm512_loadu_si512(xt + u * kUnit);
+                x_high[t] = kQ8 ? x_low[t] : _mm512_loadu_si512(xt + u * kUnit + 64);
+            }
 #pragma GCC unroll 4
             for (int r = 0; r < kRows; ++r) {
                 const char * unit = w_row[r] + u * kUnitBytes;
@@ -127,12 +138,9 @@ GPTJ_VNNI void token_rows(const ggml_tensor * w, const uint8_t * x, int64_t x_st
                 const __m512 w_scales = _mm512_cvtph_ps(_mm512_castsi512_si256(scale_bits));
 #pragma GCC unroll 4
                 for (int t = 0; t < TOKENS; ++t) {
-                    const uint8_t * xt = x + t * x_stride;
-                    const __m512 x_scales = _mm512_loadu_ps(reinterpret_cast<const float *>(xt + k) + 16 * u);
-                    const __m512i start = _mm512_loadu_si512(reinterpret_cast<const int32_t *>(xt + k + units * 64) + 16 * u);
-                    __m512i dot = _mm512_dpbusd_epi32(start, first, _mm512_loadu_si512(xt + u * kUnit));
-                    if constexpr (!kQ8) dot = _mm512_dpbusd_epi32(dot, second, _mm512_loadu_si512(xt + u * kUnit + 64));
-                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(w_scales, x_scales), acc[r][t]);
+                    __m512i dot = _mm512_dpbusd_epi32(starts[t], first, x_low[t]);
+                    if constexpr (!kQ8) dot = _mm512_dpbusd_epi32(dot, second, x_high[t]);
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(w_scales, x_scales[t]), acc[r][t]);
                 }
             }
         }
