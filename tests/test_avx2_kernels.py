@@ -127,16 +127,9 @@ except EvaluationError as e:
 def test_a_nan_activation_gives_nan_logits_not_numbers(outtype, quant_model_path, tmp_path):
     # The int8 kernels round activations to integers: a NaN must not become a plausible number.
     # The final norm's NaN reaches the output matrix (of the file's type: --pure) directly.
-    from gguf_edit import rewrite_gguf
+    from gguf_edit import with_a_nan_activation
 
-    def poison(name, data):
-        if name != "output_norm.weight":
-            return data
-        data = data.copy()
-        data[0] = np.nan  # one activation of a block: its maximum must not skip it
-        return data
-
-    path = rewrite_gguf(quant_model_path(outtype, pure=True), tmp_path / "nan.gguf", change_tensor=poison)
+    path = with_a_nan_activation(quant_model_path(outtype, pure=True), tmp_path / "nan.gguf")
     done = subprocess.run(
         [sys.executable, "-c", NAN_PROBE, str(path)],
         env={**os.environ, "GPTJ_GGML_ISA": "avx2"},

@@ -169,15 +169,8 @@ def test_quantized_weights_are_not_repacked_where_the_int8_kernels_run(outtype, 
 def test_a_nan_activation_gives_nan_logits_not_numbers(outtype, quant_model_path, tmp_path):
     # Rounding to integers must not turn a NaN activation into a plausible number; the final
     # norm's NaN reaches the output matrix (of the file's type: --pure) directly.
-    from gguf_edit import rewrite_gguf
+    from gguf_edit import with_a_nan_activation
 
-    def poison(name, data):
-        if name != "output_norm.weight":
-            return data
-        data = data.copy()
-        data[0] = np.nan  # one activation of a block: its maximum must not skip it
-        return data
-
-    path = rewrite_gguf(quant_model_path(outtype, pure=True), tmp_path / "nan.gguf", change_tensor=poison)
+    path = with_a_nan_activation(quant_model_path(outtype, pure=True), tmp_path / "nan.gguf")
     with pytest.raises(EvaluationError, match="the model produced NaN logits"):
         Model(path, repack=False).complete([1, 2, 3], max_tokens=2)

@@ -47,6 +47,16 @@ namespace {
 // Prefetch distance in each row's stream, as in matvec.cpp.
 constexpr int64_t kPrefetchBytes = 512;
 
+// Writes a group's accumulator: token slot t's two lanes (2 t, 2 t + 1) add up to its output, at
+// y[token * y_stride] for the group's tokens that exist.
+GPTJ_AVX512_VNNI inline void store_group(__m512 acc, int group, int n_tokens, float * y, int64_t y_stride) {
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, acc);
+    for (int t = 0; t < kGroupTokens && group * kGroupTokens + t < n_tokens; ++t) {
+        y[(group * kGroupTokens + t) * y_stride] = lanes[2 * t] + lanes[2 * t + 1];
+    }
+}
+
 // y[t][row] for the tokens of GROUPS groups, ROWS rows at a time (ROWS memory streams in flight,
 // and each activation vector loaded serves ROWS rows).
 // q8_0 weights go in as u8 = w + 128, q4_0's as their nibbles n (w = n - 8), so the
@@ -125,13 +135,7 @@ GPTJ_AVX512_VNNI void quantized_rows(const ggml_tensor * w, const uint8_t * x, i
             }
         }
         for (int r = 0; r < rows; ++r) {
-            for (int g = 0; g < GROUPS; ++g) {
-                alignas(64) float lanes[16];
-                _mm512_store_ps(lanes, acc[r][g]);
-                for (int t = 0; t < kGroupTokens && g * kGroupTokens + t < n_tokens; ++t) {
-                    y[(g * kGroupTokens + t) * y_stride + row + r] = lanes[2 * t] + lanes[2 * t + 1];
-                }
-            }
+            for (int g = 0; g < GROUPS; ++g) store_group(acc[r][g], g, n_tokens, y + row + r, y_stride);
         }
     }
 }
@@ -234,13 +238,7 @@ GPTJ_AVX512_VNNI void q4_k_rows(const ggml_tensor * w, const uint8_t * x, int64_
             }
         }
         for (int r = 0; r < rows; ++r) {
-            for (int g = 0; g < GROUPS; ++g) {
-                alignas(64) float lanes[16];
-                _mm512_store_ps(lanes, acc[r][g]);
-                for (int t = 0; t < kGroupTokens && g * kGroupTokens + t < n_tokens; ++t) {
-                    y[(g * kGroupTokens + t) * y_stride + row + r] = lanes[2 * t] + lanes[2 * t + 1];
-                }
-            }
+            for (int g = 0; g < GROUPS; ++g) store_group(acc[r][g], g, n_tokens, y + row + r, y_stride);
         }
     }
 }
