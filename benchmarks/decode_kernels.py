@@ -2,6 +2,7 @@
 
     python benchmarks/decode_kernels.py MODEL.gguf [MODEL.gguf ...] [--baseline ggml|int8-off]
         [--tokens 1,4,8,16] [--reps 3] [--steps 30] [--threads 2] [--isa avx2]
+        [--baseline-build DIR] [--bandwidth]
 
 Each measurement is a fresh process that opens the model (repack=True, the default) and times
 --steps evaluations of N tokens after a short prompt (median). The baselines:
@@ -12,7 +13,12 @@ Each measurement is a fresh process that opens the model (repack=True, the defau
 Ours and the baseline alternate, --reps times; the table gives medians and the median of the
 per-pair ratios. Toggling kernels inside one process between steps is not a valid comparison:
 each toggle rebuilt the graphs and a tiny model's step went from 3 to 17 ms. --isa sets
-GPTJ_GGML_ISA.
+GPTJ_GGML_ISA. --baseline-build DIR runs the baseline from another build of the package (DIR holds
+a gptj_ggml folder with its _core extension, e.g. a copy made before a kernel change) with our
+kernels on: an A/B of two builds of the same kernels, alternating like the rest. --bandwidth runs
+compare.py's read-bandwidth probe after each pair and gives, per model, the bytes of weights one
+evaluation reads (every matrix but the embedding table) over our time, and that as a fraction of
+the probe of the same rep (issue 16's target 3; median of the reps).
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import read_bandwidth_gbs, weight_bytes_per_token
 
 _CHILD = r"""
 import json, statistics, sys, time
@@ -42,7 +52,7 @@ for i in range(steps):
     start = time.perf_counter()
     session._core.evaluate(ids, False)
     times.append(time.perf_counter() - start)
-print(json.dumps({"ms": 1e3 * statistics.median(times), "open_ms": 1e3 * opened, "repacked": model.repacked_bytes}))
+print(json.dumps({"ms": 1e3 * statistics.median(times), "open_ms": 1e3 * opened, "repacked": model.repacked_bytes, "core": core.__file__}))
 """
 
 
@@ -61,23 +71,33 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--isa", help="GPTJ_GGML_ISA for the children (avx2, avx512, avx512bf16, amx)")
+    parser.add_argument("--baseline-build", help="a folder holding another build's gptj_ggml: the baseline")
+    parser.add_argument("--bandwidth", action="store_true", help="probe the read bandwidth after each pair")
     args = parser.parse_args()
 
     env = {**os.environ, **({"GPTJ_GGML_ISA": args.isa} if args.isa else {})}
+    base_env, base_mode = env, args.baseline
+    if args.baseline_build:
+        base_env = {**env, "PYTHONPATH": os.pathsep.join([args.baseline_build, env.get("PYTHONPATH", "")])}
+        base_mode = "ours"
+        args.baseline = f"build {args.baseline_build}"
     rows = []
     for model in args.models:
         for n_tokens in (int(n) for n in args.tokens.split(",")):
-            ours, base = [], []
+            ours, base, probes = [], [], []
             for rep in range(args.reps):
                 ours.append(measure(model, "ours", args.threads, args.steps, n_tokens, env))
-                base.append(measure(model, args.baseline, args.threads, args.steps, n_tokens, env))
+                base.append(measure(model, base_mode, args.threads, args.steps, n_tokens, base_env))
+                if args.bandwidth:
+                    probes.append(read_bandwidth_gbs(args.threads))
                 print(
                     f"{os.path.basename(model)} x{n_tokens} rep {rep + 1}: ours {ours[-1]['ms']:.1f} ms, "
                     f"{args.baseline} {base[-1]['ms']:.1f} ms",
                     file=sys.stderr,
                     flush=True,
                 )
-            rows.append((model, n_tokens, ours, base))
+            rows.append((model, n_tokens, ours, base, probes))
+    print(f"ours from {ours[0]['core']}, baseline from {base[0]['core']}", file=sys.stderr)
 
     print(
         f"\n{args.threads} threads, ISA cap {args.isa or '-'}, baseline {args.baseline}, "
@@ -88,7 +108,7 @@ def main() -> None:
         "| baseline repacked MiB |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for model, n_tokens, ours, base in rows:
+    for model, n_tokens, ours, base, _ in rows:
         ratio = statistics.median(b["ms"] / o["ms"] for o, b in zip(ours, base))
         print(
             f"| {os.path.basename(model)} | {n_tokens} | {statistics.median(o['ms'] for o in ours):.1f} "
@@ -96,6 +116,21 @@ def main() -> None:
             f"| {statistics.median(o['open_ms'] for o in ours):.0f} | {statistics.median(b['open_ms'] for b in base):.0f} "
             f"| {base[0]['repacked'] / 2**20:.0f} |"
         )
+    if args.bandwidth:
+        print(
+            "\n| model | tokens | weights MB | ours GB/s | baseline GB/s | read probe GB/s | ours / probe | baseline / probe |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for model, n_tokens, ours, base, probes in rows:
+            weights = weight_bytes_per_token(Path(model))
+            ours_gbs = [weights / o["ms"] / 1e6 for o in ours]
+            base_gbs = [weights / b["ms"] / 1e6 for b in base]
+            print(
+                f"| {os.path.basename(model)} | {n_tokens} | {weights / 1e6:.0f} | {statistics.median(ours_gbs):.1f} "
+                f"| {statistics.median(base_gbs):.1f} | {statistics.median(probes):.1f} "
+                f"| {statistics.median(g / p for g, p in zip(ours_gbs, probes)):.0%} "
+                f"| {statistics.median(g / p for g, p in zip(base_gbs, probes)):.0%} |"
+            )
 
 
 if __name__ == "__main__":

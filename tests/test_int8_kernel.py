@@ -117,6 +117,27 @@ def test_int8_logits_do_not_depend_on_the_thread_count(outtype, n_tokens, tiny_m
         np.testing.assert_array_equal(Model(path, n_threads=n_threads, repack=False).logits(ids), one)
 
 
+# fc_in with 105 rows (6 runs of 16, then 9): 8 threads leave one thread no rows and the last 9,
+# which the kernels' stripes of 4 rows split 3, 3, 3 and none (one thread: 27, 27, 27, 24);
+# fc_out's k = 105 stays unquantized.
+ODD_ROWS = {**TINY, "n_inner": 105}
+
+
+@pytest.mark.parametrize("n_tokens", [1, 2, 3, 12])
+@pytest.mark.parametrize("outtype", ["f32", "q8_0", "q4_0"])
+def test_rows_left_over_by_the_thread_split_are_computed(outtype, n_tokens, tiny_model_path, hf_model, request):
+    ids = random_ids(n_tokens, seed=n_tokens + 40)
+    path = tiny_model_path(outtype, **ODD_ROWS)
+    one = Model(path, n_threads=1, repack=False).logits(ids)
+    for n_threads in (2, 8):
+        np.testing.assert_array_equal(Model(path, n_threads=n_threads, repack=False).logits(ids), one)
+    if outtype == "f32":  # the f32 kernel, which the quantized types are checked against below
+        assert relative_error(one, reference_logits(hf_model(**ODD_ROWS), ids)) <= 1e-3
+    else:  # against the f32 kernel on the same weights: only the activations' rounding apart
+        request.getfixturevalue("f32_matvec_only")
+        assert relative_error(one, Model(path, n_threads=1, repack=False).logits(ids)) <= Q8_0_TOLERANCE
+
+
 def test_int8_decoding_of_several_tokens_after_a_prompt_matches_the_f32_kernel(tiny_model_path, request):
     path = tiny_model_path("q8_0", **TINY)
     prompt, step = random_ids(30, seed=5), random_ids(8, seed=6)

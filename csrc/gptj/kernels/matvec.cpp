@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "gptj/kernels/dequantize.h"
+#include "gptj/kernels/row_stripes.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include "gptj/kernels/weight_loads.h"
@@ -26,9 +27,9 @@ constexpr int64_t kBytesPer32Weights = TYPE == GGML_TYPE_F32   ? 128
                                        : TYPE == GGML_TYPE_Q4_K ? 18
                                                                 : 64;  // f16, bf16
 
-// y[t][row] = dot(w_row, x[t]) for t < TOKENS, converting each weight as it streams by.
-// ROWS rows at a time: ROWS memory streams in flight per thread (one stream left the memory
-// bus half idle) and each activation load serves ROWS rows.
+// y[t][row] = dot(w_row, x[t]) for t < TOKENS, converting each weight as it streams by. ROWS rows
+// at a time, one from each of ROWS stripes (row_stripes.h): ROWS memory streams in flight per
+// thread (one stream left the memory bus half idle) and each activation load serves ROWS rows.
 template <ggml_type TYPE, int TOKENS>
 GPTJ_AVX512 void rows_times_tokens(const ggml_tensor * w, const float * x, int64_t x_stride, int64_t first_row,
                                    int64_t end_row, float * y, int64_t y_stride) {
@@ -38,10 +39,10 @@ GPTJ_AVX512 void rows_times_tokens(const ggml_tensor * w, const float * x, int64
     const int64_t k = w->ne[0];
     const int64_t k_whole = k / 32 * 32;
     const auto * w_data = static_cast<const char *>(w->data);
-    for (int64_t row = first_row; row < end_row; row += ROWS) {
-        const int rows = static_cast<int>(std::min<int64_t>(ROWS, end_row - row));
+    const RowStripes<ROWS> stripes(first_row, end_row);
+    for (int64_t pass = 0; pass < stripes.length; ++pass) {
         const void * w_row[ROWS];
-        for (int r = 0; r < ROWS; ++r) w_row[r] = w_data + (row + std::min(r, rows - 1)) * w->nb[1];
+        for (int r = 0; r < ROWS; ++r) w_row[r] = w_data + stripes.row_to_read(r, pass) * w->nb[1];
         __m512 acc[ROWS][TOKENS];
 #pragma GCC unroll 8
         for (int r = 0; r < ROWS; ++r) {
@@ -84,8 +85,10 @@ GPTJ_AVX512 void rows_times_tokens(const ggml_tensor * w, const float * x, int64
                 }
             }
         }
-        for (int r = 0; r < rows; ++r) {
-            for (int t = 0; t < TOKENS; ++t) y[t * y_stride + row + r] = _mm512_reduce_add_ps(acc[r][t]);
+        for (int r = 0; r < ROWS; ++r) {
+            if (!stripes.has(r, pass)) continue;
+            const int64_t row = stripes.row(r, pass);
+            for (int t = 0; t < TOKENS; ++t) y[t * y_stride + row] = _mm512_reduce_add_ps(acc[r][t]);
         }
     }
 }

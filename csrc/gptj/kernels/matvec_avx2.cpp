@@ -7,6 +7,7 @@
 #include "gptj/kernels/dequantize.h"
 #include "gptj/kernels/isa.h"
 #include "gptj/kernels/matvec.h"
+#include "gptj/kernels/row_stripes.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include "gptj/kernels/avx2.h"
@@ -54,10 +55,11 @@ float weight_at(const void * row, int64_t i) {
     }
 }
 
-// y[t][row] = dot(w_row, x[t]) for t < TOKENS, ROWS rows at a time (ROWS memory streams in flight
-// per thread, each activation load serving ROWS rows). Fewer than 8 (row, token) pairs take an
-// accumulator per half of each 16-weight step: 8 independent FMA chains keep both FMA ports busy
-// (4 chains of 4-cycle FMAs ran rows in L2 at 0.7x ggml's speed, k = 256).
+// y[t][row] = dot(w_row, x[t]) for t < TOKENS, ROWS rows at a time, one from each of ROWS stripes
+// (row_stripes.h) (ROWS memory streams in flight per thread, each activation load serving ROWS
+// rows). Fewer than 8 (row, token) pairs take an accumulator per half of each 16-weight step: 8
+// independent FMA chains keep both FMA ports busy (4 chains of 4-cycle FMAs ran rows in L2 at 0.7x
+// ggml's speed, k = 256).
 template <ggml_type TYPE, int ROWS, int TOKENS>
 GPTJ_AVX2 void rows_times_tokens(const ggml_tensor * w, const float * x, int64_t x_stride, int64_t first_row,
                                  int64_t end_row, float * y, int64_t y_stride) {
@@ -65,10 +67,10 @@ GPTJ_AVX2 void rows_times_tokens(const ggml_tensor * w, const float * x, int64_t
     const int64_t k = w->ne[0], k_whole = k / 16 * 16;
     const auto * w_data = static_cast<const char *>(w->data);
     const int64_t row_bytes = static_cast<int64_t>(w->nb[1]);
-    for (int64_t row = first_row; row < end_row; row += ROWS) {
-        const int rows = static_cast<int>(std::min<int64_t>(ROWS, end_row - row));
+    const RowStripes<ROWS> stripes(first_row, end_row);
+    for (int64_t pass = 0; pass < stripes.length; ++pass) {
         const void * w_row[ROWS];
-        for (int r = 0; r < ROWS; ++r) w_row[r] = w_data + (row + std::min(r, rows - 1)) * row_bytes;
+        for (int r = 0; r < ROWS; ++r) w_row[r] = w_data + stripes.row_to_read(r, pass) * row_bytes;
         __m256 acc[kChains][ROWS][TOKENS];
 #pragma GCC unroll 2
         for (int c = 0; c < kChains; ++c) {
@@ -101,12 +103,14 @@ GPTJ_AVX2 void rows_times_tokens(const ggml_tensor * w, const float * x, int64_t
                 }
             }
         }
-        for (int r = 0; r < rows; ++r) {
+        for (int r = 0; r < ROWS; ++r) {
+            if (!stripes.has(r, pass)) continue;
+            const int64_t row = stripes.row(r, pass);
             for (int t = 0; t < TOKENS; ++t) {
                 const __m256 joined = kChains == 2 ? _mm256_add_ps(acc[0][r][t], acc[kChains - 1][r][t]) : acc[0][r][t];
                 float sum = avx2::horizontal_sum(joined);
                 for (int64_t i = k_whole; i < k; ++i) sum += weight_at<TYPE>(w_row[r], i) * x[t * x_stride + i];
-                y[t * y_stride + row + r] = sum;
+                y[t * y_stride + row] = sum;
             }
         }
     }

@@ -10,6 +10,7 @@
 #include "gptj/kernels/dequantize.h"
 #include "gptj/kernels/matvec.h"
 #include "gptj/kernels/quant_blocks.h"
+#include "gptj/kernels/row_stripes.h"
 
 namespace gptj {
 namespace {
@@ -57,9 +58,9 @@ GPTJ_AVX512_VNNI inline void store_group(__m512 acc, int group, int n_tokens, fl
     }
 }
 
-// y[t][row] for the tokens of GROUPS groups, ROWS rows at a time (ROWS memory streams in flight,
-// and each activation vector loaded serves ROWS rows).
-// q8_0 weights go in as u8 = w + 128, q4_0's as their nibbles n (w = n - 8), so the
+// y[t][row] for the tokens of GROUPS groups, ROWS rows at a time, one from each of ROWS stripes
+// (row_stripes.h) (ROWS memory streams in flight, and each activation vector loaded serves ROWS
+// rows). q8_0 weights go in as u8 = w + 128, q4_0's as their nibbles n (w = n - 8), so the
 // accumulator starts at -128 or -8 times the activations' sum.
 template <ggml_type TYPE, int GROUPS>
 GPTJ_AVX512_VNNI void quantized_rows(const ggml_tensor * w, const uint8_t * x, int64_t x_group_stride, int n_tokens,
@@ -69,12 +70,12 @@ GPTJ_AVX512_VNNI void quantized_rows(const ggml_tensor * w, const uint8_t * x, i
     const int64_t blocks = k / 32;
     const auto * w_data = static_cast<const char *>(w->data);
     const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
-    for (int64_t row = first_row; row < end_row; row += ROWS) {
-        const int rows = static_cast<int>(std::min<int64_t>(ROWS, end_row - row));
+    const RowStripes<ROWS> stripes(first_row, end_row);
+    for (int64_t pass = 0; pass < stripes.length; ++pass) {
         using Block = std::conditional_t<TYPE == GGML_TYPE_Q8_0, BlockQ8_0, BlockQ4_0>;
         const Block * w_row[ROWS];
         for (int r = 0; r < ROWS; ++r) {
-            w_row[r] = reinterpret_cast<const Block *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+            w_row[r] = reinterpret_cast<const Block *>(w_data + stripes.row_to_read(r, pass) * w->nb[1]);
         }
         __m512 acc[ROWS][GROUPS];
 #pragma GCC unroll 8
@@ -134,8 +135,10 @@ GPTJ_AVX512_VNNI void quantized_rows(const ggml_tensor * w, const uint8_t * x, i
                 }
             }
         }
-        for (int r = 0; r < rows; ++r) {
-            for (int g = 0; g < GROUPS; ++g) store_group(acc[r][g], g, n_tokens, y + row + r, y_stride);
+        for (int r = 0; r < ROWS; ++r) {
+            if (!stripes.has(r, pass)) continue;
+            const int64_t row = stripes.row(r, pass);
+            for (int g = 0; g < GROUPS; ++g) store_group(acc[r][g], g, n_tokens, y + row, y_stride);
         }
     }
 }
@@ -158,11 +161,11 @@ GPTJ_AVX512_VNNI void q4_k_rows(const ggml_tensor * w, const uint8_t * x, int64_
     const int64_t k = w->ne[0], blocks = k / 32, super_blocks = k / 256;
     const auto * w_data = static_cast<const char *>(w->data);
     const __m512i low_nibbles = _mm512_set1_epi8(0x0F);
-    for (int64_t row = first_row; row < end_row; row += ROWS) {
-        const int rows = static_cast<int>(std::min<int64_t>(ROWS, end_row - row));
+    const RowStripes<ROWS> stripes(first_row, end_row);
+    for (int64_t pass = 0; pass < stripes.length; ++pass) {
         const BlockQ4_K * w_row[ROWS];
         for (int r = 0; r < ROWS; ++r) {
-            w_row[r] = reinterpret_cast<const BlockQ4_K *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+            w_row[r] = reinterpret_cast<const BlockQ4_K *>(w_data + stripes.row_to_read(r, pass) * w->nb[1]);
         }
         __m512 acc[ROWS][GROUPS];
 #pragma GCC unroll 4
@@ -237,8 +240,10 @@ GPTJ_AVX512_VNNI void q4_k_rows(const ggml_tensor * w, const uint8_t * x, int64_
                 }
             }
         }
-        for (int r = 0; r < rows; ++r) {
-            for (int g = 0; g < GROUPS; ++g) store_group(acc[r][g], g, n_tokens, y + row + r, y_stride);
+        for (int r = 0; r < ROWS; ++r) {
+            if (!stripes.has(r, pass)) continue;
+            const int64_t row = stripes.row(r, pass);
+            for (int g = 0; g < GROUPS; ++g) store_group(acc[r][g], g, n_tokens, y + row, y_stride);
         }
     }
 }

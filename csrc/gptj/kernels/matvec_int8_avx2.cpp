@@ -9,6 +9,7 @@
 #include "gptj/kernels/isa.h"
 #include "gptj/kernels/matvec.h"
 #include "gptj/kernels/quant_blocks.h"
+#include "gptj/kernels/row_stripes.h"
 
 namespace gptj {
 namespace {
@@ -83,8 +84,9 @@ GPTJ_AVX2_INLINE __m256 scale_product(ggml_fp16_t half, __m256 other) {
     return _mm256_mul_ps(_mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(half))), other);
 }
 
-// y[t][row] = dot(w_row, x_t) for TOKENS tokens, ROWS rows at a time (ROWS memory streams in
-// flight; each activation vector loaded serves ROWS rows), q8_0 weights.
+// y[t][row] = dot(w_row, x_t) for TOKENS tokens, ROWS rows at a time, one from each of ROWS stripes
+// (row_stripes.h) (ROWS memory streams in flight; each activation vector loaded serves ROWS rows),
+// q8_0 weights.
 template <int ROWS, int TOKENS>
 GPTJ_AVX2 void rows_of_q8_0(const ggml_tensor * w, const uint8_t * x, int64_t x_stride, int64_t first_row,
                             int64_t end_row, float * y, int64_t y_stride) {
@@ -92,11 +94,11 @@ GPTJ_AVX2 void rows_of_q8_0(const ggml_tensor * w, const uint8_t * x, int64_t x_
     const auto * w_data = static_cast<const char *>(w->data);
     const float * x_scales[TOKENS];
     for (int t = 0; t < TOKENS; ++t) x_scales[t] = reinterpret_cast<const float *>(x + t * x_stride + k);
-    for (int64_t row = first_row; row < end_row; row += ROWS) {
-        const int rows = static_cast<int>(std::min<int64_t>(ROWS, end_row - row));
+    const RowStripes<ROWS> stripes(first_row, end_row);
+    for (int64_t pass = 0; pass < stripes.length; ++pass) {
         const BlockQ8_0 * w_row[ROWS];
         for (int r = 0; r < ROWS; ++r) {
-            w_row[r] = reinterpret_cast<const BlockQ8_0 *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+            w_row[r] = reinterpret_cast<const BlockQ8_0 *>(w_data + stripes.row_to_read(r, pass) * w->nb[1]);
         }
         __m256 acc[ROWS][TOKENS];
 #pragma GCC unroll 4
@@ -124,8 +126,10 @@ GPTJ_AVX2 void rows_of_q8_0(const ggml_tensor * w, const uint8_t * x, int64_t x_
                 }
             }
         }
-        for (int r = 0; r < rows; ++r) {
-            for (int t = 0; t < TOKENS; ++t) y[t * y_stride + row + r] = horizontal_sum(acc[r][t]);
+        for (int r = 0; r < ROWS; ++r) {
+            if (!stripes.has(r, pass)) continue;
+            const int64_t row = stripes.row(r, pass);
+            for (int t = 0; t < TOKENS; ++t) y[t * y_stride + row] = horizontal_sum(acc[r][t]);
         }
     }
 }
@@ -141,11 +145,11 @@ GPTJ_AVX2 void rows_of_q4_0(const ggml_tensor * w, const uint8_t * x, int64_t x_
     const auto * w_data = static_cast<const char *>(w->data);
     const __m256i low_nibbles = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     const __m256i pair_lanes = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-    for (int64_t row = first_row; row < end_row; row += ROWS) {
-        const int rows = static_cast<int>(std::min<int64_t>(ROWS, end_row - row));
+    const RowStripes<ROWS> stripes(first_row, end_row);
+    for (int64_t pass = 0; pass < stripes.length; ++pass) {
         const BlockQ4_0 * w_row[ROWS];
         for (int r = 0; r < ROWS; ++r) {
-            w_row[r] = reinterpret_cast<const BlockQ4_0 *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+            w_row[r] = reinterpret_cast<const BlockQ4_0 *>(w_data + stripes.row_to_read(r, pass) * w->nb[1]);
         }
         __m256 acc[ROWS][TOKENS];
 #pragma GCC unroll 4
@@ -183,8 +187,10 @@ GPTJ_AVX2 void rows_of_q4_0(const ggml_tensor * w, const uint8_t * x, int64_t x_
                 }
             }
         }
-        for (int r = 0; r < rows; ++r) {
-            for (int t = 0; t < TOKENS; ++t) y[t * y_stride + row + r] = horizontal_sum(acc[r][t]);
+        for (int r = 0; r < ROWS; ++r) {
+            if (!stripes.has(r, pass)) continue;
+            const int64_t row = stripes.row(r, pass);
+            for (int t = 0; t < TOKENS; ++t) y[t * y_stride + row] = horizontal_sum(acc[r][t]);
         }
     }
 }
@@ -216,11 +222,11 @@ GPTJ_AVX2 void rows_of_q4_k(const ggml_tensor * w, const uint8_t * x, int64_t x_
         x_sums[t] = reinterpret_cast<const int16_t *>(x + t * x_stride + k + blocks * 4);
     }
     const __m256i low_nibbles = _mm256_set1_epi8(0x0F);
-    for (int64_t row = first_row; row < end_row; row += ROWS) {
-        const int rows = static_cast<int>(std::min<int64_t>(ROWS, end_row - row));
+    const RowStripes<ROWS> stripes(first_row, end_row);
+    for (int64_t pass = 0; pass < stripes.length; ++pass) {
         const Block * w_row[ROWS];
         for (int r = 0; r < ROWS; ++r) {
-            w_row[r] = reinterpret_cast<const Block *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+            w_row[r] = reinterpret_cast<const Block *>(w_data + stripes.row_to_read(r, pass) * w->nb[1]);
         }
         __m256 acc[ROWS][TOKENS];
 #pragma GCC unroll 4
@@ -279,8 +285,10 @@ GPTJ_AVX2 void rows_of_q4_k(const ggml_tensor * w, const uint8_t * x, int64_t x_
                 }
             }
         }
-        for (int r = 0; r < rows; ++r) {
-            for (int t = 0; t < TOKENS; ++t) y[t * y_stride + row + r] = horizontal_sum(acc[r][t]);
+        for (int r = 0; r < ROWS; ++r) {
+            if (!stripes.has(r, pass)) continue;
+            const int64_t row = stripes.row(r, pass);
+            for (int t = 0; t < TOKENS; ++t) y[t * y_stride + row] = horizontal_sum(acc[r][t]);
         }
     }
 }
@@ -305,11 +313,11 @@ GPTJ_AVX2 void rows_of_q6_k(const ggml_tensor * w, const uint8_t * x, int64_t x_
     // vpshufb control: in lanes 0-7 the low int16 of each int32, in lanes 8-15 the high one.
     const __m256i pair_halves = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
                                                  2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
-    for (int64_t row = first_row; row < end_row; row += ROWS) {
-        const int rows = static_cast<int>(std::min<int64_t>(ROWS, end_row - row));
+    const RowStripes<ROWS> stripes(first_row, end_row);
+    for (int64_t pass = 0; pass < stripes.length; ++pass) {
         const BlockQ6_K * w_row[ROWS];
         for (int r = 0; r < ROWS; ++r) {
-            w_row[r] = reinterpret_cast<const BlockQ6_K *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+            w_row[r] = reinterpret_cast<const BlockQ6_K *>(w_data + stripes.row_to_read(r, pass) * w->nb[1]);
         }
         __m256 acc[ROWS][TOKENS];
 #pragma GCC unroll 4
@@ -367,8 +375,10 @@ GPTJ_AVX2 void rows_of_q6_k(const ggml_tensor * w, const uint8_t * x, int64_t x_
                 }
             }
         }
-        for (int r = 0; r < rows; ++r) {
-            for (int t = 0; t < TOKENS; ++t) y[t * y_stride + row + r] = horizontal_sum(acc[r][t]);
+        for (int r = 0; r < ROWS; ++r) {
+            if (!stripes.has(r, pass)) continue;
+            const int64_t row = stripes.row(r, pass);
+            for (int t = 0; t < TOKENS; ++t) y[t * y_stride + row] = horizontal_sum(acc[r][t]);
         }
     }
 }

@@ -8,6 +8,7 @@
 #include "gptj/kernels/matvec.h"
 #include "gptj/kernels/matvec_int8.h"
 #include "gptj/kernels/quant_blocks.h"
+#include "gptj/kernels/row_stripes.h"
 
 namespace gptj {
 namespace {
@@ -69,8 +70,9 @@ namespace {
 GPTJ_VNNI inline __m128i load128(const void * p) { return _mm_loadu_si128(static_cast<const __m128i *>(p)); }
 GPTJ_VNNI inline __m256i load256(const void * p) { return _mm256_loadu_si256(static_cast<const __m256i *>(p)); }
 
-// Prefetch distance in each row's stream, as in matvec.cpp.
+// Prefetch distance in each row's stream, as in matvec.cpp (1024 measured no different).
 constexpr int64_t kPrefetchBytes = 512;
+
 // Rows at a time for one token: memory streams in flight per thread, each activation vector
 // loaded serving all; fewer for more tokens, whose accumulators fill the registers.
 template <int TOKENS>
@@ -94,10 +96,10 @@ GPTJ_VNNI void token_rows(const ggml_tensor * w, const uint8_t * x, int64_t x_st
     alignas(64) static constexpr int16_t kQ8Words[32] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
     alignas(64) static constexpr int16_t kQ4Words[32] = {0, 0, 0, 0, 9, 9, 9, 9, 18, 18, 18, 18, 27, 27, 27, 27};
     const __m512i scale_words = _mm512_load_si512(kQ8 ? kQ8Words : kQ4Words);
-    for (int64_t row = first_row; row < end_row; row += kRows) {
-        const int rows = static_cast<int>(std::min<int64_t>(kRows, end_row - row));
+    const RowStripes<kRows> stripes(first_row, end_row);
+    for (int64_t pass = 0; pass < stripes.length; ++pass) {
         const char * w_row[kRows];
-        for (int r = 0; r < kRows; ++r) w_row[r] = w_data + (row + std::min(r, rows - 1)) * w->nb[1];
+        for (int r = 0; r < kRows; ++r) w_row[r] = w_data + stripes.row_to_read(r, pass) * w->nb[1];
         __m512 acc[kRows][TOKENS];
 #pragma GCC unroll 4
         for (int r = 0; r < kRows; ++r) {
@@ -144,8 +146,10 @@ GPTJ_VNNI void token_rows(const ggml_tensor * w, const uint8_t * x, int64_t x_st
                 }
             }
         }
-        for (int r = 0; r < rows; ++r) {
-            for (int t = 0; t < TOKENS; ++t) y[t * y_stride + row + r] = _mm512_reduce_add_ps(acc[r][t]);
+        for (int r = 0; r < kRows; ++r) {
+            if (!stripes.has(r, pass)) continue;
+            const int64_t row = stripes.row(r, pass);
+            for (int t = 0; t < TOKENS; ++t) y[t * y_stride + row] = _mm512_reduce_add_ps(acc[r][t]);
         }
     }
 }
@@ -182,11 +186,11 @@ GPTJ_VNNI void q4_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t
         group_bytes[i] = _mm512_inserti64x4(_mm512_set1_epi16(static_cast<short>(0x0100 + 0x0202 * first)),
                                             _mm256_set1_epi16(static_cast<short>(0x0100 + 0x0202 * second)), 1);
     }
-    for (int64_t row = first_row; row < end_row; row += kRows) {
-        const int rows = static_cast<int>(std::min<int64_t>(kRows, end_row - row));
+    const RowStripes<kRows> stripes(first_row, end_row);
+    for (int64_t pass = 0; pass < stripes.length; ++pass) {
         const Block * w_row[kRows];
         for (int r = 0; r < kRows; ++r) {
-            w_row[r] = reinterpret_cast<const Block *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+            w_row[r] = reinterpret_cast<const Block *>(w_data + stripes.row_to_read(r, pass) * w->nb[1]);
         }
         __m512 acc[kRows][TOKENS];
         __m128 acc_min[kRows][TOKENS];
@@ -254,11 +258,13 @@ GPTJ_VNNI void q4_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t
                 }
             }
         }
-        for (int r = 0; r < rows; ++r) {
+        for (int r = 0; r < kRows; ++r) {
+            if (!stripes.has(r, pass)) continue;
+            const int64_t row = stripes.row(r, pass);
             for (int t = 0; t < TOKENS; ++t) {
                 alignas(16) float mins[4];
                 _mm_store_ps(mins, acc_min[r][t]);
-                y[t * y_stride + row + r] = _mm512_reduce_add_ps(acc[r][t]) - ((mins[0] + mins[1]) + (mins[2] + mins[3]));
+                y[t * y_stride + row] = _mm512_reduce_add_ps(acc[r][t]) - ((mins[0] + mins[1]) + (mins[2] + mins[3]));
             }
         }
     }
@@ -293,11 +299,11 @@ GPTJ_VNNI void q6_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t
         first_words = _mm512_load_si512(first);
         last_words = _mm512_load_si512(last);
     }
-    for (int64_t row = first_row; row < end_row; row += kRows) {
-        const int rows = static_cast<int>(std::min<int64_t>(kRows, end_row - row));
+    const RowStripes<kRows> stripes(first_row, end_row);
+    for (int64_t pass = 0; pass < stripes.length; ++pass) {
         const BlockQ6_K * w_row[kRows];
         for (int r = 0; r < kRows; ++r) {
-            w_row[r] = reinterpret_cast<const BlockQ6_K *>(w_data + (row + std::min(r, rows - 1)) * w->nb[1]);
+            w_row[r] = reinterpret_cast<const BlockQ6_K *>(w_data + stripes.row_to_read(r, pass) * w->nb[1]);
         }
         __m512 acc[kRows][TOKENS];
         __m256 acc_offset[kRows][TOKENS];
@@ -351,13 +357,15 @@ GPTJ_VNNI void q6_k_token_rows(const ggml_tensor * w, const uint8_t * x, int64_t
                 }
             }
         }
-        for (int r = 0; r < rows; ++r) {
+        for (int r = 0; r < kRows; ++r) {
+            if (!stripes.has(r, pass)) continue;
+            const int64_t row = stripes.row(r, pass);
             for (int t = 0; t < TOKENS; ++t) {
                 alignas(32) float offsets[8];
                 _mm256_store_ps(offsets, acc_offset[r][t]);
                 float offset = 0.0f;
                 for (float o : offsets) offset += o;
-                y[t * y_stride + row + r] = _mm512_reduce_add_ps(acc[r][t]) + offset;
+                y[t * y_stride + row] = _mm512_reduce_add_ps(acc[r][t]) + offset;
             }
         }
     }
