@@ -1,6 +1,7 @@
-"""The int8 (AVX512-VNNI) kernels for q8_0, q4_0 and q4_K products of 1-4 tokens (matvec_int8_token)
-and of 5-16 (matvec_int8), against transformers and against the kernels they replace (switched off
-with set_int8_matvec_enabled: the f32 matrix-vector kernel for q8_0 and q4_0, ggml's for q4_K)."""
+"""The int8 (AVX512-VNNI) kernels for q8_0, q4_0 and k-quant products of 1-4 tokens (matvec_int8_token;
+q5_K and q6_K up to 16, 4 per pass) and of 5-16 (matvec_int8), against transformers and against the
+kernels they replace (switched off with set_int8_matvec_enabled: the f32 matrix-vector kernel for q8_0
+and q4_0, ggml's for the k-quants)."""
 
 from __future__ import annotations
 
@@ -89,16 +90,14 @@ def test_int8_and_f32_kernels_agree(outtype, shapes, n_tokens, tiny_model_path, 
     with_int8 = Model(path, repack=False).logits(ids)
     request.getfixturevalue("f32_matvec_only")
     f32 = Model(path, repack=False).logits(ids)
-    if outtype in ("q4_K", "q5_K", "q6_K") and n_tokens <= 4:
+    if outtype in ("q5_K", "q6_K") or (outtype == "q4_K" and n_tokens <= 4):
         # ggml's k-quant kernels, the reference here, round the activations per 256 as
-        # matvec_int8_token does: the same integer sums, scaled in another order (3e-7 apart
+        # matvec_int8_token does (q5_K and q6_K for all of 1-16 tokens, 4 per pass): the same integer sums, scaled in another order (3e-7 apart
         # after one product), except where that order moves a later layer's activation across a
-        # rounding boundary: one 8-bit step of one value, measured up to 7.4e-3 on these models.
-        assert relative_error(with_int8, f32) <= 1e-2
+        # rounding boundary: one 8-bit step of one value, measured up to 7.4e-3 on these models
+        # for 1-4 tokens; more positions meet more such steps (1.15e-2 at 16 tokens, q5_K).
+        assert relative_error(with_int8, f32) <= (1e-2 if n_tokens <= 4 else 2e-2)
         assert_same_greedy_tokens(with_int8, f32)
-        return
-    if outtype in ("q5_K", "q6_K"):  # 5-16 tokens of these stay on ggml's kernels
-        np.testing.assert_array_equal(with_int8, f32)
         return
     # q4_K's 8-token-slot kernel rounds per 32, ggml's per 256.
     assert relative_error(with_int8, f32) <= (4e-2 if outtype == "q4_K" else 2e-2)

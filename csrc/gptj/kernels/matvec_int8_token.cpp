@@ -73,6 +73,9 @@ GPTJ_VNNI inline __m256i load256(const void * p) { return _mm256_loadu_si256(sta
 // Prefetch distance in each row's stream, as in matvec.cpp (1024 measured no different).
 constexpr int64_t kPrefetchBytes = 512;
 
+// Rows per block of a batch of more than 4 tokens, taken 4 tokens per pass while the block is in
+// L2 (64 rows of 4096 q6_K weights: 210 KiB).
+constexpr int64_t kPassRows = 64;
 // Rows at a time for one token: memory streams in flight per thread, each activation vector
 // loaded serving all; fewer for more tokens, whose accumulators fill the registers.
 template <int TOKENS>
@@ -463,7 +466,10 @@ bool int8_token_applies(const ggml_tensor * weights, bool in_plain_memory, int64
     const ggml_type type = weights->type;
     const bool handled = type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_K ||
                          type == GGML_TYPE_Q5_K || type == GGML_TYPE_Q6_K;
-    return handled && n_tokens >= 1 && n_tokens <= kInt8TokenMaxTokens && in_plain_memory &&
+    // q5_K and q6_K have no 8-token-slot kernel: their decode batches come here, in passes of 4.
+    const bool batch_here = type == GGML_TYPE_Q5_K || type == GGML_TYPE_Q6_K;
+    const int64_t most = batch_here ? kInt8TokenBatchMaxTokens : kInt8TokenMaxTokens;
+    return handled && n_tokens >= 1 && n_tokens <= most && in_plain_memory &&
            ggml_is_contiguous(weights) && weights->ne[0] % unit_weights(form_for(type)) == 0 && int8_matvec_enabled() &&
            cpu_has_avx512vnni();
 }
@@ -510,8 +516,14 @@ void int8_token_matvec_task(ggml_tensor * dst, int ith, int nth, void * /*userda
     const ggml_tensor * x = dst->src[1];
     const auto [first_row, end_row] = thread_rows(w->ne[1], ith, nth);
     if (first_row >= end_row) return;
-    pick(w->type, dst->ne[1])(w, static_cast<const uint8_t *>(x->data), int64_t(x->nb[1]), first_row, end_row,
-                              static_cast<float *>(dst->data), int64_t(dst->nb[1] / sizeof(float)));
+    const auto * xq = static_cast<const uint8_t *>(x->data);
+    const auto x_stride = static_cast<int64_t>(x->nb[1]);
+    auto * y = static_cast<float *>(dst->data);
+    const auto y_stride = static_cast<int64_t>(dst->nb[1] / sizeof(float));
+    in_passes(first_row, end_row, static_cast<int>(dst->ne[1]), kInt8TokenMaxTokens, kPassRows,
+              [&](int64_t first, int64_t end, int t, int tokens) {
+                  pick(w->type, tokens)(w, xq + t * x_stride, x_stride, first, end, y + t * y_stride, y_stride);
+              });
 }
 
 }  // namespace gptj

@@ -13,7 +13,7 @@
 // repacked.
 //
 // 5-16 tokens take matvec_int8.h: 8 token slots per vpdpbusd, which would leave most slots idle
-// for fewer tokens.
+// for fewer tokens (q5_K and q6_K, which it lacks, stay here in passes of 4 tokens).
 #pragma once
 
 #include <cstdint>
@@ -22,13 +22,17 @@
 
 namespace gptj {
 
-// The most tokens a product sends to this kernel; more take the 8-token-slot kernel (matvec_int8.h).
+// The most tokens this kernel multiplies in one pass over the weights; more take the 8-token-slot
+// kernel (matvec_int8.h), but for q5_K and q6_K, which it has not: their batches of up to
+// kInt8TokenBatchMaxTokens come here, 4 tokens per pass over blocks of rows kept in L2, so
+// memory still delivers each weight once (ggml's kernels for them were 2-4x slower at 8 tokens).
 constexpr int kInt8TokenMaxTokens = 4;
+constexpr int kInt8TokenBatchMaxTokens = 16;
 
 // Whether this kernel multiplies these weights (q8_0, q4_0, q4_K, q5_K or q6_K, contiguous, in the
 // file's layout in plain memory, rows a whole number of its units: 64 weights for q8_0, 128 for
-// q4_0, 256 for the k-quants) with
-// n_tokens tokens on this CPU: 1-kInt8TokenMaxTokens tokens, AVX512-VNNI present and not capped off, the int8
+// q4_0, 256 for the k-quants) with n_tokens tokens on this CPU: 1-kInt8TokenMaxTokens tokens
+// (q5_K, q6_K: 1-kInt8TokenBatchMaxTokens), AVX512-VNNI present and not capped off, the int8
 // kernels switched on (set_int8_matvec_enabled).
 bool int8_token_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens);
 
