@@ -32,8 +32,14 @@ def eos_model_path(tiny_model_path, tmp_path_factory):
     return rewrite_gguf(tiny_model_path("f16"), tmp_path_factory.mktemp("eos") / "eos.gguf", change_tensor=favour_eos)
 
 
+# Seeded where a test counts the tokens: unseeded sampling from the random model draws
+# <|endoftext|> about once in a thousand generations of a few tokens (3 of 3,000 measured),
+# which ends the generation early.
+SEED = 0
+
+
 def test_generate_yields_tokens_with_id_and_text(model):
-    tokens = list(model.generate("Once upon a time", max_tokens=8))
+    tokens = list(model.generate("Once upon a time", max_tokens=8, seed=SEED))
     assert len(tokens) == 8
     assert all(isinstance(t, Token) and isinstance(t.id, int) and isinstance(t.text, str) for t in tokens)
     assert all(t.logprob is None for t in tokens)
@@ -41,7 +47,7 @@ def test_generate_yields_tokens_with_id_and_text(model):
 
 
 def test_generate_is_lazy_and_streams(model):
-    stream = model.generate("Hello", max_tokens=5)
+    stream = model.generate("Hello", max_tokens=5, seed=SEED)
     assert isinstance(stream, Generation) and stream.finish_reason is None
     first = next(stream)
     assert isinstance(first, Token) and stream.tokens == [first.id]
@@ -120,7 +126,7 @@ def test_a_full_context_raises_after_yielding_what_was_generated(tiny_model_path
     prompt = list(range(100, 110))
     yielded = []
     with pytest.raises(ContextFullError, match="context is full"):
-        for token in model.generate(prompt, max_tokens=100):
+        for token in model.generate(prompt, max_tokens=100, seed=SEED):
             yielded.append(token.id)
     # Tokens 1..6 are evaluated into the 16 slots after the 10-token prompt; the 7th is
     # sampled from the full context and cannot be evaluated any more.
@@ -129,7 +135,7 @@ def test_a_full_context_raises_after_yielding_what_was_generated(tiny_model_path
 
 def test_on_context_full_stop_ends_the_generation(tiny_model_path):
     model = Model(tiny_model_path("f16"), n_ctx=16)
-    result = model.complete(list(range(100, 110)), max_tokens=100, on_context_full="stop")
+    result = model.complete(list(range(100, 110)), max_tokens=100, on_context_full="stop", seed=SEED)
     assert len(result.tokens) == 7 and result.finish_reason == "context"
 
 
