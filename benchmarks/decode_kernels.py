@@ -77,11 +77,10 @@ def main() -> None:
     args = parser.parse_args()
 
     env = {**os.environ, **({"GPTJ_GGML_ISA": args.isa} if args.isa else {})}
-    base_env, base_mode = env, args.baseline
+    base_env, base_mode, base_label = env, args.baseline, args.baseline
     if args.baseline_build:
         base_env = {**env, "PYTHONPATH": os.pathsep.join([args.baseline_build, env.get("PYTHONPATH", "")])}
-        base_mode = "ours"
-        args.baseline = f"build {args.baseline_build}"
+        base_mode, base_label = "ours", f"build {args.baseline_build}"
     rows = []
     for model in args.models:
         for n_tokens in (int(n) for n in args.tokens.split(",")):
@@ -93,15 +92,15 @@ def main() -> None:
                     probes.append(read_bandwidth_gbs(args.threads))
                 print(
                     f"{os.path.basename(model)} x{n_tokens} rep {rep + 1}: ours {ours[-1]['ms']:.1f} ms, "
-                    f"{args.baseline} {base[-1]['ms']:.1f} ms",
+                    f"{base_label} {base[-1]['ms']:.1f} ms",
                     file=sys.stderr,
                     flush=True,
                 )
             rows.append((model, n_tokens, ours, base, probes))
-    print(f"ours from {ours[0]['core']}, baseline from {base[0]['core']}", file=sys.stderr)
+    print(f"ours from {rows[0][2][0]['core']}, baseline from {rows[0][3][0]['core']}", file=sys.stderr)
 
     print(
-        f"\n{args.threads} threads, ISA cap {args.isa or '-'}, baseline {args.baseline}, "
+        f"\n{args.threads} threads, ISA cap {args.isa or '-'}, baseline {base_label}, "
         f"medians of {args.reps} processes each\n"
     )
     print(
@@ -122,8 +121,9 @@ def main() -> None:
             "\n| model | tokens | weights MB | ours GB/s | baseline GB/s | read probe GB/s | ours / probe | baseline / probe |"
         )
         print("|---|---|---|---|---|---|---|---|")
+        weight_bytes = {model: weight_bytes_per_token(Path(model)) for model in args.models}
         for model, n_tokens, ours, base, probes in rows:
-            weights = weight_bytes_per_token(Path(model))
+            weights = weight_bytes[model]
             ours_gbs = [weights / o["ms"] / 1e6 for o in ours]
             base_gbs = [weights / b["ms"] / 1e6 for b in base]
             print(

@@ -92,9 +92,9 @@ def test_int8_and_f32_kernels_agree(outtype, shapes, n_tokens, tiny_model_path, 
     f32 = Model(path, repack=False).logits(ids)
     if outtype in ("q5_K", "q6_K") or (outtype == "q4_K" and n_tokens <= 4):
         # ggml's k-quant kernels, the reference here, round the activations per 256 as
-        # matvec_int8_token does (q5_K and q6_K for all of 1-16 tokens, 4 per pass): the same integer sums, scaled in another order (3e-7 apart
-        # after one product), except where that order moves a later layer's activation across a
-        # rounding boundary: one 8-bit step of one value, measured up to 7.4e-3 on these models
+        # matvec_int8_token does (q5_K and q6_K for all of 1-16 tokens, 4 per pass): the same
+        # integer sums, scaled in another order (3e-7 apart after one product), except where that
+        # order moves a later layer's activation across a rounding boundary: one 8-bit step of one value, measured up to 7.4e-3 on these models
         # for 1-4 tokens; more positions meet more such steps (1.15e-2 at 16 tokens, q5_K).
         assert relative_error(with_int8, f32) <= (1e-2 if n_tokens <= 4 else 2e-2)
         assert_same_greedy_tokens(with_int8, f32)

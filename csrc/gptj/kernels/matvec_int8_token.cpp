@@ -466,10 +466,11 @@ bool int8_token_applies(const ggml_tensor * weights, bool in_plain_memory, int64
     const ggml_type type = weights->type;
     const bool handled = type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_K ||
                          type == GGML_TYPE_Q5_K || type == GGML_TYPE_Q6_K;
-    // q5_K and q6_K have no 8-token-slot kernel: their decode batches come here, in passes of 4.
-    const bool batch_here = type == GGML_TYPE_Q5_K || type == GGML_TYPE_Q6_K;
-    const int64_t most = batch_here ? kInt8TokenBatchMaxTokens : kInt8TokenMaxTokens;
-    return handled && n_tokens >= 1 && n_tokens <= most && in_plain_memory &&
+    // Batches the 8-token-slot kernel does not take (q5_K, q6_K) come here, in passes of 4 tokens.
+    const bool tokens_here =
+        n_tokens <= kInt8TokenMaxTokens ||
+        (n_tokens <= kInt8TokenBatchMaxTokens && !int8_matvec_applies(weights, in_plain_memory, n_tokens));
+    return handled && n_tokens >= 1 && tokens_here && in_plain_memory &&
            ggml_is_contiguous(weights) && weights->ne[0] % unit_weights(form_for(type)) == 0 && int8_matvec_enabled() &&
            cpu_has_avx512vnni();
 }

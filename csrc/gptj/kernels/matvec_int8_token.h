@@ -31,9 +31,9 @@ constexpr int kInt8TokenBatchMaxTokens = 16;
 
 // Whether this kernel multiplies these weights (q8_0, q4_0, q4_K, q5_K or q6_K, contiguous, in the
 // file's layout in plain memory, rows a whole number of its units: 64 weights for q8_0, 128 for
-// q4_0, 256 for the k-quants) with n_tokens tokens on this CPU: 1-kInt8TokenMaxTokens tokens
-// (q5_K, q6_K: 1-kInt8TokenBatchMaxTokens), AVX512-VNNI present and not capped off, the int8
-// kernels switched on (set_int8_matvec_enabled).
+// q4_0, 256 for the k-quants) with n_tokens tokens on this CPU: 1-kInt8TokenMaxTokens tokens, or
+// up to kInt8TokenBatchMaxTokens where the 8-token-slot kernel does not apply (q5_K, q6_K),
+// AVX512-VNNI present and not capped off, the int8 kernels switched on (set_int8_matvec_enabled).
 bool int8_token_applies(const ggml_tensor * weights, bool in_plain_memory, int64_t n_tokens);
 
 // Which of the activations' forms (0 .. kInt8TokenForms - 1) products with weights of this type
