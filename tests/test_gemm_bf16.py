@@ -1,7 +1,8 @@
 """The AVX512-BF16 GEMM (csrc/gptj/kernels/gemm_avx512_bf16): prompt batches of bf16 and quantized
 weights with weights and activations rounded to bf16, against transformers and against our f32
-GEMM. It runs where the CPU has AVX512-BF16 (Zen 4 and later, Intel since Cooper Lake); AMX is
-turned off here so that an AMX machine runs it too."""
+GEMM. It runs where the CPU has AVX512-BF16 (Zen 4 and later, Intel since Cooper Lake); AMX and
+the VNNI GEMM (which takes q8_0 and q4_0 prompts first) are turned off here so that every machine
+with AVX512-BF16 runs it for every type."""
 
 from __future__ import annotations
 
@@ -29,12 +30,14 @@ def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
 
 def prompt_logits(path, ids, *, bf16: bool, threads: int = 2) -> np.ndarray:
     core.set_amx_enabled(False)
+    core.set_vnni_gemm_enabled(False)
     core.set_bf16_gemm_enabled(bf16)
     try:
         model = Model(path, n_threads=threads, repack=False)
         return np.concatenate([model.logits(ids[:n]) for n in PROMPTS])
     finally:
         core.set_bf16_gemm_enabled(True)
+        core.set_vnni_gemm_enabled(True)
         core.set_amx_enabled(True)
 
 

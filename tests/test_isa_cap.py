@@ -28,7 +28,8 @@ session.evaluate(ids[:-4])
 decode = session._core.evaluate(ids[-4:], True)  # a decode batch of 4 tokens
 np.save(sys.argv[3], np.concatenate([prompt, decode]))
 print(json.dumps({"cap": core.isa_cap(), "kernel": core.batch_matmul_kernel(), "amx": core.amx_available(),
-                  "bf16": core.bf16_gemm_available(), "int8": core.int8_matvec_available()}))
+                  "bf16": core.bf16_gemm_available(), "int8": core.int8_matvec_available(),
+                  "vnni_gemm": core.vnni_gemm_available()}))
 """
 
 
@@ -68,7 +69,14 @@ def test_every_level_evaluates_what_transformers_does(outtype, tiny_model_path, 
     assert found["avx512bf16"] == {**found[None], "cap": "avx512bf16", "amx": False}
     assert found["avx512"] == {**found[None], "cap": "avx512", "amx": False, "bf16": False}
     # Capped at AVX2, prompt batches take the AVX2 GEMM (every x86-64 CPU this runs on has AVX2).
-    assert found["avx2"] == {"cap": "avx2", "kernel": "avx2", "amx": False, "bf16": False, "int8": False}
+    assert found["avx2"] == {
+        "cap": "avx2",
+        "kernel": "avx2",
+        "amx": False,
+        "bf16": False,
+        "int8": False,
+        "vnni_gemm": False,
+    }
 
 
 def test_an_unknown_level_is_an_error_naming_the_variable(tmp_path):

@@ -11,6 +11,7 @@
 #include "gptj/kernels/gemm_avx512_bf16.h"
 #include "gptj/kernels/gemm_avx2.h"
 #include "gptj/kernels/gemm_avx512.h"
+#include "gptj/kernels/gemm_vnni.h"
 #include "gptj/kernels/isa.h"
 #include "gptj/kernels/matvec.h"
 #include "gptj/kernels/matvec_avx2.h"
@@ -176,6 +177,15 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
     // model) takes the f32 kernel.
     const bool packed_fits = input.amx_packed == nullptr || (input.amx_packed->ne[1] == k) == split;
     if (amx && packed_fits) return bf16_pair_product(ctx, amx_matmul_task, weights, input, split, userdata);
+    // q8_0 and q4_0 on AVX512-VNNI without AMX: 8-bit dot products, twice the bf16 GEMM's
+    // multiply-adds per instruction (gemm_vnni.h).
+    if (vnni_gemm_applies(weights, in_plain_memory(weights))) {
+        if (input.vnni_packed == nullptr) input.vnni_packed = pack_vnni_activations(ctx, x);
+        ggml_tensor * args[] = {weights, input.vnni_packed};
+        ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, vnni_padded_tokens(n_tokens), m, 1, 1, args, 2,
+                                          vnni_gemm_task, GGML_N_TASKS_MAX, userdata);
+        return transpose_f32(ctx, ggml_view_2d(ctx, yt, n_tokens, m, yt->nb[1], 0));
+    }
     if (avx2_gemm_in_use()) {
         if (input.avx2_packed == nullptr) input.avx2_packed = pack_tokens_avx2(ctx, x);
         ggml_tensor * args[] = {weights, input.avx2_packed};

@@ -124,8 +124,11 @@ def system_text(system: SystemInfo) -> str:
                 if system.bf16_gemm and not system.amx
                 else ""
             )
+
             + (
-                " and VNNI (8-bit dot products, q8_0 / q4_0 / k-quant single tokens and decode batches)"
+                " and VNNI (8-bit dot products, q8_0 / q4_0 / k-quant single tokens and decode batches"
+                + (", q8_0 / q4_0 prompt batches" if system.vnni_gemm and not system.amx else "")
+                + ")"
                 if system.int8_vnni
                 else ""
             )

@@ -1,0 +1,264 @@
+#include "gptj/kernels/gemm_vnni.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "gptj/kernels/matvec_int8.h"
+#include "gptj/kernels/quant_blocks.h"
+#include "gptj/memory.h"
+
+namespace gptj {
+namespace {
+
+std::atomic<bool> g_enabled{true};
+
+// The packed activations, for n_pad tokens (a multiple of 16):
+// - k / 4 rows of n_pad int32: row p holds, for each token, its 8-bit activations 4p .. 4p + 3 as
+//   u8 = q + 128 (vpdpbusd multiplies u8 by s8; the weights are the s8 side, and each row block's
+//   accumulator starts at -128 times the weights' sum, so it ends at sum(w q) exactly);
+// - k / 32 rows of n_pad floats: each token's scale per block (max |x| / 127; 0 past the last
+//   token, whose bytes are 128: q = 0).
+int64_t packed_bytes(int64_t k, int64_t n_pad) { return k * n_pad + k / 32 * n_pad * int64_t(sizeof(float)); }
+
+}  // namespace
+
+void set_vnni_gemm_enabled(bool enabled) { g_enabled = enabled; }
+
+bool vnni_gemm_available() { return g_enabled && cpu_has_avx512vnni(); }
+
+bool vnni_gemm_applies(const ggml_tensor * weights, bool in_plain_memory) {
+    const ggml_type t = weights->type;
+    return (t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0) && in_plain_memory && ggml_is_contiguous(weights) &&
+           weights->ne[0] % 32 == 0 && vnni_gemm_available();
+}
+
+}  // namespace gptj
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define GPTJ_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,f16c,fma")))
+
+namespace gptj {
+namespace {
+
+// A micro-kernel keeps ROWS x (16 * VECTORS) outputs: per block of 32 weights an int32
+// accumulator each (8 vpdpbusd: 4 weights per lane), then, scaled, a float sum each, 2 * 12 zmm
+// registers for 4 x 48. Per 4 weights it loads VECTORS vectors of activations and broadcasts ROWS
+// weight quads: 12 vpdpbusd (768 multiply-adds) for 7 loads.
+constexpr int kRows = 4;
+constexpr int kVectors = 3;
+constexpr int64_t kTileTokens = 16 * kVectors;
+// Bytes of packed activations a k block may span (half a 1 MiB Zen 4 L2).
+constexpr int64_t kPackedBlockBytes = 512 * 1024;
+
+// A block of rows unpacked for the micro-kernel: per row, k_len signed bytes, and per block of 32
+// the weights' scale and -128 times their sum (the accumulator's start).
+struct UnpackedRows {
+    std::vector<int8_t> values;
+    std::vector<float> scales;
+    std::vector<int32_t> starts;
+};
+
+// Sum of 32 signed bytes.
+GPTJ_VNNI inline int32_t byte_sum(__m256i v) {
+    const __m256i biased = _mm256_xor_si256(v, _mm256_set1_epi8(static_cast<char>(0x80)));  // v + 128 as u8
+    const __m256i sums = _mm256_sad_epu8(biased, _mm256_setzero_si256());
+    const __m128i half = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    return static_cast<int32_t>(_mm_cvtsi128_si64(half) + _mm_extract_epi64(half, 1)) - 32 * 128;
+}
+
+// Row `row` of w, weights k0 .. k0 + n (whole blocks), into slot r of `out` (k_len bytes each).
+GPTJ_VNNI void unpack_row(const ggml_tensor * w, int64_t row, int64_t k0, int64_t n, int r, int64_t k_len,
+                          UnpackedRows & out) {
+    const char * data = static_cast<const char *>(w->data) + row * w->nb[1];
+    int8_t * values = out.values.data() + r * k_len;
+    float * scales = out.scales.data() + r * (k_len / 32);
+    int32_t * starts = out.starts.data() + r * (k_len / 32);
+    for (int64_t b = 0; b < n / 32; ++b) {
+        __m256i v;
+        if (w->type == GGML_TYPE_Q8_0) {
+            const auto * block = reinterpret_cast<const BlockQ8_0 *>(data) + k0 / 32 + b;
+            v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(block->values));
+            scales[b] = _cvtsh_ss(block->scale);
+        } else {
+            // Weights 0-15 are the low nibbles of bytes 0-15, 16-31 the high ones; minus 8.
+            const auto * block = reinterpret_cast<const BlockQ4_0 *>(data) + k0 / 32 + b;
+            const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i *>(block->nibbles));
+            const __m128i low_nibbles = _mm_set1_epi8(0x0F);
+            const __m256i nibbles = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), low_nibbles),
+                                                     _mm_and_si128(packed, low_nibbles));
+            v = _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
+            scales[b] = _cvtsh_ss(block->scale);
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(values + 32 * b), v);
+        starts[b] = -128 * byte_sum(v);
+    }
+}
+
+// Yt[r][n0 + j] (+)= sum over blocks of w_scale[r][b] * x_scale[b][n0 + j] * (integer dot of the
+// block), for r < ROWS and j < 16 * VECTORS; yt points at Yt[row 0][n0], quads at quad row 0 of
+// the k block, token n0, x_scales at its block 0, token n0.
+template <int ROWS, int VECTORS>
+GPTJ_VNNI void micro_kernel(const UnpackedRows & w, int64_t k_len, const int32_t * quads, const float * x_scales,
+                            int64_t n_pad, float * yt, int64_t yt_stride, bool accumulate) {
+    const int64_t blocks = k_len / 32;
+    __m512 acc[ROWS][VECTORS];
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+        for (int v = 0; v < VECTORS; ++v) {
+            acc[r][v] = accumulate ? _mm512_loadu_ps(yt + r * yt_stride + 16 * v) : _mm512_setzero_ps();
+        }
+    }
+    for (int64_t b = 0; b < blocks; ++b) {
+        __m512i dot[ROWS][VECTORS];
+#pragma GCC unroll 4
+        for (int r = 0; r < ROWS; ++r) {
+            const __m512i start = _mm512_set1_epi32(w.starts[r * blocks + b]);
+#pragma GCC unroll 4
+            for (int v = 0; v < VECTORS; ++v) dot[r][v] = start;
+        }
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; ++q) {
+            __m512i x[VECTORS];
+#pragma GCC unroll 4
+            for (int v = 0; v < VECTORS; ++v) x[v] = _mm512_loadu_si512(quads + (b * 8 + q) * n_pad + 16 * v);
+#pragma GCC unroll 4
+            for (int r = 0; r < ROWS; ++r) {
+                int32_t four;
+                std::memcpy(&four, w.values.data() + r * k_len + b * 32 + 4 * q, sizeof four);
+                const __m512i weights = _mm512_set1_epi32(four);
+#pragma GCC unroll 4
+                for (int v = 0; v < VECTORS; ++v) dot[r][v] = _mm512_dpbusd_epi32(dot[r][v], x[v], weights);
+            }
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < VECTORS; ++v) {
+            const __m512 xs = _mm512_loadu_ps(x_scales + b * n_pad + 16 * v);
+#pragma GCC unroll 4
+            for (int r = 0; r < ROWS; ++r) {
+                const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(w.scales[r * blocks + b]), xs);
+                acc[r][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][v]), scale, acc[r][v]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+        for (int v = 0; v < VECTORS; ++v) _mm512_storeu_ps(yt + r * yt_stride + 16 * v, acc[r][v]);
+    }
+}
+
+using MicroKernel = void (*)(const UnpackedRows &, int64_t, const int32_t *, const float *, int64_t, float *, int64_t,
+                             bool);
+
+// The micro-kernels for 1..kRows rows and 1..kVectors vectors of tokens.
+template <int ROWS, int... V>
+constexpr std::array<MicroKernel, kVectors> by_vectors(std::integer_sequence<int, V...>) {
+    return {micro_kernel<ROWS, V + 1>...};
+}
+template <int... R>
+constexpr std::array<std::array<MicroKernel, kVectors>, kRows> by_rows(std::integer_sequence<int, R...>) {
+    return {by_vectors<R + 1>(std::make_integer_sequence<int, kVectors>())...};
+}
+constexpr auto kMicroKernels = by_rows(std::make_integer_sequence<int, kRows>());
+
+MicroKernel pick_kernel(int rows, int vectors) { return kMicroKernels[rows - 1][vectors - 1]; }
+
+// Rounds each token's activations per block of 32 (symmetric, to nearest, as q8_0 does) into the
+// packed layout. Thread ith of nth takes a range of blocks for every token. A block holding a NaN
+// gets a NaN scale, so that the outputs it meets are NaN (checked after the step), not numbers.
+GPTJ_VNNI void pack_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
+    const ggml_tensor * x = dst->src[0];
+    const int64_t k = x->ne[0], n_tokens = x->ne[1], n_pad = vnni_padded_tokens(n_tokens), blocks = k / 32;
+    auto * quads = static_cast<int32_t *>(dst->data);
+    auto * scales = reinterpret_cast<float *>(static_cast<char *>(dst->data) + k * n_pad);
+    for (int64_t b = blocks * ith / nth; b < blocks * (ith + 1) / nth; ++b) {
+        for (int64_t t = 0; t < n_pad; ++t) {
+            if (t >= n_tokens) {
+                for (int q = 0; q < 8; ++q) quads[(b * 8 + q) * n_pad + t] = static_cast<int32_t>(0x80808080u);
+                scales[b * n_pad + t] = 0.0f;
+                continue;
+            }
+            const float * xb = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + t * x->nb[1]) + b * 32;
+            const __m512 lo = _mm512_loadu_ps(xb), hi = _mm512_loadu_ps(xb + 16);
+            const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+            const bool nan = _mm512_cmp_ps_mask(lo, lo, _CMP_UNORD_Q) != 0 || _mm512_cmp_ps_mask(hi, hi, _CMP_UNORD_Q) != 0;
+            const float scale = nan ? NAN : amax / 127.0f;
+            const __m512 inverse = _mm512_set1_ps(amax > 0.0f && !nan ? 127.0f / amax : 0.0f);
+            const __m512i bias = _mm512_set1_epi32(128);
+            const __m128i q_lo = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(lo, inverse)), bias));
+            const __m128i q_hi = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(hi, inverse)), bias));
+            alignas(16) int32_t four[8];
+            _mm_store_si128(reinterpret_cast<__m128i *>(four), q_lo);
+            _mm_store_si128(reinterpret_cast<__m128i *>(four + 4), q_hi);
+            for (int q = 0; q < 8; ++q) quads[(b * 8 + q) * n_pad + t] = four[q];
+            scales[b * n_pad + t] = scale;
+        }
+    }
+}
+
+}  // namespace
+
+ggml_tensor * pack_vnni_activations(ggml_context * ctx, ggml_tensor * x) {
+    ggml_tensor * args[] = {x};
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, packed_bytes(x->ne[0], vnni_padded_tokens(x->ne[1])), 1, 1, 1, args, 1,
+                          pack_task, GGML_N_TASKS_MAX, nullptr);
+}
+
+void vnni_gemm_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const ggml_tensor * w = dst->src[0];
+    const ggml_tensor * packed = dst->src[1];
+    const int64_t k = w->ne[0], m = w->ne[1], n_pad = dst->ne[0];
+
+    const int64_t row_blocks = (m + kRows - 1) / kRows;
+    const int64_t first_row = row_blocks * ith / nth * kRows;
+    const int64_t end_row = std::min(m, row_blocks * (ith + 1) / nth * kRows);
+    if (first_row >= end_row) return;
+
+    int64_t k_block = kPackedBlockBytes / n_pad;
+    k_block = std::min(k, std::max<int64_t>(32, k_block / 32 * 32));
+    thread_local UnpackedRows rows;
+    rows.values.resize(static_cast<size_t>(kRows * k_block));
+    rows.scales.resize(static_cast<size_t>(kRows * k_block / 32));
+    rows.starts.resize(static_cast<size_t>(kRows * k_block / 32));
+
+    const auto * quads = static_cast<const int32_t *>(packed->data);
+    const auto * x_scales = reinterpret_cast<const float *>(static_cast<const char *>(packed->data) + k * n_pad);
+    auto * yt = static_cast<float *>(dst->data);
+
+    for (int64_t k0 = 0; k0 < k; k0 += k_block) {
+        const int64_t k_len = std::min(k_block, k - k0);
+        for (int64_t row = first_row; row < end_row; row += kRows) {
+            const int n_rows = static_cast<int>(std::min<int64_t>(kRows, end_row - row));
+            for (int r = 0; r < n_rows; ++r) unpack_row(w, row + r, k0, k_len, r, k_len, rows);
+            for (int64_t n0 = 0; n0 < n_pad; n0 += kTileTokens) {
+                const int vectors = static_cast<int>(std::min(kTileTokens, n_pad - n0) / 16);
+                pick_kernel(n_rows, vectors)(rows, k_len, quads + k0 / 4 * n_pad + n0, x_scales + k0 / 32 * n_pad + n0,
+                                             n_pad, yt + row * n_pad + n0, n_pad, k0 > 0);
+            }
+        }
+    }
+    if (userdata != nullptr) {
+        const auto * w_data = static_cast<const char *>(w->data);
+        reinterpret_cast<ReleasePages>(userdata)(w_data + first_row * w->nb[1], w_data + end_row * w->nb[1]);
+    }
+}
+
+}  // namespace gptj
+
+#else
+
+namespace gptj {
+ggml_tensor * pack_vnni_activations(ggml_context *, ggml_tensor * x) { return x; }  // never called: applies() is false
+void vnni_gemm_task(ggml_tensor *, int, int, void *) {}
+}  // namespace gptj
+
+#endif
