@@ -1,7 +1,7 @@
 """The AVX512-BF16 GEMM (csrc/gptj/kernels/gemm_avx512_bf16): prompt batches of bf16 and quantized
 weights with weights and activations rounded to bf16, against transformers and against our f32
 GEMM. It runs where the CPU has AVX512-BF16 (Zen 4 and later, Intel since Cooper Lake); AMX and
-the VNNI GEMM (which takes q8_0 and q4_0 prompts first) are turned off here so that every machine
+the VNNI GEMM (which takes q8_0, q4_0 and q4_K prompts first) are turned off here so that every machine
 with AVX512-BF16 runs it for every type."""
 
 from __future__ import annotations

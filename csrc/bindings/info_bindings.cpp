@@ -83,7 +83,7 @@ void bind_info(py::module_ & m) {
     m.def("set_bf16_gemm_enabled", &gptj::set_bf16_gemm_enabled, py::arg("enabled"),
           "Turn the AVX512-BF16 kernel off (those batches then take the f32 AVX-512 kernel) or back on.");
     m.def("vnni_gemm_available", &gptj::vnni_gemm_available,
-          "Whether prompt batches of q8_0 / q4_0 weights use our 8-bit (AVX512-VNNI) kernel on this CPU (AMX aside).");
+          "Whether prompt batches of q8_0 / q4_0 / q4_K weights use our 8-bit (AVX512-VNNI) kernel on this CPU (AMX aside).");
     m.def("set_vnni_gemm_enabled", &gptj::set_vnni_gemm_enabled, py::arg("enabled"),
           "Turn the VNNI prompt kernel off (those batches then take the bf16 or f32 kernel) or back on.");
     m.def("set_matvec_max_tokens", &gptj::set_matvec_max_tokens, py::arg("n_tokens"),

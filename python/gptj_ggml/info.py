@@ -201,7 +201,7 @@ class SystemInfo:
     bf16_gemm: bool = False  # prompt batches of bf16 / quantized weights on our AVX512-BF16 kernel
     isa_cap: str = "amx"  # GPTJ_GGML_ISA: the highest level our kernels may use ("amx": no cap)
     int8_vnni: bool = False  # q8_0 / q4_0 / k-quant single tokens and decode batches on our AVX512-VNNI kernels
-    vnni_gemm: bool = False  # prompt batches of q8_0 / q4_0 weights on our AVX512-VNNI GEMM (where AMX is absent)
+    vnni_gemm: bool = False  # prompt batches of q8_0 / q4_0 / q4_K weights on our AVX512-VNNI GEMM (where AMX is absent)
 
     @property
     def missed_features(self) -> list[str]:

@@ -23,8 +23,10 @@ std::atomic<bool> g_enabled{true};
 //   u8 = q + 128 (vpdpbusd multiplies u8 by s8; the weights are the s8 side, and each row block's
 //   accumulator starts at -128 times the weights' sum, so it ends at sum(w q) exactly);
 // - k / 32 rows of n_pad floats: each token's scale per block (max |x| / 127; 0 past the last
-//   token, whose bytes are 128: q = 0).
-int64_t packed_bytes(int64_t k, int64_t n_pad) { return k * n_pad + k / 32 * n_pad * int64_t(sizeof(float)); }
+//   token, whose bytes are 128: q = 0);
+// - k / 32 rows of n_pad floats: each token's scale times the sum of its q over the block (the
+//   activations' block sum, which q4_K's minimums multiply).
+int64_t packed_bytes(int64_t k, int64_t n_pad) { return k * n_pad + 2 * (k / 32) * n_pad * int64_t(sizeof(float)); }
 
 }  // namespace
 
@@ -34,8 +36,9 @@ bool vnni_gemm_available() { return g_enabled && cpu_has_avx512vnni(); }
 
 bool vnni_gemm_applies(const ggml_tensor * weights, bool in_plain_memory) {
     const ggml_type t = weights->type;
-    return (t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0) && in_plain_memory && ggml_is_contiguous(weights) &&
-           weights->ne[0] % 32 == 0 && vnni_gemm_available();
+    const int64_t multiple = t == GGML_TYPE_Q4_K ? 256 : 32;
+    return (t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q4_K) && in_plain_memory &&
+           ggml_is_contiguous(weights) && weights->ne[0] % multiple == 0 && vnni_gemm_available();
 }
 
 }  // namespace gptj
@@ -59,11 +62,13 @@ constexpr int64_t kTileTokens = 16 * kVectors;
 constexpr int64_t kPackedBlockBytes = 512 * 1024;
 
 // A block of rows unpacked for the micro-kernel: per row, k_len signed bytes, and per block of 32
-// the weights' scale and -128 times their sum (the accumulator's start).
+// the weights' scale, -128 times their sum (the accumulator's start) and, for q4_K, the block's
+// minimum (weight = scale * value - minimum).
 struct UnpackedRows {
     std::vector<int8_t> values;
     std::vector<float> scales;
     std::vector<int32_t> starts;
+    std::vector<float> mins;
 };
 
 // Sum of 32 signed bytes.
@@ -81,6 +86,28 @@ GPTJ_VNNI void unpack_row(const ggml_tensor * w, int64_t row, int64_t k0, int64_
     int8_t * values = out.values.data() + r * k_len;
     float * scales = out.scales.data() + r * (k_len / 32);
     int32_t * starts = out.starts.data() + r * (k_len / 32);
+    if (w->type == GGML_TYPE_Q4_K) {
+        // Group g of a super-block: the low (g even) or high nibbles of bytes 32 (g / 2) ..; its
+        // 6-bit scale and minimum times the super-block's f16 ones.
+        float * mins = out.mins.data() + r * (k_len / 32);
+        const __m256i low_nibbles = _mm256_set1_epi8(0x0F);
+        for (int64_t sb = 0; sb < n / 256; ++sb) {
+            const auto * block = reinterpret_cast<const BlockQ4_K *>(data) + k0 / 256 + sb;
+            uint64_t scale_bytes, min_bytes;
+            q4_k_scale_min_bytes(block->scales, scale_bytes, min_bytes);
+            const float d = _cvtsh_ss(block->scale), d_min = _cvtsh_ss(block->min_scale);
+            for (int g = 0; g < 8; ++g) {
+                const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(block->nibbles + 32 * (g / 2)));
+                const __m256i v = _mm256_and_si256(g % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), low_nibbles);
+                const int64_t b = sb * 8 + g;
+                _mm256_storeu_si256(reinterpret_cast<__m256i *>(values + 32 * b), v);
+                scales[b] = d * static_cast<float>((scale_bytes >> (8 * g)) & 0xFF);
+                mins[b] = d_min * static_cast<float>((min_bytes >> (8 * g)) & 0xFF);
+                starts[b] = -128 * byte_sum(v);
+            }
+        }
+        return;
+    }
     for (int64_t b = 0; b < n / 32; ++b) {
         __m256i v;
         if (w->type == GGML_TYPE_Q8_0) {
@@ -104,10 +131,12 @@ GPTJ_VNNI void unpack_row(const ggml_tensor * w, int64_t row, int64_t k0, int64_
 
 // Yt[r][n0 + j] (+)= sum over blocks of w_scale[r][b] * x_scale[b][n0 + j] * (integer dot of the
 // block), for r < ROWS and j < 16 * VECTORS; yt points at Yt[row 0][n0], quads at quad row 0 of
-// the k block, token n0, x_scales at its block 0, token n0.
-template <int ROWS, int VECTORS>
+// the k block, token n0, x_scales at its block 0, token n0 (and x_sums, the scales times the
+// blocks' sums of q, as far beyond as the scales are beyond the quads' end). MINS (q4_K): minus
+// each block's minimum times the activations' block sum.
+template <bool MINS, int ROWS, int VECTORS>
 GPTJ_VNNI void micro_kernel(const UnpackedRows & w, int64_t k_len, const int32_t * quads, const float * x_scales,
-                            int64_t n_pad, float * yt, int64_t yt_stride, bool accumulate) {
+                            const float * x_sums, int64_t n_pad, float * yt, int64_t yt_stride, bool accumulate) {
     const int64_t blocks = k_len / 32;
     __m512 acc[ROWS][VECTORS];
 #pragma GCC unroll 4
@@ -147,6 +176,13 @@ GPTJ_VNNI void micro_kernel(const UnpackedRows & w, int64_t k_len, const int32_t
                 const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(w.scales[r * blocks + b]), xs);
                 acc[r][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][v]), scale, acc[r][v]);
             }
+            if constexpr (MINS) {
+                const __m512 sums = _mm512_loadu_ps(x_sums + b * n_pad + 16 * v);
+#pragma GCC unroll 4
+                for (int r = 0; r < ROWS; ++r) {
+                    acc[r][v] = _mm512_fnmadd_ps(_mm512_set1_ps(w.mins[r * blocks + b]), sums, acc[r][v]);
+                }
+            }
         }
     }
 #pragma GCC unroll 4
@@ -156,21 +192,24 @@ GPTJ_VNNI void micro_kernel(const UnpackedRows & w, int64_t k_len, const int32_t
     }
 }
 
-using MicroKernel = void (*)(const UnpackedRows &, int64_t, const int32_t *, const float *, int64_t, float *, int64_t,
-                             bool);
+using MicroKernel = void (*)(const UnpackedRows &, int64_t, const int32_t *, const float *, const float *, int64_t,
+                             float *, int64_t, bool);
 
 // The micro-kernels for 1..kRows rows and 1..kVectors vectors of tokens.
-template <int ROWS, int... V>
+template <bool MINS, int ROWS, int... V>
 constexpr std::array<MicroKernel, kVectors> by_vectors(std::integer_sequence<int, V...>) {
-    return {micro_kernel<ROWS, V + 1>...};
+    return {micro_kernel<MINS, ROWS, V + 1>...};
 }
-template <int... R>
+template <bool MINS, int... R>
 constexpr std::array<std::array<MicroKernel, kVectors>, kRows> by_rows(std::integer_sequence<int, R...>) {
-    return {by_vectors<R + 1>(std::make_integer_sequence<int, kVectors>())...};
+    return {by_vectors<MINS, R + 1>(std::make_integer_sequence<int, kVectors>())...};
 }
-constexpr auto kMicroKernels = by_rows(std::make_integer_sequence<int, kRows>());
+constexpr auto kMicroKernels = by_rows<false>(std::make_integer_sequence<int, kRows>());
+constexpr auto kMicroKernelsWithMins = by_rows<true>(std::make_integer_sequence<int, kRows>());
 
-MicroKernel pick_kernel(int rows, int vectors) { return kMicroKernels[rows - 1][vectors - 1]; }
+MicroKernel pick_kernel(bool mins, int rows, int vectors) {
+    return (mins ? kMicroKernelsWithMins : kMicroKernels)[rows - 1][vectors - 1];
+}
 
 // Rounds each token's activations per block of 32 (symmetric, to nearest, as q8_0 does) into the
 // packed layout. Thread ith of nth takes a range of blocks for every token. A block holding a NaN
@@ -180,11 +219,12 @@ GPTJ_VNNI void pack_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*
     const int64_t k = x->ne[0], n_tokens = x->ne[1], n_pad = vnni_padded_tokens(n_tokens), blocks = k / 32;
     auto * quads = static_cast<int32_t *>(dst->data);
     auto * scales = reinterpret_cast<float *>(static_cast<char *>(dst->data) + k * n_pad);
+    float * sums = scales + blocks * n_pad;
     for (int64_t b = blocks * ith / nth; b < blocks * (ith + 1) / nth; ++b) {
         for (int64_t t = 0; t < n_pad; ++t) {
             if (t >= n_tokens) {
                 for (int q = 0; q < 8; ++q) quads[(b * 8 + q) * n_pad + t] = static_cast<int32_t>(0x80808080u);
-                scales[b * n_pad + t] = 0.0f;
+                scales[b * n_pad + t] = sums[b * n_pad + t] = 0.0f;
                 continue;
             }
             const float * xb = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + t * x->nb[1]) + b * 32;
@@ -194,13 +234,18 @@ GPTJ_VNNI void pack_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*
             const float scale = nan ? NAN : amax / 127.0f;
             const __m512 inverse = _mm512_set1_ps(amax > 0.0f && !nan ? 127.0f / amax : 0.0f);
             const __m512i bias = _mm512_set1_epi32(128);
-            const __m128i q_lo = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(lo, inverse)), bias));
-            const __m128i q_hi = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(hi, inverse)), bias));
+            const __m512i rounded_lo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, inverse));
+            const __m512i rounded_hi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, inverse));
+            const __m128i q_lo = _mm512_cvtepi32_epi8(_mm512_add_epi32(rounded_lo, bias));
+            const __m128i q_hi = _mm512_cvtepi32_epi8(_mm512_add_epi32(rounded_hi, bias));
+            // NaN rounds to INT_MIN; its sum is not used (the NaN scale wins).
+            const int sum = nan ? 0 : _mm512_reduce_add_epi32(_mm512_add_epi32(rounded_lo, rounded_hi));
             alignas(16) int32_t four[8];
             _mm_store_si128(reinterpret_cast<__m128i *>(four), q_lo);
             _mm_store_si128(reinterpret_cast<__m128i *>(four + 4), q_hi);
             for (int q = 0; q < 8; ++q) quads[(b * 8 + q) * n_pad + t] = four[q];
             scales[b * n_pad + t] = scale;
+            sums[b * n_pad + t] = scale * static_cast<float>(sum);
         }
     }
 }
@@ -223,15 +268,19 @@ void vnni_gemm_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const int64_t end_row = std::min(m, row_blocks * (ith + 1) / nth * kRows);
     if (first_row >= end_row) return;
 
+    const bool mins = w->type == GGML_TYPE_Q4_K;
+    const int64_t k_align = mins ? 256 : 32;  // whole blocks (q4_K: super-blocks)
     int64_t k_block = kPackedBlockBytes / n_pad;
-    k_block = std::min(k, std::max<int64_t>(32, k_block / 32 * 32));
+    k_block = std::min(k, std::max(k_align, k_block / k_align * k_align));
     thread_local UnpackedRows rows;
     rows.values.resize(static_cast<size_t>(kRows * k_block));
     rows.scales.resize(static_cast<size_t>(kRows * k_block / 32));
     rows.starts.resize(static_cast<size_t>(kRows * k_block / 32));
+    rows.mins.resize(static_cast<size_t>(kRows * k_block / 32));
 
     const auto * quads = static_cast<const int32_t *>(packed->data);
     const auto * x_scales = reinterpret_cast<const float *>(static_cast<const char *>(packed->data) + k * n_pad);
+    const float * x_sums = x_scales + k / 32 * n_pad;
     auto * yt = static_cast<float *>(dst->data);
 
     for (int64_t k0 = 0; k0 < k; k0 += k_block) {
@@ -241,8 +290,9 @@ void vnni_gemm_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
             for (int r = 0; r < n_rows; ++r) unpack_row(w, row + r, k0, k_len, r, k_len, rows);
             for (int64_t n0 = 0; n0 < n_pad; n0 += kTileTokens) {
                 const int vectors = static_cast<int>(std::min(kTileTokens, n_pad - n0) / 16);
-                pick_kernel(n_rows, vectors)(rows, k_len, quads + k0 / 4 * n_pad + n0, x_scales + k0 / 32 * n_pad + n0,
-                                             n_pad, yt + row * n_pad + n0, n_pad, k0 > 0);
+                pick_kernel(mins, n_rows, vectors)(rows, k_len, quads + k0 / 4 * n_pad + n0,
+                                                   x_scales + k0 / 32 * n_pad + n0, x_sums + k0 / 32 * n_pad + n0, n_pad,
+                                                   yt + row * n_pad + n0, n_pad, k0 > 0);
             }
         }
     }

@@ -1,13 +1,14 @@
-// Prompt-batch products of q8_0 and q4_0 weights by 8-bit integer dot products (AVX512-VNNI's
-// vpdpbusd) where the CPU has them and AMX is off or missing.
+// Prompt-batch products of q8_0, q4_0 and q4_K weights by 8-bit integer dot products
+// (AVX512-VNNI's vpdpbusd) where the CPU has them and AMX is off or missing.
 //
 // Why: the bf16 GEMM (gemm_avx512_bf16.h) multiplies 32 pairs per instruction and transformers'
 // bfloat16 (oneDNN) runs the same arithmetic at about the same speed: on a 2-core Zen 4 both
 // reach ~70% of the vdpbf16ps peak, so no bf16 kernel can be much faster than transformers.
 // vpdpbusd multiplies 64 byte pairs per instruction at the same rate. The activations are
 // rounded to 8 bits per block of 32, symmetric, with a float scale each (what ggml's own q8_0 /
-// q4_0 dot products and llamafile's sgemm do for these types), so each 32-weight block of a row
-// meets a token's block in exact integer arithmetic before the two scales apply.
+// q4_0 dot products and llamafile's sgemm do for these types; ggml rounds per 256 for q4_K), so
+// each 32-weight block (q4_K: group) of a row meets a token's block in exact integer arithmetic
+// before the two scales apply; q4_K's minimums meet the activations' block sums in f32.
 //
 // Layouts: the activations are packed once per input with tokens in the vector lanes (16 per
 // zmm, 4 bytes each); weight rows are unpacked to signed bytes once per block of rows and of k,
@@ -20,8 +21,8 @@
 
 namespace gptj {
 
-// Whether this kernel multiplies these weights (q8_0 or q4_0, contiguous, in the file's layout in
-// plain memory, rows a whole number of blocks) on this CPU: AVX512-VNNI present and not capped
+// Whether this kernel multiplies these weights (q8_0, q4_0 or q4_K, contiguous, in the file's
+// layout in plain memory, rows a whole number of blocks) on this CPU: AVX512-VNNI present and not capped
 // off by GPTJ_GGML_ISA, the kernel switched on.
 bool vnni_gemm_applies(const ggml_tensor * weights, bool in_plain_memory);
 bool vnni_gemm_available();

@@ -177,7 +177,7 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
     // model) takes the f32 kernel.
     const bool packed_fits = input.amx_packed == nullptr || (input.amx_packed->ne[1] == k) == split;
     if (amx && packed_fits) return bf16_pair_product(ctx, amx_matmul_task, weights, input, split, userdata);
-    // q8_0 and q4_0 on AVX512-VNNI without AMX: 8-bit dot products, twice the bf16 GEMM's
+    // q8_0, q4_0 and q4_K on AVX512-VNNI without AMX: 8-bit dot products, twice the bf16 GEMM's
     // multiply-adds per instruction (gemm_vnni.h).
     if (vnni_gemm_applies(weights, in_plain_memory(weights))) {
         if (input.vnni_packed == nullptr) input.vnni_packed = pack_vnni_activations(ctx, x);

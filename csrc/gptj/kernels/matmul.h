@@ -1,6 +1,6 @@
 // Which kernel computes each weight x activation product of the forward graph: our
 // matrix-vector kernels for a few tokens (matvec_int8.h for q8_0 where the CPU has VNNI, matvec.h), for prompt batches our AMX kernel
-// (gemm_amx.h), where AMX is absent our VNNI GEMM for q8_0 / q4_0 (gemm_vnni.h) and AVX512-BF16 GEMM
+// (gemm_amx.h), where AMX is absent our VNNI GEMM for q8_0 / q4_0 / q4_K (gemm_vnni.h) and AVX512-BF16 GEMM
 // for other quantized and bf16 weights (gemm_avx512_bf16.h), our AVX-512 f32 GEMM (gemm_avx512.h)
 // or, without AVX-512, our AVX2 one (gemm_avx2.h), and ggml_mul_mat everywhere else.
 //

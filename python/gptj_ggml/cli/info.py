@@ -127,7 +127,7 @@ def system_text(system: SystemInfo) -> str:
 
             + (
                 " and VNNI (8-bit dot products, q8_0 / q4_0 / k-quant single tokens and decode batches"
-                + (", q8_0 / q4_0 prompt batches" if system.vnni_gemm and not system.amx else "")
+                + (", q8_0 / q4_0 / q4_K prompt batches" if system.vnni_gemm and not system.amx else "")
                 + ")"
                 if system.int8_vnni
                 else ""
