@@ -73,16 +73,17 @@ def value_offset(data: bytes, key: str) -> int:
     return at + 8 + len(encoded) + 4
 
 
-def with_a_nan_activation(src: Path, dst: Path) -> Path:
-    """A copy of src whose final norm makes one activation of the output matrix's input NaN (one
-    value of a block, so a kernel that takes the block's maximum must not skip it): the int8
-    kernels round activations to integers, and a NaN must not become a plausible number."""
+def with_a_nan_activation(src: Path, dst: Path, norm: str = "output_norm.weight", index: int = 0) -> Path:
+    """A copy of src whose norm (the final one by default) makes one activation of the products
+    reading its output NaN (one value of a block, so a kernel that takes the block's maximum must
+    not skip it): the int8 kernels round activations to integers, and a NaN must not become a
+    plausible number."""
 
     def poison(name: str, data):
-        if name != "output_norm.weight":
+        if name != norm:
             return data
         data = data.copy()
-        data[0] = float("nan")
+        data[index] = float("nan")
         return data
 
     return rewrite_gguf(src, dst, change_tensor=poison)

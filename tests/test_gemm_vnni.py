@@ -80,16 +80,9 @@ def test_a_nan_activation_gives_nan_logits_not_numbers(outtype, tiny_model_path,
     """Rounding to integers must not turn a NaN activation into a plausible number: a NaN in the
     first layer's norm reaches only the products of its output (q, k, v, fc_in), all on this kernel
     for a 40-token prompt."""
-    from gguf_edit import rewrite_gguf
+    from gguf_edit import with_a_nan_activation
 
-    def poison(name: str, data):
-        if name != "blk.0.attn_norm.weight":
-            return data
-        data = data.copy()
-        data[3] = float("nan")
-        return data
-
-    path = rewrite_gguf(tiny_model_path(outtype, **TINY), tmp_path / "nan.gguf", change_tensor=poison)
+    path = with_a_nan_activation(tiny_model_path(outtype, **TINY), tmp_path / "nan.gguf", "blk.0.attn_norm.weight", 3)
     core.set_amx_enabled(False)
     try:
         assert np.isnan(Model(path, n_threads=2, repack=False).logits(list(range(40)))).all()
