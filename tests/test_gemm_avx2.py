@@ -3,9 +3,11 @@ with AVX2 and no AVX-512 (or capped by GPTJ_GGML_ISA=avx2), for every weight typ
 
 Quantized weights are checked against transformers running the same weights dequantized (gguf-py's
 dequantizers), so that any error beyond the f16 KV cache's rounding is the kernel's, not the
-quantization's (in the file's layout: matrices ggml repacked keep its int8 kernels, see
-matmul.cpp). Shapes leave partial tiles in every dimension: tokens (8 per vector, 3 vectors
-per tile), rows (4 per micro-kernel, 96 per converted block), and k (256 per block)."""
+quantization's (in the file's layout). q4_0 and q4_K prompts take the int8 GEMM
+(gemm_int8_avx2.cpp) unless it is switched off; its tests compare it with ggml's own products, which
+round the activations the same way. Shapes leave partial tiles in every dimension: tokens (8 per
+vector, 3 vectors per tile), rows (4 per micro-kernel, 96 per converted block), and k (256 per
+block)."""
 
 from __future__ import annotations
 
@@ -111,15 +113,68 @@ def test_dense_prompts_match_transformers(outtype, n_tokens, tiny_model_path, hf
     assert relative_error(ours, reference) <= TOLERANCE
 
 
+@pytest.fixture
+def f32_gemm_only():
+    """The int8 GEMM off: q4_0 and q4_K prompts take the f32 GEMM too."""
+    core.set_int8_gemm_avx2_enabled(False)
+    yield
+    core.set_int8_gemm_avx2_enabled(True)
+
+
 @pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_K", "q5_0", "q6_K"])
 @pytest.mark.parametrize("n_tokens", N_TOKENS)
-def test_quantized_prompts_match_transformers_on_the_same_weights(outtype, n_tokens, tiny_model_path, hf_model):
+def test_quantized_prompts_match_transformers_on_the_same_weights(
+    outtype, n_tokens, tiny_model_path, hf_model, request
+):
     # q8_0, q4_0, q4_K: our AVX2 loaders; q5_0, q6_K: ggml's scalar dequantizer feeding the GEMM.
+    # (q4_0 and q4_K take the int8 GEMM by default: tested below.)
+    request.getfixturevalue("f32_gemm_only")
     ids = random_ids(n_tokens, seed=200 + n_tokens)
     path = tiny_model_path(outtype, **QUANT_SHAPES)
     reference = reference_logits(transformers_on_the_files_weights(hf_model(**QUANT_SHAPES), path), ids)
     ours = Model(path, repack=False).logits(ids)  # repacked, q4_0 and q4_K keep ggml's int8 GEMMs
     assert relative_error(ours, reference) <= TOLERANCE
+
+
+# The int8 GEMM (gemm_int8_avx2): 250 tokens cut fc_out's k = 1280 into k blocks of 1024 and 256.
+INT8_N_TOKENS = [*N_TOKENS, 250]
+
+
+@pytest.mark.parametrize("repack", [False, True])
+@pytest.mark.parametrize("outtype", ["q4_0", "q4_K"])
+@pytest.mark.parametrize("n_tokens", INT8_N_TOKENS)
+def test_int8_prompts_match_transformers_as_well_as_ggmls_own_product(
+    outtype, n_tokens, repack, tiny_model_path, hf_model, request
+):
+    # Against transformers on the same weights, the error is the activations' rounding to 8 bits,
+    # which ggml's own products make too (per 32 for q4_0, per 256 for q4_K). Repacked, q4_K's
+    # prompts read the mapped file's copy.
+    ids = random_ids(n_tokens, seed=300 + n_tokens)
+    path = tiny_model_path(outtype, **QUANT_SHAPES)
+    reference = reference_logits(transformers_on_the_files_weights(hf_model(**QUANT_SHAPES), path), ids)
+    ours = Model(path, repack=repack).logits(ids)
+    core.set_batch_matmul_enabled(False)
+    try:
+        ggml = Model(path, repack=repack).logits(ids)
+    finally:
+        core.set_batch_matmul_enabled(True)
+    request.getfixturevalue("f32_gemm_only")
+    f32 = Model(path, repack=repack).logits(ids)
+    assert not np.array_equal(ours, f32)  # the int8 kernel ran
+    error, ggml_error = relative_error(ours, reference), relative_error(ggml, reference)
+    assert error <= 1.1 * ggml_error + 1e-3, (error, ggml_error)
+
+
+@pytest.mark.parametrize("outtype", ["q4_0", "q4_K"])
+def test_a_nan_activation_gives_nan_logits_not_numbers(outtype, tiny_model_path, tmp_path):
+    # A NaN in the first layer's norm reaches only the products of its output (q, k, v, fc_in),
+    # all on the int8 GEMM for a 40-token prompt: rounding must not make it a number.
+    from gguf_edit import with_a_nan_activation
+
+    path = with_a_nan_activation(
+        tiny_model_path(outtype, **QUANT_SHAPES), tmp_path / "nan.gguf", "blk.0.attn_norm.weight", 3
+    )
+    assert np.isnan(Model(path, repack=False).logits(random_ids(40, seed=14))).all()
 
 
 @pytest.fixture
@@ -144,7 +199,7 @@ def test_our_kernel_and_ggml_agree(outtype, tiny_model_path, request):
     assert relative_error(ours, ggml) <= AGREEMENT[outtype]
 
 
-@pytest.mark.parametrize("outtype", ["f32", "q4_K"])
+@pytest.mark.parametrize("outtype", ["f32", "q4_0", "q4_K"])  # the f32 and int8 GEMMs
 def test_logits_do_not_depend_on_the_thread_count(outtype, tiny_model_path):
     # Each output is summed by one thread in a fixed order, however the rows are split.
     ids = random_ids(45, seed=12)
@@ -152,4 +207,3 @@ def test_logits_do_not_depend_on_the_thread_count(outtype, tiny_model_path):
     one = Model(path, n_threads=1, repack=False).logits(ids)
     for n_threads in (2, 3, 7):
         np.testing.assert_array_equal(Model(path, n_threads=n_threads, repack=False).logits(ids), one)
-

@@ -10,6 +10,7 @@
 #include "gptj/kernels/dequantize.h"
 #include "gptj/kernels/gemm_amx.h"
 #include "gptj/kernels/gemm_avx512_bf16.h"
+#include "gptj/kernels/gemm_int8_avx2.h"
 #include "gptj/kernels/gemm_vnni.h"
 #include "gptj/kernels/isa.h"
 #include "gptj/kernels/matvec_int8.h"
@@ -86,6 +87,10 @@ void bind_info(py::module_ & m) {
           "Whether prompt batches of q8_0 / q4_0 / q4_K weights use our 8-bit (AVX512-VNNI) kernel on this CPU (AMX aside).");
     m.def("set_vnni_gemm_enabled", &gptj::set_vnni_gemm_enabled, py::arg("enabled"),
           "Turn the VNNI prompt kernel off (those batches then take the bf16 or f32 kernel) or back on.");
+    m.def("int8_gemm_avx2_available", &gptj::int8_gemm_avx2_available,
+          "Whether prompt batches of q4_0 / q4_K weights use our 8-bit AVX2 kernel on this CPU (no AVX-512, or capped).");
+    m.def("set_int8_gemm_avx2_enabled", &gptj::set_int8_gemm_avx2_enabled, py::arg("enabled"),
+          "Turn the AVX2 int8 prompt kernel off (those batches then take the f32 AVX2 kernel or ggml's) or back on.");
     m.def("set_matvec_max_tokens", &gptj::set_matvec_max_tokens, py::arg("n_tokens"),
           "The most tokens a product sends to the matrix-vector kernel (default and most: 16); for benchmarks.");
     m.def("set_amx_min_tokens", &gptj::set_amx_min_tokens, py::arg("n_tokens"),

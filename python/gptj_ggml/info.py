@@ -201,7 +201,8 @@ class SystemInfo:
     bf16_gemm: bool = False  # prompt batches of bf16 / quantized weights on our AVX512-BF16 kernel
     isa_cap: str = "amx"  # GPTJ_GGML_ISA: the highest level our kernels may use ("amx": no cap)
     int8_vnni: bool = False  # q8_0 / q4_0 / k-quant single tokens and decode batches on our AVX512-VNNI kernels
-    vnni_gemm: bool = False  # prompt batches of q8_0 / q4_0 / q4_K weights on our AVX512-VNNI GEMM (where AMX is absent)
+    int8_gemm_avx2: bool = False  # prompt batches of q4_0 / q4_K weights on our AVX2 int8 GEMM (AVX2-only CPUs)
+    vnni_gemm: bool = False  # prompt batches of q8_0 / q4_0 / q4_K weights on our VNNI GEMM (no AMX)
 
     @property
     def missed_features(self) -> list[str]:
@@ -271,4 +272,5 @@ def describe_system() -> SystemInfo:
         isa_cap=core.isa_cap(),
         int8_vnni=core.int8_matvec_available(),
         vnni_gemm=core.vnni_gemm_available(),
+        int8_gemm_avx2=core.int8_gemm_avx2_available(),
     )

@@ -11,6 +11,7 @@
 #include "gptj/kernels/gemm_avx512_bf16.h"
 #include "gptj/kernels/gemm_avx2.h"
 #include "gptj/kernels/gemm_avx512.h"
+#include "gptj/kernels/gemm_int8_avx2.h"
 #include "gptj/kernels/gemm_vnni.h"
 #include "gptj/kernels/isa.h"
 #include "gptj/kernels/matvec.h"
@@ -170,6 +171,15 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
     // repacked (q4_0, q4_K) keep its int8 GEMMs for their interleaved layouts, which were as fast
     // or faster than the f32 GEMM on the file's copy (4-layer 6B-shaped, 2 threads, ours / ggml's:
     // q4_0 pp128 1.04x, pp512 0.73x; q4_K 0.88x, 0.98x); unrepacked, they take the AVX2 GEMM.
+    // q4_0 and q4_K prompt batches on AVX2-only CPUs: 8-bit products on their nibbles
+    // (gemm_int8_avx2.h), reading the file's layout (for a matrix ggml repacked, the mapped file's copy).
+    if (avx2_gemm_in_use() && !decode_batch && int8_gemm_avx2_applies(weights, in_plain_memory(weights))) {
+        if (input.int8_avx2_packed == nullptr) input.int8_avx2_packed = pack_int8_avx2_activations(ctx, x);
+        ggml_tensor * args[] = {weights, input.int8_avx2_packed};
+        ggml_tensor * yt = ggml_custom_4d(ctx, GGML_TYPE_F32, int8_avx2_padded_tokens(n_tokens), m, 1, 1, args, 2,
+                                          int8_gemm_avx2_task, GGML_N_TASKS_MAX, userdata);
+        return transpose_f32(ctx, ggml_view_2d(ctx, yt, n_tokens, m, yt->nb[1], 0));
+    }
     if (avx2_gemm_in_use() && (decode_batch || repacked)) return ggml_mul_mat(ctx, w, x);
     // f16 weights: hi + lo bf16 halves of both operands, for f32-like accuracy (gemm_amx.h).
     const bool split = weights->type == GGML_TYPE_F16;

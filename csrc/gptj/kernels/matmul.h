@@ -2,7 +2,8 @@
 // matrix-vector kernels for a few tokens (matvec_int8.h for q8_0 where the CPU has VNNI, matvec.h), for prompt batches our AMX kernel
 // (gemm_amx.h), where AMX is absent our VNNI GEMM for q8_0 / q4_0 / q4_K (gemm_vnni.h) and AVX512-BF16 GEMM
 // for other quantized and bf16 weights (gemm_avx512_bf16.h), our AVX-512 f32 GEMM (gemm_avx512.h)
-// or, without AVX-512, our AVX2 one (gemm_avx2.h), and ggml_mul_mat everywhere else.
+// or, without AVX-512, our AVX2 int8 GEMM for q4_0 / q4_K (gemm_int8_avx2.h) and f32 one
+// (gemm_avx2.h), and ggml_mul_mat everywhere else.
 //
 // Why: for f16 weights ggml's CPU backend rounds the activations to f16 and computes every
 // output as a separate f16 dot product (ggml_vec_dot_f16, 96% of a 128-token prompt's time
@@ -20,6 +21,7 @@ struct MatmulInput {
     ggml_tensor * x;   // F32 [k, n_tokens], as ggml_mul_mat takes it
     ggml_tensor * xt = nullptr;  // F32 [n_tokens, k]: x transposed, for our kernel; nullptr when unused
     ggml_tensor * avx2_packed = nullptr;  // x in token tiles, for the AVX2 GEMM; nullptr when unused
+    ggml_tensor * int8_avx2_packed = nullptr;  // x rounded to 8 bits for the AVX2 int8 GEMM; nullptr when unused
     ggml_tensor * amx_packed = nullptr;  // x in bf16 pairs, for the AMX kernel; nullptr when unused
     ggml_tensor * vnni_packed = nullptr;  // x rounded to 8 bits for the VNNI GEMM; nullptr when unused
     ggml_tensor * int8 = nullptr;  // x rounded to 8 bits per block, for the int8 kernel; nullptr when unused

@@ -115,7 +115,9 @@ def system_text(system: SystemInfo) -> str:
         f"ggml uses:     {features or '(no CPU features reported)'}",
         "matrix kernels: "
         + (
-            "gptj_ggml's AVX2 (single tokens, decode batches, prompt batches); ggml's for repacked matrices"
+            "gptj_ggml's AVX2 (single tokens, decode batches, prompt batches"
+            + (": 8-bit products for q4_0 / q4_K" if system.int8_gemm_avx2 else "")
+            + "); ggml's for repacked single tokens and decode batches"
             if system.prompt_kernel == "avx2"
             else f"gptj_ggml's {system.prompt_kernel.upper()}"
             + (" and AMX (bf16 tiles, for prompt batches)" if system.amx else "")
@@ -124,7 +126,6 @@ def system_text(system: SystemInfo) -> str:
                 if system.bf16_gemm and not system.amx
                 else ""
             )
-
             + (
                 " and VNNI (8-bit dot products, q8_0 / q4_0 / k-quant single tokens and decode batches"
                 + (", q8_0 / q4_0 / q4_K prompt batches" if system.vnni_gemm and not system.amx else "")

@@ -1,0 +1,296 @@
+#include "gptj/kernels/gemm_int8_avx2.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "gptj/kernels/dequantize.h"
+#include "gptj/kernels/isa.h"
+#include "gptj/kernels/quant_blocks.h"
+#include "gptj/memory.h"
+
+namespace gptj {
+namespace {
+
+std::atomic<bool> g_enabled{true};
+
+// The packed activations, for n_pad tokens (a multiple of 8):
+// - k / 4 rows of n_pad int32: row p holds, for each token, its 8-bit activations 4p .. 4p + 3 (s8);
+// - k / 32 rows of n_pad floats: each token's scale per block (max |x| / 127; 0 past the last token,
+//   whose bytes are 0);
+// - k / 32 rows of n_pad floats: each token's scale times the sum of its q over the block (what the
+//   weights' offsets multiply).
+int64_t packed_bytes(int64_t k, int64_t n_pad) { return k * n_pad + 2 * (k / 32) * n_pad * int64_t(sizeof(float)); }
+
+}  // namespace
+
+void set_int8_gemm_avx2_enabled(bool enabled) { g_enabled = enabled; }
+
+bool int8_gemm_avx2_available() { return g_enabled && cpu_has_avx2() && !cpu_has_avx512f(); }
+
+bool int8_gemm_avx2_applies(const ggml_tensor * weights, bool in_plain_memory) {
+    const ggml_type t = weights->type;
+    const int64_t multiple = t == GGML_TYPE_Q4_K ? 256 : 32;
+    return (t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q4_K) && in_plain_memory && ggml_is_contiguous(weights) &&
+           weights->ne[0] % multiple == 0 && int8_gemm_avx2_available();
+}
+
+}  // namespace gptj
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include "gptj/kernels/avx2.h"
+
+namespace gptj {
+namespace {
+
+// A micro-kernel keeps ROWS x (8 * VECTORS) outputs: per block of 32 weights an int16 pair
+// accumulator each (8 vpmaddubsw + vpaddw), then, widened and scaled, a float sum each: 2 x 6 of
+// the 16 ymm registers for 3 rows x 16 tokens. Per 4 weights it loads VECTORS vectors of
+// activations and broadcasts ROWS weight quads. 8-layer 6B-shaped q4_0, 2 threads, pp128 / pp512
+// against 2 x 3: 3 x 2 1.07x / 1.11x, 2 x 2 0.97x / 0.95x, 1 x 4 0.95x / 0.97x, 4 x 1 0.85x / 0.88x.
+constexpr int kRows = 3;
+constexpr int kVectors = 2;
+constexpr int64_t kTileTokens = 8 * kVectors;
+// Bytes of packed activations a k block may span (a quarter of a laptop's 1-2 MiB L2).
+constexpr int64_t kPackedBlockBytes = 256 * 1024;
+
+// A block of rows unpacked for the micro-kernel: per row, k_len nibbles (one per byte), and per
+// block of 32 its scale and offset (weight = scale * nibble - offset).
+struct UnpackedRows {
+    std::vector<uint8_t> nibbles;
+    std::vector<float> scales;
+    std::vector<float> offsets;
+};
+
+// Row `row` of w, weights k0 .. k0 + n (whole blocks), into slot r of `out` (k_len bytes each).
+GPTJ_AVX2 void unpack_row(const ggml_tensor * w, int64_t row, int64_t k0, int64_t n, int r, int64_t k_len,
+                          UnpackedRows & out) {
+    const char * data = static_cast<const char *>(w->data) + row * w->nb[1];
+    uint8_t * nibbles = out.nibbles.data() + r * k_len;
+    float * scales = out.scales.data() + r * (k_len / 32);
+    float * offsets = out.offsets.data() + r * (k_len / 32);
+    const __m256i low_nibbles = _mm256_set1_epi8(0x0F);
+    if (w->type == GGML_TYPE_Q4_K) {
+        // Group g of a super-block: the low (g even) or high nibbles of bytes 32 (g / 2) ..; its
+        // 6-bit scale and minimum times the super-block's f16 ones.
+        for (int64_t sb = 0; sb < n / 256; ++sb) {
+            const auto * block = reinterpret_cast<const BlockQ4_K *>(data) + k0 / 256 + sb;
+            uint64_t scale_bytes, min_bytes;
+            q4_k_scale_min_bytes(block->scales, scale_bytes, min_bytes);
+            const float d = _cvtsh_ss(block->scale), d_min = _cvtsh_ss(block->min_scale);
+            for (int g = 0; g < 8; ++g) {
+                const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(block->nibbles + 32 * (g / 2)));
+                const __m256i v = _mm256_and_si256(g % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), low_nibbles);
+                const int64_t b = sb * 8 + g;
+                _mm256_storeu_si256(reinterpret_cast<__m256i *>(nibbles + 32 * b), v);
+                scales[b] = d * static_cast<float>((scale_bytes >> (8 * g)) & 0xFF);
+                offsets[b] = d_min * static_cast<float>((min_bytes >> (8 * g)) & 0xFF);
+            }
+        }
+        return;
+    }
+    // q4_0: weights 0-15 are the low nibbles of bytes 0-15, 16-31 the high ones; minus 8.
+    for (int64_t b = 0; b < n / 32; ++b) {
+        const auto * block = reinterpret_cast<const BlockQ4_0 *>(data) + k0 / 32 + b;
+        const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i *>(block->nibbles));
+        const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(nibbles + 32 * b), _mm256_and_si256(both, low_nibbles));
+        scales[b] = _cvtsh_ss(block->scale);
+        offsets[b] = 8.0f * scales[b];
+    }
+}
+
+// Yt[r][n0 + j] (+)= sum over blocks of scale[r][b] * x_scale[b][j] * (integer dot of the block)
+// - offset[r][b] * x_sum[b][j], for r < ROWS and j < 8 * VECTORS; yt points at Yt[row 0][n0],
+// quads at quad row 0 of the k block, token n0, x_scales and x_sums at its block 0, token n0.
+template <int ROWS, int VECTORS>
+GPTJ_AVX2 void micro_kernel(const UnpackedRows & w, int64_t k_len, const int32_t * quads, const float * x_scales,
+                            const float * x_sums, int64_t n_pad, float * yt, int64_t yt_stride, bool accumulate) {
+    const int64_t blocks = k_len / 32;
+    __m256 acc[ROWS][VECTORS];
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+        for (int v = 0; v < VECTORS; ++v) {
+            acc[r][v] = accumulate ? _mm256_loadu_ps(yt + r * yt_stride + 8 * v) : _mm256_setzero_ps();
+        }
+    }
+    for (int64_t b = 0; b < blocks; ++b) {
+        __m256i pairs[ROWS][VECTORS];
+#pragma GCC unroll 4
+        for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+            for (int v = 0; v < VECTORS; ++v) pairs[r][v] = _mm256_setzero_si256();
+        }
+        // Not unrolled: unrolled, GCC reassociates the vpaddw chains into trees whose partial
+        // products spill (80 ymm stack accesses at 2 x 3).
+#pragma GCC unroll 1
+        for (int q = 0; q < 8; ++q) {
+            __m256i x[VECTORS];
+#pragma GCC unroll 4
+            for (int v = 0; v < VECTORS; ++v) {
+                x[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(quads + (b * 8 + q) * n_pad + 8 * v));
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < ROWS; ++r) {
+                int32_t four;
+                __builtin_memcpy(&four, w.nibbles.data() + r * k_len + b * 32 + 4 * q, sizeof four);
+                const __m256i weights = _mm256_set1_epi32(four);
+#pragma GCC unroll 4
+                for (int v = 0; v < VECTORS; ++v) {
+                    pairs[r][v] = _mm256_add_epi16(pairs[r][v], _mm256_maddubs_epi16(weights, x[v]));
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < VECTORS; ++v) {
+            const __m256 xs = _mm256_loadu_ps(x_scales + b * n_pad + 8 * v);
+            const __m256 sums = _mm256_loadu_ps(x_sums + b * n_pad + 8 * v);
+#pragma GCC unroll 4
+            for (int r = 0; r < ROWS; ++r) {
+                const __m256i dot = _mm256_madd_epi16(pairs[r][v], _mm256_set1_epi16(1));
+                const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(w.scales[r * blocks + b]), xs);
+                acc[r][v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[r][v]);
+                acc[r][v] = _mm256_fnmadd_ps(_mm256_set1_ps(w.offsets[r * blocks + b]), sums, acc[r][v]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+        for (int v = 0; v < VECTORS; ++v) _mm256_storeu_ps(yt + r * yt_stride + 8 * v, acc[r][v]);
+    }
+}
+
+using MicroKernel = void (*)(const UnpackedRows &, int64_t, const int32_t *, const float *, const float *, int64_t,
+                             float *, int64_t, bool);
+
+// The micro-kernels for 1..kRows rows and 1..kVectors vectors of tokens.
+template <int ROWS, int... V>
+constexpr std::array<MicroKernel, kVectors> by_vectors(std::integer_sequence<int, V...>) {
+    return {micro_kernel<ROWS, V + 1>...};
+}
+template <int... R>
+constexpr std::array<std::array<MicroKernel, kVectors>, kRows> by_rows(std::integer_sequence<int, R...>) {
+    return {by_vectors<R + 1>(std::make_integer_sequence<int, kVectors>())...};
+}
+constexpr auto kMicroKernels = by_rows(std::make_integer_sequence<int, kRows>());
+
+// max |x| over 32 floats; NaN if any is NaN.
+GPTJ_AVX2_INLINE float max_magnitude_32(const __m256 (&v)[4]) {
+    const __m256 magnitude_bits = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 amax = _mm256_setzero_ps(), unordered = _mm256_setzero_ps();
+    for (int j = 0; j < 4; ++j) {
+        amax = _mm256_max_ps(amax, _mm256_and_ps(v[j], magnitude_bits));
+        unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(v[j], v[j], _CMP_UNORD_Q));
+    }
+    if (_mm256_movemask_ps(unordered) != 0) return NAN;
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+// Rounds each token's activations per block of 32 (symmetric, to nearest, as q8_0 does) into the
+// packed layout. Thread ith of nth takes a range of blocks for every token. A block holding a NaN
+// gets a NaN scale, so that the outputs it meets are NaN (checked after the step), not numbers.
+GPTJ_AVX2 void pack_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
+    const ggml_tensor * x = dst->src[0];
+    const int64_t k = x->ne[0], n_tokens = x->ne[1], n_pad = int8_avx2_padded_tokens(n_tokens), blocks = k / 32;
+    auto * quads = static_cast<int32_t *>(dst->data);
+    auto * scales = reinterpret_cast<float *>(static_cast<char *>(dst->data) + k * n_pad);
+    float * sums = scales + blocks * n_pad;
+    for (int64_t b = blocks * ith / nth; b < blocks * (ith + 1) / nth; ++b) {
+        for (int64_t t = 0; t < n_pad; ++t) {
+            if (t >= n_tokens) {
+                for (int q = 0; q < 8; ++q) quads[(b * 8 + q) * n_pad + t] = 0;
+                scales[b * n_pad + t] = sums[b * n_pad + t] = 0.0f;
+                continue;
+            }
+            const float * xb = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + t * x->nb[1]) + b * 32;
+            __m256 v[4];
+            for (int j = 0; j < 4; ++j) v[j] = _mm256_loadu_ps(xb + 8 * j);
+            const float amax = max_magnitude_32(v);
+            const bool nan = std::isnan(amax);
+            const __m256 inverse = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);  // NaN > 0 is false
+            __m256i q[4];
+            for (int j = 0; j < 4; ++j) q[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], inverse));
+            // The packs work within 128-bit lanes: dwords come out as q0 q1 q2 q3 (low halves), then
+            // the high halves; the permutation puts each q's halves back together.
+            const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            alignas(32) int32_t four[8];
+            _mm256_store_si256(reinterpret_cast<__m256i *>(four),
+                               _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+            for (int j = 0; j < 8; ++j) quads[(b * 8 + j) * n_pad + t] = four[j];
+            const int sum = avx2::horizontal_sum(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+            const float scale = nan ? NAN : amax / 127.0f;
+            scales[b * n_pad + t] = scale;
+            sums[b * n_pad + t] = scale * static_cast<float>(sum);
+        }
+    }
+}
+
+}  // namespace
+
+ggml_tensor * pack_int8_avx2_activations(ggml_context * ctx, ggml_tensor * x) {
+    ggml_tensor * args[] = {x};
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, packed_bytes(x->ne[0], int8_avx2_padded_tokens(x->ne[1])), 1, 1, 1, args,
+                          1, pack_task, GGML_N_TASKS_MAX, nullptr);
+}
+
+GPTJ_AVX2 void int8_gemm_avx2_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const ggml_tensor * w = dst->src[0];
+    const ggml_tensor * packed = dst->src[1];
+    const int64_t k = w->ne[0], m = w->ne[1], n_pad = dst->ne[0];
+
+    const int64_t row_blocks = (m + kRows - 1) / kRows;
+    const int64_t first_row = row_blocks * ith / nth * kRows;
+    const int64_t end_row = std::min(m, row_blocks * (ith + 1) / nth * kRows);
+    if (first_row >= end_row) return;
+
+    const int64_t k_align = w->type == GGML_TYPE_Q4_K ? 256 : 32;  // whole blocks (q4_K: super-blocks)
+    int64_t k_block = kPackedBlockBytes / n_pad;
+    k_block = std::min(k, std::max(k_align, k_block / k_align * k_align));
+    thread_local UnpackedRows rows;
+    rows.nibbles.resize(static_cast<size_t>(kRows * k_block));
+    rows.scales.resize(static_cast<size_t>(kRows * k_block / 32));
+    rows.offsets.resize(static_cast<size_t>(kRows * k_block / 32));
+
+    const auto * quads = static_cast<const int32_t *>(packed->data);
+    const auto * x_scales = reinterpret_cast<const float *>(static_cast<const char *>(packed->data) + k * n_pad);
+    const float * x_sums = x_scales + k / 32 * n_pad;
+    auto * yt = static_cast<float *>(dst->data);
+
+    for (int64_t k0 = 0; k0 < k; k0 += k_block) {
+        const int64_t k_len = std::min(k_block, k - k0);
+        for (int64_t row = first_row; row < end_row; row += kRows) {
+            const int n_rows = static_cast<int>(std::min<int64_t>(kRows, end_row - row));
+            for (int r = 0; r < n_rows; ++r) unpack_row(w, row + r, k0, k_len, r, k_len, rows);
+            for (int64_t n0 = 0; n0 < n_pad; n0 += kTileTokens) {
+                const int vectors = static_cast<int>(std::min(kTileTokens, n_pad - n0) / 8);
+                kMicroKernels[n_rows - 1][vectors - 1](rows, k_len, quads + k0 / 4 * n_pad + n0,
+                                                       x_scales + k0 / 32 * n_pad + n0, x_sums + k0 / 32 * n_pad + n0,
+                                                       n_pad, yt + row * n_pad + n0, n_pad, k0 > 0);
+            }
+        }
+    }
+    if (userdata != nullptr) {
+        const auto * w_data = static_cast<const char *>(w->data);
+        reinterpret_cast<ReleasePages>(userdata)(w_data + first_row * w->nb[1], w_data + end_row * w->nb[1]);
+    }
+}
+
+}  // namespace gptj
+
+#else
+
+namespace gptj {
+ggml_tensor * pack_int8_avx2_activations(ggml_context *, ggml_tensor * x) { return x; }  // never called: applies() is false
+void int8_gemm_avx2_task(ggml_tensor *, int, int, void *) {}
+}  // namespace gptj
+
+#endif
