@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gptj/kernels/dequantize.h"
+#include "gptj/kernels/int8_gemm_loop.h"
 #include "gptj/kernels/isa.h"
 #include "gptj/kernels/quant_blocks.h"
 #include "gptj/memory.h"
@@ -17,14 +18,6 @@ namespace gptj {
 namespace {
 
 std::atomic<bool> g_enabled{true};
-
-// The packed activations, for n_pad tokens (a multiple of 8):
-// - k / 4 rows of n_pad int32: row p holds, for each token, its 8-bit activations 4p .. 4p + 3 (s8);
-// - k / 32 rows of n_pad floats: each token's scale per block (max |x| / 127; 0 past the last token,
-//   whose bytes are 0);
-// - k / 32 rows of n_pad floats: each token's scale times the sum of its q over the block (what the
-//   weights' offsets multiply).
-int64_t packed_bytes(int64_t k, int64_t n_pad) { return k * n_pad + 2 * (k / 32) * n_pad * int64_t(sizeof(float)); }
 
 }  // namespace
 
@@ -79,16 +72,11 @@ GPTJ_AVX2 void unpack_row(const ggml_tensor * w, int64_t row, int64_t k0, int64_
         // 6-bit scale and minimum times the super-block's f16 ones.
         for (int64_t sb = 0; sb < n / 256; ++sb) {
             const auto * block = reinterpret_cast<const BlockQ4_K *>(data) + k0 / 256 + sb;
-            uint64_t scale_bytes, min_bytes;
-            q4_k_scale_min_bytes(block->scales, scale_bytes, min_bytes);
-            const float d = _cvtsh_ss(block->scale), d_min = _cvtsh_ss(block->min_scale);
+            q4_k_group_scales(*block, scales + sb * 8, offsets + sb * 8);
             for (int g = 0; g < 8; ++g) {
                 const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(block->nibbles + 32 * (g / 2)));
                 const __m256i v = _mm256_and_si256(g % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), low_nibbles);
-                const int64_t b = sb * 8 + g;
-                _mm256_storeu_si256(reinterpret_cast<__m256i *>(nibbles + 32 * b), v);
-                scales[b] = d * static_cast<float>((scale_bytes >> (8 * g)) & 0xFF);
-                offsets[b] = d_min * static_cast<float>((min_bytes >> (8 * g)) & 0xFF);
+                _mm256_storeu_si256(reinterpret_cast<__m256i *>(nibbles + 32 * (sb * 8 + g)), v);
             }
         }
         return;
@@ -196,7 +184,8 @@ GPTJ_AVX2_INLINE float max_magnitude_32(const __m256 (&v)[4]) {
 }
 
 // Rounds each token's activations per block of 32 (symmetric, to nearest, as q8_0 does) into the
-// packed layout. Thread ith of nth takes a range of blocks for every token. A block holding a NaN
+// packed layout (int8_gemm_loop.h) for n_pad tokens, a multiple of 8: values as s8; past the last
+// token 0, with scale 0. Thread ith of nth takes a range of blocks for every token. A block holding a NaN
 // gets a NaN scale, so that the outputs it meets are NaN (checked after the step), not numbers.
 GPTJ_AVX2 void pack_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
     const ggml_tensor * x = dst->src[0];
@@ -238,50 +227,28 @@ GPTJ_AVX2 void pack_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*
 
 ggml_tensor * pack_int8_avx2_activations(ggml_context * ctx, ggml_tensor * x) {
     ggml_tensor * args[] = {x};
-    return ggml_custom_4d(ctx, GGML_TYPE_I8, packed_bytes(x->ne[0], int8_avx2_padded_tokens(x->ne[1])), 1, 1, 1, args,
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, int8_packed_bytes(x->ne[0], int8_avx2_padded_tokens(x->ne[1])), 1, 1, 1, args,
                           1, pack_task, GGML_N_TASKS_MAX, nullptr);
 }
 
-GPTJ_AVX2 void int8_gemm_avx2_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
+void int8_gemm_avx2_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ggml_tensor * w = dst->src[0];
-    const ggml_tensor * packed = dst->src[1];
-    const int64_t k = w->ne[0], m = w->ne[1], n_pad = dst->ne[0];
-
-    const int64_t row_blocks = (m + kRows - 1) / kRows;
-    const int64_t first_row = row_blocks * ith / nth * kRows;
-    const int64_t end_row = std::min(m, row_blocks * (ith + 1) / nth * kRows);
-    if (first_row >= end_row) return;
-
-    const int64_t k_align = w->type == GGML_TYPE_Q4_K ? 256 : 32;  // whole blocks (q4_K: super-blocks)
-    int64_t k_block = kPackedBlockBytes / n_pad;
-    k_block = std::min(k, std::max(k_align, k_block / k_align * k_align));
+    const int64_t n_pad = dst->ne[0];
     thread_local UnpackedRows rows;
-    rows.nibbles.resize(static_cast<size_t>(kRows * k_block));
-    rows.scales.resize(static_cast<size_t>(kRows * k_block / 32));
-    rows.offsets.resize(static_cast<size_t>(kRows * k_block / 32));
-
-    const auto * quads = static_cast<const int32_t *>(packed->data);
-    const auto * x_scales = reinterpret_cast<const float *>(static_cast<const char *>(packed->data) + k * n_pad);
-    const float * x_sums = x_scales + k / 32 * n_pad;
-    auto * yt = static_cast<float *>(dst->data);
-
-    for (int64_t k0 = 0; k0 < k; k0 += k_block) {
-        const int64_t k_len = std::min(k_block, k - k0);
-        for (int64_t row = first_row; row < end_row; row += kRows) {
-            const int n_rows = static_cast<int>(std::min<int64_t>(kRows, end_row - row));
-            for (int r = 0; r < n_rows; ++r) unpack_row(w, row + r, k0, k_len, r, k_len, rows);
-            for (int64_t n0 = 0; n0 < n_pad; n0 += kTileTokens) {
-                const int vectors = static_cast<int>(std::min(kTileTokens, n_pad - n0) / 8);
-                kMicroKernels[n_rows - 1][vectors - 1](rows, k_len, quads + k0 / 4 * n_pad + n0,
-                                                       x_scales + k0 / 32 * n_pad + n0, x_sums + k0 / 32 * n_pad + n0,
-                                                       n_pad, yt + row * n_pad + n0, n_pad, k0 > 0);
-            }
+    auto unpack = [&](int64_t row, int64_t k0, int64_t k_len, int slot) {
+        const auto size = static_cast<size_t>(kRows * k_len);
+        if (rows.nibbles.size() != size) {
+            rows.nibbles.resize(size);
+            rows.scales.resize(size / 32);
+            rows.offsets.resize(size / 32);
         }
-    }
-    if (userdata != nullptr) {
-        const auto * w_data = static_cast<const char *>(w->data);
-        reinterpret_cast<ReleasePages>(userdata)(w_data + first_row * w->nb[1], w_data + end_row * w->nb[1]);
-    }
+        unpack_row(w, row, k0, k_len, slot, k_len, rows);
+    };
+    auto multiply = [&](int n_rows, int vectors, int64_t k_len, const int32_t * quads, const float * scales,
+                        const float * sums, float * yt, bool accumulate) {
+        kMicroKernels[n_rows - 1][vectors - 1](rows, k_len, quads, scales, sums, n_pad, yt, n_pad, accumulate);
+    };
+    run_int8_gemm(dst, ith, nth, userdata, {kRows, kTileTokens, 8, kPackedBlockBytes}, unpack, multiply);
 }
 
 }  // namespace gptj

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "gptj/kernels/int8_gemm_loop.h"
 #include "gptj/kernels/matvec_int8.h"
 #include "gptj/kernels/quant_blocks.h"
 #include "gptj/memory.h"
@@ -18,15 +19,10 @@ namespace {
 
 std::atomic<bool> g_enabled{true};
 
-// The packed activations, for n_pad tokens (a multiple of 16):
-// - k / 4 rows of n_pad int32: row p holds, for each token, its 8-bit activations 4p .. 4p + 3 as
-//   u8 = q + 128 (vpdpbusd multiplies u8 by s8; the weights are the s8 side, and each row block's
-//   accumulator starts at -128 times the weights' sum, so it ends at sum(w q) exactly);
-// - k / 32 rows of n_pad floats: each token's scale per block (max |x| / 127; 0 past the last
-//   token, whose bytes are 128: q = 0);
-// - k / 32 rows of n_pad floats: each token's scale times the sum of its q over the block (the
-//   activations' block sum, which q4_K's minimums multiply).
-int64_t packed_bytes(int64_t k, int64_t n_pad) { return k * n_pad + 2 * (k / 32) * n_pad * int64_t(sizeof(float)); }
+// The packed activations (int8_gemm_loop.h) here: n_pad a multiple of 16, the 8-bit values as
+// u8 = q + 128 (vpdpbusd multiplies u8 by s8; the weights are the s8 side, and each row block's
+// accumulator starts at -128 times the weights' sum, so it ends at sum(w q) exactly); past the last
+// token 128 (q = 0), with scale 0.
 
 }  // namespace
 
@@ -93,17 +89,12 @@ GPTJ_VNNI void unpack_row(const ggml_tensor * w, int64_t row, int64_t k0, int64_
         const __m256i low_nibbles = _mm256_set1_epi8(0x0F);
         for (int64_t sb = 0; sb < n / 256; ++sb) {
             const auto * block = reinterpret_cast<const BlockQ4_K *>(data) + k0 / 256 + sb;
-            uint64_t scale_bytes, min_bytes;
-            q4_k_scale_min_bytes(block->scales, scale_bytes, min_bytes);
-            const float d = _cvtsh_ss(block->scale), d_min = _cvtsh_ss(block->min_scale);
+            q4_k_group_scales(*block, scales + sb * 8, mins + sb * 8);
             for (int g = 0; g < 8; ++g) {
                 const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(block->nibbles + 32 * (g / 2)));
                 const __m256i v = _mm256_and_si256(g % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), low_nibbles);
-                const int64_t b = sb * 8 + g;
-                _mm256_storeu_si256(reinterpret_cast<__m256i *>(values + 32 * b), v);
-                scales[b] = d * static_cast<float>((scale_bytes >> (8 * g)) & 0xFF);
-                mins[b] = d_min * static_cast<float>((min_bytes >> (8 * g)) & 0xFF);
-                starts[b] = -128 * byte_sum(v);
+                _mm256_storeu_si256(reinterpret_cast<__m256i *>(values + 32 * (sb * 8 + g)), v);
+                starts[sb * 8 + g] = -128 * byte_sum(v);
             }
         }
         return;
@@ -254,52 +245,30 @@ GPTJ_VNNI void pack_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*
 
 ggml_tensor * pack_vnni_activations(ggml_context * ctx, ggml_tensor * x) {
     ggml_tensor * args[] = {x};
-    return ggml_custom_4d(ctx, GGML_TYPE_I8, packed_bytes(x->ne[0], vnni_padded_tokens(x->ne[1])), 1, 1, 1, args, 1,
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, int8_packed_bytes(x->ne[0], vnni_padded_tokens(x->ne[1])), 1, 1, 1, args, 1,
                           pack_task, GGML_N_TASKS_MAX, nullptr);
 }
 
 void vnni_gemm_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ggml_tensor * w = dst->src[0];
-    const ggml_tensor * packed = dst->src[1];
-    const int64_t k = w->ne[0], m = w->ne[1], n_pad = dst->ne[0];
-
-    const int64_t row_blocks = (m + kRows - 1) / kRows;
-    const int64_t first_row = row_blocks * ith / nth * kRows;
-    const int64_t end_row = std::min(m, row_blocks * (ith + 1) / nth * kRows);
-    if (first_row >= end_row) return;
-
     const bool mins = w->type == GGML_TYPE_Q4_K;
-    const int64_t k_align = mins ? 256 : 32;  // whole blocks (q4_K: super-blocks)
-    int64_t k_block = kPackedBlockBytes / n_pad;
-    k_block = std::min(k, std::max(k_align, k_block / k_align * k_align));
+    const int64_t n_pad = dst->ne[0];
     thread_local UnpackedRows rows;
-    rows.values.resize(static_cast<size_t>(kRows * k_block));
-    rows.scales.resize(static_cast<size_t>(kRows * k_block / 32));
-    rows.starts.resize(static_cast<size_t>(kRows * k_block / 32));
-    rows.mins.resize(static_cast<size_t>(kRows * k_block / 32));
-
-    const auto * quads = static_cast<const int32_t *>(packed->data);
-    const auto * x_scales = reinterpret_cast<const float *>(static_cast<const char *>(packed->data) + k * n_pad);
-    const float * x_sums = x_scales + k / 32 * n_pad;
-    auto * yt = static_cast<float *>(dst->data);
-
-    for (int64_t k0 = 0; k0 < k; k0 += k_block) {
-        const int64_t k_len = std::min(k_block, k - k0);
-        for (int64_t row = first_row; row < end_row; row += kRows) {
-            const int n_rows = static_cast<int>(std::min<int64_t>(kRows, end_row - row));
-            for (int r = 0; r < n_rows; ++r) unpack_row(w, row + r, k0, k_len, r, k_len, rows);
-            for (int64_t n0 = 0; n0 < n_pad; n0 += kTileTokens) {
-                const int vectors = static_cast<int>(std::min(kTileTokens, n_pad - n0) / 16);
-                pick_kernel(mins, n_rows, vectors)(rows, k_len, quads + k0 / 4 * n_pad + n0,
-                                                   x_scales + k0 / 32 * n_pad + n0, x_sums + k0 / 32 * n_pad + n0, n_pad,
-                                                   yt + row * n_pad + n0, n_pad, k0 > 0);
-            }
+    auto unpack = [&](int64_t row, int64_t k0, int64_t k_len, int slot) {
+        const auto size = static_cast<size_t>(kRows * k_len);
+        if (rows.values.size() != size) {
+            rows.values.resize(size);
+            rows.scales.resize(size / 32);
+            rows.starts.resize(size / 32);
+            rows.mins.resize(size / 32);
         }
-    }
-    if (userdata != nullptr) {
-        const auto * w_data = static_cast<const char *>(w->data);
-        reinterpret_cast<ReleasePages>(userdata)(w_data + first_row * w->nb[1], w_data + end_row * w->nb[1]);
-    }
+        unpack_row(w, row, k0, k_len, slot, k_len, rows);
+    };
+    auto multiply = [&](int n_rows, int vectors, int64_t k_len, const int32_t * quads, const float * scales,
+                        const float * sums, float * yt, bool accumulate) {
+        pick_kernel(mins, n_rows, vectors)(rows, k_len, quads, scales, sums, n_pad, yt, n_pad, accumulate);
+    };
+    run_int8_gemm(dst, ith, nth, userdata, {kRows, kTileTokens, 16, kPackedBlockBytes}, unpack, multiply);
 }
 
 }  // namespace gptj

@@ -166,13 +166,12 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
         (!amx && (n_tokens < kBatchMatmulMinTokens || ((repacked || scalar_conversion) && decode_batch)))) {
         return ggml_mul_mat(ctx, w, x);
     }
-    // AVX2 GEMM: prompt batches only (more than kMatvecMaxTokens tokens); decode batches keep
-    // ggml's kernels, whose dot products read each weight once for the few tokens. Matrices ggml
-    // repacked (q4_0, q4_K) keep its int8 GEMMs for their interleaved layouts, which were as fast
-    // or faster than the f32 GEMM on the file's copy (4-layer 6B-shaped, 2 threads, ours / ggml's:
-    // q4_0 pp128 1.04x, pp512 0.73x; q4_K 0.88x, 0.98x); unrepacked, they take the AVX2 GEMM.
-    // q4_0 and q4_K prompt batches on AVX2-only CPUs: 8-bit products on their nibbles
-    // (gemm_int8_avx2.h), reading the file's layout (for a matrix ggml repacked, the mapped file's copy).
+    // AVX2 GEMMs: prompt batches only (more than kMatvecMaxTokens tokens); decode batches keep
+    // ggml's kernels, whose dot products read each weight once for the few tokens. q4_0 and q4_K
+    // take 8-bit products on their nibbles (gemm_int8_avx2.h), reading the file's layout (for a
+    // matrix ggml repacked, the mapped file's copy): 1.4-1.6x ggml's repacked int8 GEMM for q4_K,
+    // which had matched the f32 GEMM on the file's copy (4-layer 6B-shaped, 2 threads, f32 / ggml's:
+    // q4_K pp128 0.88x, pp512 0.98x). Other repacked matrices keep ggml's GEMMs.
     if (avx2_gemm_in_use() && !decode_batch && int8_gemm_avx2_applies(weights, in_plain_memory(weights))) {
         if (input.int8_avx2_packed == nullptr) input.int8_avx2_packed = pack_int8_avx2_activations(ctx, x);
         ggml_tensor * args[] = {weights, input.int8_avx2_packed};

@@ -77,4 +77,16 @@ inline void q4_k_scale_min_bytes(const uint8_t * packed, uint64_t & scales, uint
     mins = mins_low | uint64_t(mins_high) << 32;
 }
 
+// The 8 groups' scales and minimums of a q4_K block as floats (the 6-bit ones times the block's
+// f16 scale and min_scale): group g's weight is scales[g] * nibble - mins[g].
+inline void q4_k_group_scales(const BlockQ4_K & block, float * scales, float * mins) {
+    uint64_t scale_bytes, min_bytes;
+    q4_k_scale_min_bytes(block.scales, scale_bytes, min_bytes);
+    const float d = ggml_fp16_to_fp32(block.scale), d_min = ggml_fp16_to_fp32(block.min_scale);
+    for (int g = 0; g < 8; ++g) {
+        scales[g] = d * static_cast<float>((scale_bytes >> (8 * g)) & 0xFF);
+        mins[g] = d_min * static_cast<float>((min_bytes >> (8 * g)) & 0xFF);
+    }
+}
+
 }  // namespace gptj
