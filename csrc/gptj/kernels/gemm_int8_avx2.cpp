@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -126,7 +127,7 @@ GPTJ_AVX2 void micro_kernel(const UnpackedRows & w, int64_t k_len, const int32_t
 #pragma GCC unroll 4
             for (int r = 0; r < ROWS; ++r) {
                 int32_t four;
-                __builtin_memcpy(&four, w.nibbles.data() + r * k_len + b * 32 + 4 * q, sizeof four);
+                std::memcpy(&four, w.nibbles.data() + r * k_len + b * 32 + 4 * q, sizeof four);
                 const __m256i weights = _mm256_set1_epi32(four);
 #pragma GCC unroll 4
                 for (int v = 0; v < VECTORS; ++v) {

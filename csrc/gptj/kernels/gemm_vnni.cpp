@@ -19,11 +19,6 @@ namespace {
 
 std::atomic<bool> g_enabled{true};
 
-// The packed activations (int8_gemm_loop.h) here: n_pad a multiple of 16, the 8-bit values as
-// u8 = q + 128 (vpdpbusd multiplies u8 by s8; the weights are the s8 side, and each row block's
-// accumulator starts at -128 times the weights' sum, so it ends at sum(w q) exactly); past the last
-// token 128 (q = 0), with scale 0.
-
 }  // namespace
 
 void set_vnni_gemm_enabled(bool enabled) { g_enabled = enabled; }
@@ -203,7 +198,10 @@ MicroKernel pick_kernel(bool mins, int rows, int vectors) {
 }
 
 // Rounds each token's activations per block of 32 (symmetric, to nearest, as q8_0 does) into the
-// packed layout. Thread ith of nth takes a range of blocks for every token. A block holding a NaN
+// packed layout (int8_gemm_loop.h) for n_pad tokens, a multiple of 16: values as u8 = q + 128
+// (vpdpbusd multiplies u8 by s8; the weights are the s8 side, and each row block's accumulator
+// starts at -128 times the weights' sum, so it ends at sum(w q) exactly); past the last token 128
+// (q = 0), with scale 0. Thread ith of nth takes a range of blocks for every token. A block holding a NaN
 // gets a NaN scale, so that the outputs it meets are NaN (checked after the step), not numbers.
 GPTJ_VNNI void pack_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
     const ggml_tensor * x = dst->src[0];
