@@ -169,21 +169,6 @@ constexpr std::array<std::array<MicroKernel, kVectors>, kRows> by_rows(std::inte
 }
 constexpr auto kMicroKernels = by_rows(std::make_integer_sequence<int, kRows>());
 
-// max |x| over 32 floats; NaN if any is NaN.
-GPTJ_AVX2_INLINE float max_magnitude_32(const __m256 (&v)[4]) {
-    const __m256 magnitude_bits = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-    __m256 amax = _mm256_setzero_ps(), unordered = _mm256_setzero_ps();
-    for (int j = 0; j < 4; ++j) {
-        amax = _mm256_max_ps(amax, _mm256_and_ps(v[j], magnitude_bits));
-        unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(v[j], v[j], _CMP_UNORD_Q));
-    }
-    if (_mm256_movemask_ps(unordered) != 0) return NAN;
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    return _mm_cvtss_f32(m);
-}
-
 // Rounds each token's activations per block of 32 (symmetric, to nearest, as q8_0 does) into the
 // packed layout (int8_gemm_loop.h) for n_pad tokens, a multiple of 8: values as s8; past the last
 // token 0, with scale 0. Thread ith of nth takes a range of blocks for every token. A block holding a NaN
@@ -202,21 +187,12 @@ GPTJ_AVX2 void pack_task(ggml_tensor * dst, int ith, int nth, void * /*userdata*
                 continue;
             }
             const float * xb = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + t * x->nb[1]) + b * 32;
-            __m256 v[4];
-            for (int j = 0; j < 4; ++j) v[j] = _mm256_loadu_ps(xb + 8 * j);
-            const float amax = max_magnitude_32(v);
+            const float amax = avx2::max_magnitude(xb, 32);
             const bool nan = std::isnan(amax);
             const __m256 inverse = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);  // NaN > 0 is false
-            __m256i q[4];
-            for (int j = 0; j < 4; ++j) q[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], inverse));
-            // The packs work within 128-bit lanes: dwords come out as q0 q1 q2 q3 (low halves), then
-            // the high halves; the permutation puts each q's halves back together.
-            const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
             alignas(32) int32_t four[8];
-            _mm256_store_si256(reinterpret_cast<__m256i *>(four),
-                               _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+            const int sum = avx2::round_32(xb, inverse, reinterpret_cast<int8_t *>(four));
             for (int j = 0; j < 8; ++j) quads[(b * 8 + j) * n_pad + t] = four[j];
-            const int sum = avx2::horizontal_sum(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
             const float scale = nan ? NAN : amax / 127.0f;
             scales[b * n_pad + t] = scale;
             sums[b * n_pad + t] = scale * static_cast<float>(sum);
