@@ -10,6 +10,7 @@ slot could reuse). ``pytest tests/test_server_ray.py -rP`` prints the figures of
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import itertools
@@ -81,6 +82,15 @@ class Replicas:
         headers = {SESSION_HEADER: session} if session else None
         return openai.OpenAI(
             base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=TIMEOUT_SECONDS, default_headers=headers
+        )
+
+    def async_openai(self, session: str) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=f"{self.url}/v1",
+            api_key="unused",
+            max_retries=0,
+            timeout=TIMEOUT_SECONDS,
+            default_headers={SESSION_HEADER: session},
         )
 
     def get(self, path: str, session: str) -> httpx.Response:
@@ -200,6 +210,18 @@ def _wait_until_idle(replicas: Replicas, session: str) -> httpx.Response:
         time.sleep(0.02)
 
 
+def _wait_for_cancelled(replicas: Replicas, session: str, expected: float) -> None:
+    """Poll the session's replica's /metrics until it has counted ``expected`` cancelled generations.
+
+    The slot is free before the count goes up (``on_finish`` runs after the slot is released), and a
+    non-streamed request may not have reached its slot yet when the client gives up: one read races."""
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    while (seen := _cancelled_generations(replicas, session)) < expected:
+        assert time.monotonic() < deadline, f"{seen} cancelled generations counted, {expected} expected"
+        time.sleep(0.02)
+    assert seen == expected
+
+
 def test_a_client_leaving_mid_stream_frees_its_replicas_slot(replicas):
     session = "leaves-mid-stream"  # its replica answers the /slots and /metrics below too
     cancelled_before = _cancelled_generations(replicas, session)
@@ -213,19 +235,37 @@ def test_a_client_leaving_mid_stream_frees_its_replicas_slot(replicas):
     stream.close()
 
     assert _wait_until_idle(replicas, session).headers[REPLICA_ID_HEADER] == streamed_by
-    assert _cancelled_generations(replicas, session) == cancelled_before + 1
+    _wait_for_cancelled(replicas, session, cancelled_before + 1)
 
 
 def test_a_client_leaving_a_non_streamed_request_frees_its_replicas_slot(replicas):
     session = "leaves-while-waiting"
+    # The request must take the replica's one slot: a queued request that is cancelled is not counted.
+    _wait_until_idle(replicas, session)
     cancelled_before = _cancelled_generations(replicas, session)
 
-    client = replicas.openai(session).with_options(timeout=httpx.Timeout(TIMEOUT_SECONDS, read=1.0))
-    with pytest.raises(openai.APITimeoutError):
-        client.completions.create(model="tiny-f32", prompt="Once upon a time", **LONG)
+    async def leave_once_it_runs() -> None:
+        # The client goes away once its request holds the slot (a timeout could fire before the
+        # request reached the replica on a busy machine, and then nothing would have been cancelled).
+        client = replicas.async_openai(session)
+        request = asyncio.create_task(client.completions.create(model="tiny-f32", prompt="Once upon a time", **LONG))
+        async def slot_is_busy() -> bool:
+            slots = (await asyncio.to_thread(replicas.get, "/slots", session)).json()
+            return any(slot["state"] != "idle" for slot in slots)
 
+        deadline = time.monotonic() + TIMEOUT_SECONDS
+        while not await slot_is_busy():
+            assert not request.done(), "the request ended before its slot was seen busy"
+            assert time.monotonic() < deadline, "the request did not reach its replica's slot"
+            await asyncio.sleep(0.02)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        await client.close()
+
+    asyncio.run(leave_once_it_runs())
+    _wait_for_cancelled(replicas, session, cancelled_before + 1)
     _wait_until_idle(replicas, session)
-    assert _cancelled_generations(replicas, session) == cancelled_before + 1
 
 
 @dataclasses.dataclass(frozen=True)
