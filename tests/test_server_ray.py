@@ -249,6 +249,7 @@ def test_a_client_leaving_a_non_streamed_request_frees_its_replicas_slot(replica
         # request reached the replica on a busy machine, and then nothing would have been cancelled).
         client = replicas.async_openai(session)
         request = asyncio.create_task(client.completions.create(model="tiny-f32", prompt="Once upon a time", **LONG))
+
         async def slot_is_busy() -> bool:
             slots = (await asyncio.to_thread(replicas.get, "/slots", session)).json()
             return any(slot["state"] != "idle" for slot in slots)

@@ -7,6 +7,7 @@
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
+#include "gptj/kernels/decode_attention.h"
 #include "gptj/kernels/dequantize.h"
 #include "gptj/kernels/gemm_amx.h"
 #include "gptj/kernels/gemm_avx512_bf16.h"
@@ -91,6 +92,10 @@ void bind_info(py::module_ & m) {
           "Whether prompt batches of q4_0 / q4_K weights use our 8-bit AVX2 kernel on this CPU (no AVX-512, or capped).");
     m.def("set_int8_gemm_avx2_enabled", &gptj::set_int8_gemm_avx2_enabled, py::arg("enabled"),
           "Turn the AVX2 int8 prompt kernel off (those batches then take the f32 AVX2 kernel or ggml's) or back on.");
+    m.def("decode_attention_available", &gptj::decode_attention_available,
+          "Whether single tokens' attention over a flash-attention cache (f16, q8_0, q4_0) uses our AVX2 kernel on this CPU.");
+    m.def("set_decode_attention_enabled", &gptj::set_decode_attention_enabled, py::arg("enabled"),
+          "Turn the decode attention kernel off (single tokens then take ggml_flash_attn_ext) or back on.");
     m.def("set_matvec_max_tokens", &gptj::set_matvec_max_tokens, py::arg("n_tokens"),
           "The most tokens a product sends to the matrix-vector kernel (default and most: 16); for benchmarks.");
     m.def("set_amx_min_tokens", &gptj::set_amx_min_tokens, py::arg("n_tokens"),

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "gptj/kernels/decode_attention.h"
 #include "gptj/kernels/matmul.h"
 
 namespace gptj {
@@ -51,10 +52,24 @@ ggml_tensor * cached_heads(ggml_context * ctx, ggml_tensor * cache, int64_t head
     return ggml_view_3d(ctx, cache, head_dim, n_kv, n_head, cache->nb[1], ggml_row_size(cache->type, head_dim), 0);
 }
 
+// A single new token's attention by our kernel (decode_attention.h): q [head_dim, n_head, 1].
+ggml_tensor * decode_attention(ggml_context * ctx, ggml_tensor * cache_k, ggml_tensor * cache_v, ggml_tensor * q,
+                               int64_t head_dim, int64_t n_head, int64_t n_kv) {
+    ggml_tensor * args[] = {q, ggml_view_2d(ctx, cache_k, cache_k->ne[0], n_kv, cache_k->nb[1], 0),
+                            ggml_view_2d(ctx, cache_v, cache_v->ne[0], n_kv, cache_v->nb[1], 0)};
+    ggml_tensor * heads = ggml_custom_4d(ctx, GGML_TYPE_F32, head_dim, n_head, 1, 1, args, 3, decode_attention_task,
+                                         GGML_N_TASKS_MAX, /*userdata=*/nullptr);
+    return ggml_reshape_2d(ctx, heads, head_dim * n_head, 1);
+}
+
 // Flash attention (ggml_flash_attn_ext: online softmax, no [n_kv, n, n_head] score matrix) over
-// a cache whose keys and values are both one position per row, in f16 or quantized.
+// a cache whose keys and values are both one position per row, in f16 or quantized; a single
+// token by our kernel where it applies.
 ggml_tensor * flash_attention(ggml_context * ctx, ggml_tensor * cache_k, ggml_tensor * cache_v, ggml_tensor * q,
                               int64_t head_dim, int64_t n_head, int64_t n_kv, int n) {
+    if (n == 1 && decode_attention_applies(cache_k->type, head_dim)) {
+        return decode_attention(ctx, cache_k, cache_v, q, head_dim, n_head, n_kv);
+    }
     ggml_tensor * keys = cached_heads(ctx, cache_k, head_dim, n_head, n_kv);
     ggml_tensor * values = cached_heads(ctx, cache_v, head_dim, n_head, n_kv);
     ggml_tensor * queries = ggml_permute(ctx, q, 0, 2, 1, 3);  // [head_dim, n, n_head]
