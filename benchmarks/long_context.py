@@ -41,7 +41,9 @@ import numpy as np
 from gptj_ggml import Model
 
 path, threads, prompts, positions, n_steps = sys.argv[1], int(sys.argv[2]), eval(sys.argv[3]), eval(sys.argv[4]), int(sys.argv[5])
-cache_type, flash_attn = sys.argv[6], sys.argv[7] == "1"
+cache_type, flash_attn, our_decode_attention = sys.argv[6], sys.argv[7] == "1", sys.argv[8] == "1"
+from gptj_ggml import _core
+_core.set_decode_attention_enabled(our_decode_attention)
 model = Model(path, n_ctx=2048, n_threads=threads, cache_type=cache_type, flash_attn=flash_attn)
 session = model.session()
 rng = np.random.default_rng(0)
@@ -70,19 +72,23 @@ print(json.dumps(result))
 """
 
 
-#: --caches: (cache_type, flash_attn) and the cache's bytes per value.
+#: --caches: (cache_type, flash_attn, our decode attention kernel) and the cache's bytes per value.
+#: "/ggml": single tokens through ggml_flash_attn_ext instead of our kernel (the baseline).
 CACHES = {
-    "f16": ("f16", False, 2.0),
-    "f16+fa": ("f16", True, 2.0),
-    "q8_0": ("q8_0", True, 34 / 32),
-    "q4_0": ("q4_0", True, 18 / 32),
+    "f16": ("f16", False, True, 2.0),
+    "f16+fa": ("f16", True, True, 2.0),
+    "q8_0": ("q8_0", True, True, 34 / 32),
+    "q4_0": ("q4_0", True, True, 18 / 32),
+    "f16+fa/ggml": ("f16", True, False, 2.0),
+    "q8_0/ggml": ("q8_0", True, False, 34 / 32),
+    "q4_0/ggml": ("q4_0", True, False, 18 / 32),
 }
 
 
-def measure(path: Path, threads: int, cache: str) -> dict[str, float]:
-    cache_type, flash_attn, _ = CACHES[cache]
-    cmd = [sys.executable, "-c", _CHILD, str(path), str(threads), repr(PROMPTS), repr(POSITIONS), str(N_STEPS)]
-    cmd += [cache_type, str(int(flash_attn))]
+def measure(path: Path, threads: int, cache: str, prompts: tuple[int, ...]) -> dict[str, float]:
+    cache_type, flash_attn, ours, _ = CACHES[cache]
+    cmd = [sys.executable, "-c", _CHILD, str(path), str(threads), repr(prompts), repr(POSITIONS), str(N_STEPS)]
+    cmd += [cache_type, str(int(flash_attn)), str(int(ours))]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()
     return json.loads(out[-1])
 
@@ -98,6 +104,7 @@ def main() -> None:
     parser.add_argument("--types", default="f16,q4_0")
     parser.add_argument("--caches", default="f16", help=f"comma-separated, of {', '.join(CACHES)}")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--no-prompts", action="store_true", help="generation only (no pp128 / pp512 / pp2048)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "gptj-ggml-bench")
     args = parser.parse_args()
@@ -108,15 +115,17 @@ def main() -> None:
         parser.error(f"--caches: unknown {', '.join(sorted(unknown))} (known: {', '.join(CACHES)})")
     models = {t: six_b_shaped(args.dir, args.n_layer, t) for t in args.types.split(",")}
     configs = [(t, cache) for t in models for cache in caches]
+    prompts = () if args.no_prompts else PROMPTS
     runs: dict[tuple[str, str], list[dict[str, float]]] = {config: [] for config in configs}
     for rep in range(args.reps):
         for t, cache in configs:
-            runs[t, cache].append(measure(models[t], args.threads, cache))
+            runs[t, cache].append(measure(models[t], args.threads, cache, prompts))
             print(f"rep {rep + 1}/{args.reps} {t} cache {cache}: {runs[t, cache][-1]}", file=sys.stderr, flush=True)
 
     print(f"\n{args.n_layer} layers, GPT-J-6B's shapes, {args.threads} threads, medians of {args.reps} processes")
-    header = ["type", "cache"] + [f"pp{n} tok/s" for n in PROMPTS] + [f"gen@{p} ms" for p in POSITIONS]
-    header += ["pp512/pp128", "pp2048/pp128", "gen@1900/gen@16", "floor (cache/weights)"]
+    header = ["type", "cache"] + [f"pp{n} tok/s" for n in prompts] + [f"gen@{p} ms" for p in POSITIONS]
+    header += ["pp512/pp128", "pp2048/pp128"] if prompts else []
+    header += ["gen@1900/gen@16", "floor (cache/weights)"]
     print(" | ".join(header))
     for t, cache in configs:
         med = {key: statistics.median(r[key] for r in runs[t, cache]) for key in runs[t, cache][0]}
@@ -125,9 +134,9 @@ def main() -> None:
         def ratio(a: str, b: str, runs_of_type: list = runs[t, cache]) -> float:
             return statistics.median(r[a] / r[b] for r in runs_of_type)
 
-        row = [t, cache] + [f"{med[f'pp{n}']:.1f}" for n in PROMPTS] + [f"{med[f'gen{p}']:.1f}" for p in POSITIONS]
-        row += [f"{ratio('pp512', 'pp128'):.2f}", f"{ratio('pp2048', 'pp128'):.2f}", f"{med['gen_ratio']:.2f}"]
-        row += [f"{1 + cache_over_weights(models[t], args.n_layer, 1900, CACHES[cache][2]):.2f}"]
+        row = [t, cache] + [f"{med[f'pp{n}']:.1f}" for n in prompts] + [f"{med[f'gen{p}']:.1f}" for p in POSITIONS]
+        row += [f"{ratio('pp512', 'pp128'):.2f}", f"{ratio('pp2048', 'pp128'):.2f}"] if prompts else []
+        row += [f"{med['gen_ratio']:.2f}", f"{1 + cache_over_weights(models[t], args.n_layer, 1900, CACHES[cache][3]):.2f}"]
         print(" | ".join(row))
 
 

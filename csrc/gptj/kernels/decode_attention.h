@@ -3,10 +3,11 @@
 //
 // Why: ggml_flash_attn_ext walks the cache one position at a time per head (a dot product, an
 // exponential, a value row converted and added: online softmax), so at 1900 positions a q8_0
-// cache cost more time than reading half the bytes saved (README, "Long contexts"). Here each head's
-// scores are computed for every position first (four positions at a time), exponentiated in one
-// vectorized pass, then the value rows are summed with those weights in blocks of positions that
-// stay in L1 while each part of the head passes over them: the cache is read once, streaming.
+// cache cost more time than reading half the bytes saved (README, "Long contexts"). Here a thread
+// takes whole heads and reads the cache in order, four positions' rows at a time for all its
+// heads: every score first (integer dot products with the queries rounded to 8 bits for quantized
+// keys, as ggml's own kernel does; f32 for f16 keys), the exponentials in one vectorized pass,
+// then the value rows times their weights added into each head's sums (in L1).
 #pragma once
 
 #include <cstdint>
