@@ -1,10 +1,13 @@
 """How prompt and generation speed hold up as the context grows, on GPT-J-6B-shaped random weights.
 
     python benchmarks/long_context.py [--n-layer 4] [--types f16,q4_0] [--caches f16,q8_0] [--reps 3] [--threads N]
+                                      [--no-prompts]
 
 For each weight type and KV cache (--caches: f16 with plain attention, f16+fa with flash
-attention, q8_0 or q4_0, which attend by flash attention), in fresh processes (types alternate within each repetition: this machine's
-memory bandwidth drifts), prints prompt throughput at 128, 512 and 2048 tokens and generation
+attention, q8_0 or q4_0, which attend by flash attention; a "/ggml" suffix, e.g. q8_0/ggml, turns
+our single-token attention kernel off, so that ggml's flash kernel runs every step: the baseline),
+in fresh processes (types alternate within each repetition: this machine's memory bandwidth
+drifts), prints prompt throughput at 128, 512 and 2048 tokens and generation
 ms/token after 16 and after 1900 positions, with the ratios issue 16 asks for: pp512 / pp128
 (tokens/s; at least 0.9) and gen@1900 / gen@16 (ms/token; at most 1.15). The two generation
 positions are two sessions of one model whose steps alternate, and their ratio is the median of
@@ -136,7 +139,10 @@ def main() -> None:
 
         row = [t, cache] + [f"{med[f'pp{n}']:.1f}" for n in prompts] + [f"{med[f'gen{p}']:.1f}" for p in POSITIONS]
         row += [f"{ratio('pp512', 'pp128'):.2f}", f"{ratio('pp2048', 'pp128'):.2f}"] if prompts else []
-        row += [f"{med['gen_ratio']:.2f}", f"{1 + cache_over_weights(models[t], args.n_layer, 1900, CACHES[cache][3]):.2f}"]
+        row += [
+            f"{med['gen_ratio']:.2f}",
+            f"{1 + cache_over_weights(models[t], args.n_layer, 1900, CACHES[cache][3]):.2f}",
+        ]
         print(" | ".join(row))
 
 

@@ -321,6 +321,8 @@ def test_info_system_names_the_ggml_version_and_library():
     flags = Path("/proc/cpuinfo").read_text()
     kernel = "AVX512" if "avx512f" in flags else "AVX2" if " avx2" in flags else "ggml's"
     assert re.search(rf"^matrix kernels: .*{kernel}", result.stdout, re.MULTILINE)
+    attention = "gptj_ggml's AVX2 kernel for single tokens" if " avx2" in flags else "ggml's"
+    assert re.search(rf"^attention: +{attention}", result.stdout, re.MULTILINE)
 
 
 def test_info_without_a_model_or_system_is_a_usage_error():

@@ -29,7 +29,8 @@ decode = session._core.evaluate(ids[-4:], True)  # a decode batch of 4 tokens
 np.save(sys.argv[3], np.concatenate([prompt, decode]))
 print(json.dumps({"cap": core.isa_cap(), "kernel": core.batch_matmul_kernel(), "amx": core.amx_available(),
                   "bf16": core.bf16_gemm_available(), "int8": core.int8_matvec_available(),
-                  "vnni_gemm": core.vnni_gemm_available(), "int8_gemm_avx2": core.int8_gemm_avx2_available()}))
+                  "vnni_gemm": core.vnni_gemm_available(), "int8_gemm_avx2": core.int8_gemm_avx2_available(),
+                  "decode_attention": core.decode_attention_available()}))
 """
 
 
@@ -77,8 +78,10 @@ def test_every_level_evaluates_what_transformers_does(outtype, tiny_model_path, 
         "int8": False,
         "vnni_gemm": False,
         "int8_gemm_avx2": True,
+        "decode_attention": True,  # an AVX2 kernel: on at every level
     }
     assert not found[None]["int8_gemm_avx2"] or found[None]["kernel"] == "avx2"
+    assert found[None]["decode_attention"]
 
 
 def test_an_unknown_level_is_an_error_naming_the_variable(tmp_path):

@@ -203,6 +203,7 @@ class SystemInfo:
     int8_vnni: bool = False  # q8_0 / q4_0 / k-quant single tokens and decode batches on our AVX512-VNNI kernels
     int8_gemm_avx2: bool = False  # prompt batches of q4_0 / q4_K weights on our AVX2 int8 GEMM (AVX2-only CPUs)
     vnni_gemm: bool = False  # prompt batches of q8_0 / q4_0 / q4_K weights on our VNNI GEMM (no AMX)
+    decode_attention: bool = False  # single tokens' attention over flash-attention caches on our AVX2 kernel
 
     @property
     def missed_features(self) -> list[str]:
@@ -273,4 +274,5 @@ def describe_system() -> SystemInfo:
         int8_vnni=core.int8_matvec_available(),
         vnni_gemm=core.vnni_gemm_available(),
         int8_gemm_avx2=core.int8_gemm_avx2_available(),
+        decode_attention=core.decode_attention_available(),
     )

@@ -5,9 +5,10 @@
 // exponential, a value row converted and added: online softmax), so at 1900 positions a q8_0
 // cache cost more time than reading half the bytes saved (README, "Long contexts"). Here a thread
 // takes whole heads and reads the cache in order, four positions' rows at a time for all its
-// heads: every score first (integer dot products with the queries rounded to 8 bits for quantized
-// keys, as ggml's own kernel does; f32 for f16 keys), the exponentials in one vectorized pass,
-// then the value rows times their weights added into each head's sums (in L1).
+// heads: every score first (integer dot products for quantized keys; the queries rounded as
+// ggml's kernel rounds them for the same keys, to 8 bits per block or to f16, so that prompt
+// batches and single tokens agree), the exponentials in one vectorized pass, then the value rows
+// times their weights added into each head's sums (in L1).
 #pragma once
 
 #include <cstdint>

@@ -137,6 +137,13 @@ def system_text(system: SystemInfo) -> str:
             if system.prompt_kernel
             else "ggml's (this CPU has no AVX2 for gptj_ggml's kernels)"
         ),
+        "attention:     "
+        + (
+            "gptj_ggml's AVX2 kernel for single tokens over a flash-attention cache (f16, q8_0, q4_0); "
+            "ggml's for prompt batches and plain attention"
+            if system.decode_attention
+            else "ggml's"
+        ),
     ]
     if system.isa_cap != "amx":
         lines.append(f"kernel cap:    GPTJ_GGML_ISA={system.isa_cap}: gptj_ggml's kernels use nothing above {system.isa_cap.upper()}")
