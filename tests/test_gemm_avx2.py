@@ -165,6 +165,23 @@ def test_int8_prompts_match_transformers_as_well_as_ggmls_own_product(
     assert error <= 1.1 * ggml_error + 1e-3, (error, ggml_error)
 
 
+@pytest.mark.skipif(not core.int8_gemm_avx_vnni_available(), reason="this CPU has no AVX-VNNI")
+@pytest.mark.parametrize("outtype", ["q4_0", "q4_K"])
+def test_avx_vnni_gives_the_vpmaddubsw_kernels_logits(outtype, tiny_model_path):
+    # Both sum each block's products exactly (int16 pairs, or int32 by vpdpbusd), then scale them
+    # alike: the logits are the same to the bit, and the tests above (run with AVX-VNNI where the
+    # CPU has it) hold for the kernel AVX2 CPUs without it run.
+    ids = random_ids(100, seed=15)
+    path = tiny_model_path(outtype, **QUANT_SHAPES)
+    with_vnni = Model(path, repack=False).logits(ids)
+    core.set_int8_gemm_avx_vnni_enabled(False)
+    try:
+        without = Model(path, repack=False).logits(ids)
+    finally:
+        core.set_int8_gemm_avx_vnni_enabled(True)
+    np.testing.assert_array_equal(with_vnni, without)
+
+
 @pytest.mark.parametrize("outtype", ["q4_0", "q4_K"])
 def test_a_nan_activation_gives_nan_logits_not_numbers(outtype, tiny_model_path, tmp_path):
     # A NaN in the first layer's norm reaches only the products of its output (q, k, v, fc_in),

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +31,8 @@ np.save(sys.argv[3], np.concatenate([prompt, decode]))
 print(json.dumps({"cap": core.isa_cap(), "kernel": core.batch_matmul_kernel(), "amx": core.amx_available(),
                   "bf16": core.bf16_gemm_available(), "int8": core.int8_matvec_available(),
                   "vnni_gemm": core.vnni_gemm_available(), "int8_gemm_avx2": core.int8_gemm_avx2_available(),
-                  "decode_attention": core.decode_attention_available()}))
+                  "decode_attention": core.decode_attention_available(),
+                  "int8_gemm_avx_vnni": core.int8_gemm_avx_vnni_available()}))
 """
 
 
@@ -79,6 +81,7 @@ def test_every_level_evaluates_what_transformers_does(outtype, tiny_model_path, 
         "vnni_gemm": False,
         "int8_gemm_avx2": True,
         "decode_attention": True,  # an AVX2 kernel: on at every level
+        "int8_gemm_avx_vnni": " avx_vnni" in Path("/proc/cpuinfo").read_text(),  # as on a laptop with it
     }
     assert not found[None]["int8_gemm_avx2"] or found[None]["kernel"] == "avx2"
     assert found[None]["decode_attention"]

@@ -92,6 +92,10 @@ void bind_info(py::module_ & m) {
           "Whether prompt batches of q4_0 / q4_K weights use our 8-bit AVX2 kernel on this CPU (no AVX-512, or capped).");
     m.def("set_int8_gemm_avx2_enabled", &gptj::set_int8_gemm_avx2_enabled, py::arg("enabled"),
           "Turn the AVX2 int8 prompt kernel off (those batches then take the f32 AVX2 kernel or ggml's) or back on.");
+    m.def("int8_gemm_avx_vnni_available", &gptj::int8_gemm_avx_vnni_available,
+          "Whether the AVX2 int8 prompt kernel uses AVX-VNNI's vpdpbusd on this CPU (when that kernel runs).");
+    m.def("set_int8_gemm_avx_vnni_enabled", &gptj::set_int8_gemm_avx_vnni_enabled, py::arg("enabled"),
+          "Turn AVX-VNNI off in the AVX2 int8 prompt kernel (vpmaddubsw, as on AVX2 CPUs without it) or back on.");
     m.def("decode_attention_available", &gptj::decode_attention_available,
           "Whether single tokens' attention over a flash-attention cache (f16, q8_0, q4_0) uses our AVX2 kernel on this CPU.");
     m.def("set_decode_attention_enabled", &gptj::set_decode_attention_enabled, py::arg("enabled"),

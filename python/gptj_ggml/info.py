@@ -204,6 +204,7 @@ class SystemInfo:
     int8_gemm_avx2: bool = False  # prompt batches of q4_0 / q4_K weights on our AVX2 int8 GEMM (AVX2-only CPUs)
     vnni_gemm: bool = False  # prompt batches of q8_0 / q4_0 / q4_K weights on our VNNI GEMM (no AMX)
     decode_attention: bool = False  # single tokens' attention over flash-attention caches on our AVX2 kernel
+    int8_gemm_avx_vnni: bool = False  # the AVX2 int8 GEMM's products by AVX-VNNI (when it runs)
 
     @property
     def missed_features(self) -> list[str]:
@@ -275,4 +276,5 @@ def describe_system() -> SystemInfo:
         vnni_gemm=core.vnni_gemm_available(),
         int8_gemm_avx2=core.int8_gemm_avx2_available(),
         decode_attention=core.decode_attention_available(),
+        int8_gemm_avx_vnni=core.int8_gemm_avx_vnni_available(),
     )

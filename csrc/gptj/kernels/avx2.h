@@ -7,6 +7,8 @@
 // after cpu_has_avx2() (isa.h).
 #define GPTJ_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define GPTJ_AVX2_INLINE GPTJ_AVX2 __attribute__((always_inline)) inline
+// AVX2 with AVX-VNNI, called only after cpu_has_avx_vnni() (isa.h).
+#define GPTJ_AVX_VNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
 
 #include <immintrin.h>
 

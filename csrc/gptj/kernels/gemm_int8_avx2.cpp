@@ -19,10 +19,13 @@ namespace gptj {
 namespace {
 
 std::atomic<bool> g_enabled{true};
+std::atomic<bool> g_avx_vnni_enabled{true};
 
 }  // namespace
 
 void set_int8_gemm_avx2_enabled(bool enabled) { g_enabled = enabled; }
+void set_int8_gemm_avx_vnni_enabled(bool enabled) { g_avx_vnni_enabled = enabled; }
+bool int8_gemm_avx_vnni_available() { return g_avx_vnni_enabled && cpu_has_avx_vnni(); }
 
 bool int8_gemm_avx2_available() { return g_enabled && cpu_has_avx2() && !cpu_has_avx512f(); }
 
@@ -155,19 +158,80 @@ GPTJ_AVX2 void micro_kernel(const UnpackedRows & w, int64_t k_len, const int32_t
     }
 }
 
+// micro_kernel with AVX-VNNI: each quad's products summed straight into int32 by vpdpbusd (the
+// nibbles as its unsigned operand), so no int16 pairs and no widening per block.
+template <int ROWS, int VECTORS>
+GPTJ_AVX_VNNI void micro_kernel_vnni(const UnpackedRows & w, int64_t k_len, const int32_t * quads, const float * x_scales,
+                                     const float * x_sums, int64_t n_pad, float * yt, int64_t yt_stride, bool accumulate) {
+    const int64_t blocks = k_len / 32;
+    __m256 acc[ROWS][VECTORS];
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+        for (int v = 0; v < VECTORS; ++v) {
+            acc[r][v] = accumulate ? _mm256_loadu_ps(yt + r * yt_stride + 8 * v) : _mm256_setzero_ps();
+        }
+    }
+    for (int64_t b = 0; b < blocks; ++b) {
+        __m256i dots[ROWS][VECTORS];
+#pragma GCC unroll 4
+        for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+            for (int v = 0; v < VECTORS; ++v) dots[r][v] = _mm256_setzero_si256();
+        }
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; ++q) {
+            __m256i x[VECTORS];
+#pragma GCC unroll 4
+            for (int v = 0; v < VECTORS; ++v) {
+                x[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(quads + (b * 8 + q) * n_pad + 8 * v));
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < ROWS; ++r) {
+                int32_t four;
+                std::memcpy(&four, w.nibbles.data() + r * k_len + b * 32 + 4 * q, sizeof four);
+                const __m256i weights = _mm256_set1_epi32(four);
+#pragma GCC unroll 4
+                for (int v = 0; v < VECTORS; ++v) dots[r][v] = _mm256_dpbusd_avx_epi32(dots[r][v], weights, x[v]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < VECTORS; ++v) {
+            const __m256 xs = _mm256_loadu_ps(x_scales + b * n_pad + 8 * v);
+            const __m256 sums = _mm256_loadu_ps(x_sums + b * n_pad + 8 * v);
+#pragma GCC unroll 4
+            for (int r = 0; r < ROWS; ++r) {
+                const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(w.scales[r * blocks + b]), xs);
+                acc[r][v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[r][v]), scale, acc[r][v]);
+                acc[r][v] = _mm256_fnmadd_ps(_mm256_set1_ps(w.offsets[r * blocks + b]), sums, acc[r][v]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+        for (int v = 0; v < VECTORS; ++v) _mm256_storeu_ps(yt + r * yt_stride + 8 * v, acc[r][v]);
+    }
+}
+
 using MicroKernel = void (*)(const UnpackedRows &, int64_t, const int32_t *, const float *, const float *, int64_t,
                              float *, int64_t, bool);
 
-// The micro-kernels for 1..kRows rows and 1..kVectors vectors of tokens.
-template <int ROWS, int... V>
+// The micro-kernels for 1..kRows rows and 1..kVectors vectors of tokens, without and with AVX-VNNI.
+template <bool VNNI, int ROWS, int... V>
 constexpr std::array<MicroKernel, kVectors> by_vectors(std::integer_sequence<int, V...>) {
-    return {micro_kernel<ROWS, V + 1>...};
+    if constexpr (VNNI) {
+        return {micro_kernel_vnni<ROWS, V + 1>...};
+    } else {
+        return {micro_kernel<ROWS, V + 1>...};
+    }
 }
-template <int... R>
+template <bool VNNI, int... R>
 constexpr std::array<std::array<MicroKernel, kVectors>, kRows> by_rows(std::integer_sequence<int, R...>) {
-    return {by_vectors<R + 1>(std::make_integer_sequence<int, kVectors>())...};
+    return {by_vectors<VNNI, R + 1>(std::make_integer_sequence<int, kVectors>())...};
 }
-constexpr auto kMicroKernels = by_rows(std::make_integer_sequence<int, kRows>());
+constexpr auto kMicroKernels = by_rows<false>(std::make_integer_sequence<int, kRows>());
+constexpr auto kMicroKernelsVnni = by_rows<true>(std::make_integer_sequence<int, kRows>());
 
 // Rounds each token's activations per block of 32 (symmetric, to nearest, as q8_0 does) into the
 // packed layout (int8_gemm_loop.h) for n_pad tokens, a multiple of 8: values as s8; past the last
@@ -212,6 +276,7 @@ void int8_gemm_avx2_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ggml_tensor * w = dst->src[0];
     const int64_t n_pad = dst->ne[0];
     thread_local UnpackedRows rows;
+    const auto & kernels = int8_gemm_avx_vnni_available() ? kMicroKernelsVnni : kMicroKernels;
     auto unpack = [&](int64_t row, int64_t k0, int64_t k_len, int slot) {
         const auto size = static_cast<size_t>(kRows * k_len);
         if (rows.nibbles.size() != size) {
@@ -223,7 +288,7 @@ void int8_gemm_avx2_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
     };
     auto multiply = [&](int n_rows, int vectors, int64_t k_len, const int32_t * quads, const float * scales,
                         const float * sums, float * yt, bool accumulate) {
-        kMicroKernels[n_rows - 1][vectors - 1](rows, k_len, quads, scales, sums, n_pad, yt, n_pad, accumulate);
+        kernels[n_rows - 1][vectors - 1](rows, k_len, quads, scales, sums, n_pad, yt, n_pad, accumulate);
     };
     run_int8_gemm(dst, ith, nth, userdata, {kRows, kTileTokens, 8, kPackedBlockBytes}, unpack, multiply);
 }

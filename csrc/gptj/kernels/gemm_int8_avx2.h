@@ -9,6 +9,10 @@
 // weights would need the sign trick, one more instruction per product, which leaves little over
 // the f32 kernel; they keep it.)
 //
+// Where the CPU has AVX-VNNI (Intel's laptops since the 12th generation), vpdpbusd does a quad's
+// multiply-adds straight into int32 (one instruction for vpmaddubsw + vpaddw, and no vpmaddwd per
+// block).
+//
 // The activations are rounded to 8 bits per block of 32 with a float scale each (what ggml's own
 // q4_0 products do; ggml rounds per 256 for q4_K) and packed once per input with 8 tokens in a
 // ymm's lanes (4 bytes each); weight rows are unpacked to their nibbles once per block of rows and
@@ -31,6 +35,11 @@ bool int8_gemm_avx2_applies(const ggml_tensor * weights, bool in_plain_memory);
 // side-by-side measurements and tests). Applies to graphs built afterwards.
 void set_int8_gemm_avx2_enabled(bool enabled);
 bool int8_gemm_avx2_available();
+
+// Whether it uses AVX-VNNI's vpdpbusd (the CPU has it, switched on: the default); off, the
+// vpmaddubsw kernel runs, as on an AVX2 CPU without AVX-VNNI. Read when a product runs.
+void set_int8_gemm_avx_vnni_enabled(bool enabled);
+bool int8_gemm_avx_vnni_available();
 
 // x (F32 [k, n_tokens], k a multiple of 32) rounded to 8 bits per block of 32 and packed for the
 // kernel, by a custom op: I8 bytes for int8_avx2_padded_tokens(n_tokens) tokens. Make it once per

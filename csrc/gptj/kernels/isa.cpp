@@ -57,4 +57,13 @@ bool cpu_has_avx2() {
 #endif
 }
 
+bool cpu_has_avx_vnni() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    static const bool has = cpu_has_avx2() && __builtin_cpu_supports("avxvnni");
+    return has;
+#else
+    return false;
+#endif
+}
+
 }  // namespace gptj

@@ -22,4 +22,8 @@ const char * isa_cap_error();
 // is the level that runs them on a CPU with more.
 bool cpu_has_avx2();
 
+// Whether it also has AVX-VNNI (vpdpbusd on ymm, VEX-encoded: Intel's laptop and desktop cores
+// since the 12th generation, which lack AVX-512; AMD's since Zen 5). Like AVX2, no cap turns it off.
+bool cpu_has_avx_vnni();
+
 }  // namespace gptj
