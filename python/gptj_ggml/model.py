@@ -89,9 +89,10 @@ class Model:
             ``"q8_0"`` or ``"q4_0"`` (about 1/2 or 1/4 of the memory, and of the bytes each
             generated token reads at long contexts, for a small change of the logits; see
             the README's accuracy table). Quantized types need ``flash_attn``.
-        flash_attn: attention by ggml's flash-attention kernel (online softmax, the values
-            stored untransposed) instead of two matrix products; ``None``: on exactly when
-            ``cache_type`` is quantized.
+        flash_attn: flash attention (online softmax, the values stored untransposed: ggml's
+            kernel for prompt batches, ours for single tokens on AVX2 CPUs) instead of two
+            matrix products; ``None``: on exactly when ``cache_type`` is quantized. With an f16
+            cache it is the faster at long contexts (README, "KV cache types").
         mmap: keep the weights memory-mapped from the file (the default: opening takes
             milliseconds and the page cache is the only copy; the mapping asks for 2 MiB
             pages, which makes it as fast as a copy when the file enters the page cache

@@ -22,8 +22,8 @@ def add_cache_flags(parser: argparse.ArgumentParser) -> None:
         "--flash-attn",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="attention by ggml's flash-attention kernel (online softmax over untransposed values) instead of "
-        "two matrix products (default: on exactly with a quantized --cache-type)",
+        help="flash attention (online softmax over untransposed values: ggml's kernel for prompts, ours for "
+        "single tokens) instead of two matrix products (default: on exactly with a quantized --cache-type)",
     )
 
 
