@@ -127,7 +127,7 @@ def test_quantized_prompts_match_transformers_on_the_same_weights(
     outtype, n_tokens, tiny_model_path, hf_model, request
 ):
     # q8_0, q4_0, q4_K: our AVX2 loaders; q5_0, q6_K: ggml's scalar dequantizer feeding the GEMM.
-    # (q4_0 and q4_K take the int8 GEMM by default: tested below.)
+    # (q4_0 and q4_K, and q8_0 with AVX-VNNI, take the int8 GEMM by default: tested below.)
     request.getfixturevalue("f32_gemm_only")
     ids = random_ids(n_tokens, seed=200 + n_tokens)
     path = tiny_model_path(outtype, **QUANT_SHAPES)
@@ -140,8 +140,18 @@ def test_quantized_prompts_match_transformers_on_the_same_weights(
 INT8_N_TOKENS = [*N_TOKENS, 250]
 
 
+# q8_0 takes the int8 GEMM only with AVX-VNNI (its unsigned weights would saturate vpmaddubsw).
+INT8_TYPES = [
+    "q4_0",
+    "q4_K",
+    pytest.param(
+        "q8_0", marks=pytest.mark.skipif(not core.int8_gemm_avx_vnni_available(), reason="this CPU has no AVX-VNNI")
+    ),
+]
+
+
 @pytest.mark.parametrize("repack", [False, True])
-@pytest.mark.parametrize("outtype", ["q4_0", "q4_K"])
+@pytest.mark.parametrize("outtype", INT8_TYPES)
 @pytest.mark.parametrize("n_tokens", INT8_N_TOKENS)
 def test_int8_prompts_match_transformers_as_well_as_ggmls_own_product(
     outtype, n_tokens, repack, tiny_model_path, hf_model, request
@@ -182,7 +192,7 @@ def test_avx_vnni_gives_the_vpmaddubsw_kernels_logits(outtype, tiny_model_path):
     np.testing.assert_array_equal(with_vnni, without)
 
 
-@pytest.mark.parametrize("outtype", ["q4_0", "q4_K"])
+@pytest.mark.parametrize("outtype", INT8_TYPES)
 def test_a_nan_activation_gives_nan_logits_not_numbers(outtype, tiny_model_path, tmp_path):
     # A NaN in the first layer's norm reaches only the products of its output (q, k, v, fc_in),
     # all on the int8 GEMM for a 40-token prompt: rounding must not make it a number.
@@ -216,7 +226,7 @@ def test_our_kernel_and_ggml_agree(outtype, tiny_model_path, request):
     assert relative_error(ours, ggml) <= AGREEMENT[outtype]
 
 
-@pytest.mark.parametrize("outtype", ["f32", "q4_0", "q4_K"])  # the f32 and int8 GEMMs
+@pytest.mark.parametrize("outtype", ["f32", *INT8_TYPES])  # the f32 and int8 GEMMs
 def test_logits_do_not_depend_on_the_thread_count(outtype, tiny_model_path):
     # Each output is summed by one thread in a fixed order, however the rows are split.
     ids = random_ids(45, seed=12)

@@ -32,8 +32,11 @@ bool int8_gemm_avx2_available() { return g_enabled && cpu_has_avx2() && !cpu_has
 bool int8_gemm_avx2_applies(const ggml_tensor * weights, bool in_plain_memory) {
     const ggml_type t = weights->type;
     const int64_t multiple = t == GGML_TYPE_Q4_K ? 256 : 32;
-    return (t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q4_K) && in_plain_memory && ggml_is_contiguous(weights) &&
-           weights->ne[0] % multiple == 0 && int8_gemm_avx2_available();
+    // q8_0 only with AVX-VNNI: its weights, made unsigned (w + 128, up to 255), would saturate
+    // vpmaddubsw's int16 pairs (2 x 255 x 127); vpdpbusd sums into int32.
+    const bool type = t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q4_K || (t == GGML_TYPE_Q8_0 && int8_gemm_avx_vnni_available());
+    return type && in_plain_memory && ggml_is_contiguous(weights) && weights->ne[0] % multiple == 0 &&
+           int8_gemm_avx2_available();
 }
 
 }  // namespace gptj
@@ -55,8 +58,9 @@ constexpr int64_t kTileTokens = 8 * kVectors;
 // Bytes of packed activations a k block may span (a quarter of a laptop's 1-2 MiB L2).
 constexpr int64_t kPackedBlockBytes = 256 * 1024;
 
-// A block of rows unpacked for the micro-kernel: per row, k_len nibbles (one per byte), and per
-// block of 32 its scale and offset (weight = scale * nibble - offset).
+// A block of rows unpacked for the micro-kernel: per row, k_len unsigned weights (one per byte: a
+// nibble, or q8_0's value + 128), and per block of 32 its scale and offset (weight = scale * byte -
+// offset).
 struct UnpackedRows {
     std::vector<uint8_t> nibbles;
     std::vector<float> scales;
@@ -82,6 +86,18 @@ GPTJ_AVX2 void unpack_row(const ggml_tensor * w, int64_t row, int64_t k0, int64_
                 const __m256i v = _mm256_and_si256(g % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), low_nibbles);
                 _mm256_storeu_si256(reinterpret_cast<__m256i *>(nibbles + 32 * (sb * 8 + g)), v);
             }
+        }
+        return;
+    }
+    if (w->type == GGML_TYPE_Q8_0) {
+        // Signed bytes made unsigned (w + 128, flipping the sign bit), 128 x the scale taken off
+        // through the activations' block sums.
+        for (int64_t b = 0; b < n / 32; ++b) {
+            const auto * block = reinterpret_cast<const BlockQ8_0 *>(data) + k0 / 32 + b;
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(block->values));
+            _mm256_storeu_si256(reinterpret_cast<__m256i *>(nibbles + 32 * b), _mm256_xor_si256(v, _mm256_set1_epi8(-128)));
+            scales[b] = _cvtsh_ss(block->scale);
+            offsets[b] = 128.0f * scales[b];
         }
         return;
     }
@@ -276,7 +292,8 @@ void int8_gemm_avx2_task(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ggml_tensor * w = dst->src[0];
     const int64_t n_pad = dst->ne[0];
     thread_local UnpackedRows rows;
-    const auto & kernels = int8_gemm_avx_vnni_available() ? kMicroKernelsVnni : kMicroKernels;
+    // q8_0 takes this kernel only with AVX-VNNI (int8_gemm_avx2_applies), whatever the switch says now.
+    const auto & kernels = int8_gemm_avx_vnni_available() || w->type == GGML_TYPE_Q8_0 ? kMicroKernelsVnni : kMicroKernels;
     auto unpack = [&](int64_t row, int64_t k0, int64_t k_len, int slot) {
         const auto size = static_cast<size_t>(kRows * k_len);
         if (rows.nibbles.size() != size) {

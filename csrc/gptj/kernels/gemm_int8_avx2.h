@@ -11,7 +11,8 @@
 //
 // Where the CPU has AVX-VNNI (Intel's laptops since the 12th generation), vpdpbusd does a quad's
 // multiply-adds straight into int32 (one instruction for vpmaddubsw + vpaddw, and no vpmaddwd per
-// block).
+// block), and q8_0 takes the kernel too: its weights as unsigned bytes (w + 128, whose pairs
+// vpmaddubsw would saturate), the 128 taken off through the activations' block sums.
 //
 // The activations are rounded to 8 bits per block of 32 with a float scale each (what ggml's own
 // q4_0 products do; ggml rounds per 256 for q4_K) and packed once per input with 8 tokens in a
@@ -26,9 +27,9 @@
 
 namespace gptj {
 
-// Whether this kernel multiplies these weights (q4_0 or q4_K, contiguous, in the file's layout in
-// plain memory, rows a whole number of blocks) on this CPU: AVX2 present, AVX-512 absent or capped
-// off by GPTJ_GGML_ISA, the kernel switched on.
+// Whether this kernel multiplies these weights (q4_0 or q4_K, and q8_0 with AVX-VNNI; contiguous,
+// in the file's layout in plain memory, rows a whole number of blocks) on this CPU: AVX2 present,
+// AVX-512 absent or capped off by GPTJ_GGML_ISA, the kernel switched on.
 bool int8_gemm_avx2_applies(const ggml_tensor * weights, bool in_plain_memory);
 
 // On by default on AVX2-only CPUs; off, those batches take the f32 AVX2 GEMM or ggml's (for
