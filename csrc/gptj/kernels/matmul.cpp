@@ -168,8 +168,8 @@ ggml_tensor * batch_matmul(ggml_context * ctx, ggml_tensor * w, MatmulInput & in
     }
     // AVX2 GEMMs: prompt batches only (more than kMatvecMaxTokens tokens); decode batches keep
     // ggml's kernels, whose dot products read each weight once for the few tokens. q4_0 and q4_K
-    // take 8-bit products on their nibbles (gemm_int8_avx2.h), reading the file's layout (for a
-    // matrix ggml repacked, the mapped file's copy): 1.4-1.6x ggml's repacked int8 GEMM for q4_K,
+    // (and q8_0 with AVX-VNNI) take 8-bit products (gemm_int8_avx2.h), reading the file's layout
+    // (for a matrix ggml repacked, the mapped file's copy): 1.4-1.6x ggml's repacked int8 GEMM for q4_K,
     // which had matched the f32 GEMM on the file's copy (4-layer 6B-shaped, 2 threads, f32 / ggml's:
     // q4_K pp128 0.88x, pp512 0.98x). Other repacked matrices keep ggml's GEMMs.
     if (avx2_gemm_in_use() && !decode_batch && int8_gemm_avx2_applies(weights, in_plain_memory(weights))) {

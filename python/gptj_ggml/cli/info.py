@@ -117,7 +117,7 @@ def system_text(system: SystemInfo) -> str:
         + (
             "gptj_ggml's AVX2 (single tokens, decode batches, prompt batches"
             + (": 8-bit products for q4_0 / q4_K" if system.int8_gemm_avx2 else "")
-            + (" by AVX-VNNI" if system.int8_gemm_avx2 and system.int8_gemm_avx_vnni else "")
+            + (" (and q8_0) by AVX-VNNI" if system.int8_gemm_avx2 and system.int8_gemm_avx_vnni else "")
             + "); ggml's for repacked single tokens and decode batches"
             if system.prompt_kernel == "avx2"
             else f"gptj_ggml's {system.prompt_kernel.upper()}"
