@@ -48,8 +48,8 @@ path, ids, prompt, sizes, out = sys.argv[1], json.loads(sys.argv[2]), int(sys.ar
 def decode_logits(threads, ours=True):
     core.set_batch_matmul_enabled(ours)
     try:
-        # repack=False: q4_K is otherwise repacked for ggml's kernel (faster here one token at a
-        # time), and ours multiplies only the file's layout.
+        # repack=False: what ggml repacks (where the type is not kept in the file's layout), ours
+        # cannot multiply: only the file's layout.
         model = Model(path, n_threads=threads, repack=False)
         found = []
         for n in sizes:
