@@ -29,6 +29,7 @@ bool decode_attention_applies(ggml_type cache_type, int64_t head_dim) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include "gptj/kernels/avx2.h"
 #include "gptj/kernels/quant_blocks.h"
+#include "gptj/kernels/weight_loads_avx2.h"
 
 namespace gptj {
 namespace {
@@ -54,10 +55,7 @@ struct CacheBlocks<GGML_TYPE_Q8_0> {
     static constexpr int kValues = 32;
     static constexpr bool kScaled = true;
     static GPTJ_AVX2_INLINE void load(const char * head, int64_t b, __m256 * v) {
-        const int8_t * q = reinterpret_cast<const BlockQ8_0 *>(head)[b].values;
-        for (int i = 0; i < 4; ++i) {
-            v[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(q + 8 * i))));
-        }
+        avx2::q8_0_values(reinterpret_cast<const BlockQ8_0 *>(head)[b], v);
     }
     static GPTJ_AVX2_INLINE const float * scale(const char * head, int64_t b, const float * f16_values) {
         return f16_values + reinterpret_cast<const BlockQ8_0 *>(head)[b].scale;
@@ -72,14 +70,7 @@ struct CacheBlocks<GGML_TYPE_Q4_0> {
     static constexpr int kValues = 32;
     static constexpr bool kScaled = true;
     static GPTJ_AVX2_INLINE void load(const char * head, int64_t b, __m256 * v) {
-        const __m128i nibbles = _mm_loadu_si128(reinterpret_cast<const __m128i *>(reinterpret_cast<const BlockQ4_0 *>(head)[b].nibbles));
-        const __m128i low_bits = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
-        const __m128i low = _mm_sub_epi8(_mm_and_si128(nibbles, low_bits), eight);                      // values 0-15
-        const __m128i high = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(nibbles, 4), low_bits), eight);  // 16-31
-        v[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(low));
-        v[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(low, 8)));
-        v[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(high));
-        v[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(high, 8)));
+        avx2::q4_0_values(reinterpret_cast<const BlockQ4_0 *>(head)[b], v);
     }
     static GPTJ_AVX2_INLINE const float * scale(const char * head, int64_t b, const float * f16_values) {
         return f16_values + reinterpret_cast<const BlockQ4_0 *>(head)[b].scale;

@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "ggml.h"
 #include "gptj/kernels/avx2.h"
@@ -17,9 +18,25 @@ constexpr int kLanesAvx2 = 8;  // floats in an AVX2 register
 
 namespace avx2 {
 
-// The low 8 bytes of `bytes` (signed) as 8 f32, times `scale`.
-GPTJ_AVX2 __attribute__((always_inline)) inline __m256 i8_to_f32(__m128i bytes, __m256 scale) {
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), scale);
+// A q8_0 block's 32 values as f32 in out[0..3], not yet times the block's scale (which a caller
+// may rather apply once to something else, as the decode attention kernel does to its weights).
+GPTJ_AVX2 __attribute__((always_inline)) inline void q8_0_values(const BlockQ8_0 & block, __m256 out[4]) {
+    for (int i = 0; i < 4; ++i) {
+        out[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(block.values + 8 * i))));
+    }
+}
+
+// A q4_0 block's 32 values (its nibbles minus 8) as f32 in out[0..3], not yet times its scale.
+GPTJ_AVX2 __attribute__((always_inline)) inline void q4_0_values(const BlockQ4_0 & block, __m256 out[4]) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(block.nibbles));
+    const __m128i nibble = _mm_set1_epi8(0xF), eight = _mm_set1_epi8(8);
+    // Weights 0-15 are the low nibbles, 16-31 the high ones; both minus 8, as signed bytes.
+    const __m128i lo = _mm_sub_epi8(_mm_and_si128(bytes, nibble), eight);
+    const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bytes, 4), nibble), eight);
+    out[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+    out[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+    out[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+    out[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
 }
 
 }  // namespace avx2
@@ -40,24 +57,16 @@ GPTJ_AVX2 __attribute__((always_inline)) inline void load_32_weights_avx2(const 
         for (int i = 0; i < 4; ++i) {
             out[i] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p + i)), 16));
         }
-    } else if constexpr (TYPE == GGML_TYPE_Q8_0) {
-        const BlockQ8_0 * block = static_cast<const BlockQ8_0 *>(row) + k / 32;
-        const __m256 scale = _mm256_set1_ps(_cvtsh_ss(block->scale));
-        for (int i = 0; i < 4; ++i) {
-            out[i] = avx2::i8_to_f32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(block->values + 8 * i)), scale);
+    } else if constexpr (TYPE == GGML_TYPE_Q8_0 || TYPE == GGML_TYPE_Q4_0) {
+        using Block = std::conditional_t<TYPE == GGML_TYPE_Q8_0, BlockQ8_0, BlockQ4_0>;
+        const Block & block = static_cast<const Block *>(row)[k / 32];
+        if constexpr (TYPE == GGML_TYPE_Q8_0) {
+            avx2::q8_0_values(block, out);
+        } else {
+            avx2::q4_0_values(block, out);
         }
-    } else if constexpr (TYPE == GGML_TYPE_Q4_0) {
-        const BlockQ4_0 * block = static_cast<const BlockQ4_0 *>(row) + k / 32;
-        const __m256 scale = _mm256_set1_ps(_cvtsh_ss(block->scale));
-        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(block->nibbles));
-        const __m128i nibble = _mm_set1_epi8(0xF), eight = _mm_set1_epi8(8);
-        // Weights 0-15 are the low nibbles, 16-31 the high ones; both minus 8, as signed bytes.
-        const __m128i lo = _mm_sub_epi8(_mm_and_si128(bytes, nibble), eight);
-        const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bytes, 4), nibble), eight);
-        out[0] = avx2::i8_to_f32(lo, scale);
-        out[1] = avx2::i8_to_f32(_mm_srli_si128(lo, 8), scale);
-        out[2] = avx2::i8_to_f32(hi, scale);
-        out[3] = avx2::i8_to_f32(_mm_srli_si128(hi, 8), scale);
+        const __m256 scale = _mm256_set1_ps(_cvtsh_ss(block.scale));
+        for (int i = 0; i < 4; ++i) out[i] = _mm256_mul_ps(out[i], scale);
     } else {
         static_assert(TYPE == GGML_TYPE_Q4_K, "no AVX2 loader for this type");
         const BlockQ4_K * block = static_cast<const BlockQ4_K *>(row) + k / 256;
